@@ -1,0 +1,44 @@
+# RS-CLIP Search: set-up, tests, packaging and benchmarks.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal python3-venv xvfb xauth zip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup apt venv test run package bench screenshot clean
+
+setup: apt venv
+
+apt:
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Debian packages already installed."; \
+	else \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+run: venv
+	QT_QPA_PLATFORM= QGIS_PLUGINPATH=$(CURDIR)/build/plugins $(MAKE) package-dev && qgis --nologo --noversioncheck
+
+package:
+	$(PY) tools/package.py --out dist
+
+bench: venv
+	$(PY) bench/run.py
+
+screenshot: venv
+	$(PY) tools/screenshot.py --out docs/screenshot.png
+
+clean:
+	rm -rf dist build .pytest_cache
