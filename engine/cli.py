@@ -1,0 +1,236 @@
+"""``python -m engine``: index rasters, search them in words, label them, inspect an index.
+
+User errors print one line to stderr and exit 2; tracebacks are left for bugs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from .errors import Cancelled, EngineError
+
+
+class ProgressBar:
+    """A text progress bar on stderr; plain lines every 10% when stderr is not a terminal."""
+
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = self.stream.isatty()
+        self.last_step = -1
+        self.last_draw = 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        if self.tty:
+            now = time.monotonic()
+            if fraction < 1.0 and now - self.last_draw < 0.1:
+                return
+            self.last_draw = now
+            filled = int(self.width * fraction)
+            line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}% {message[:60]:<60}"
+            self.stream.write(line)
+            if fraction >= 1.0:
+                self.stream.write("\n")
+        else:
+            step = int(fraction * 10)
+            if step == self.last_step:
+                return
+            self.last_step = step
+            self.stream.write(f"{fraction * 100:5.1f}% {message}\n")
+        self.stream.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=(
+        "RS-CLIP Search: natural-language search and zero-shot labelling of satellite and aerial imagery."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("models", help="list the model registry and what is downloaded")
+
+    p = sub.add_parser("index", help="tile rasters, embed the tiles and add them to an index")
+    p.add_argument("rasters", nargs="*", metavar="RASTER", help="rasters to index (any format GDAL reads)")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", metavar="NAME", help="registry model (see 'models'); default remoteclip-vit-b-32")
+    model.add_argument("--arch", metavar="ARCH", help="open_clip architecture name or model-config JSON path")
+    p.add_argument("--checkpoint", metavar="FILE", help="local checkpoint for --arch")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--tile-size", type=float, metavar="PX", help="tile size in pixels (default 224)")
+    size.add_argument("--tile-m", type=float, metavar="METRES", help="tile size in ground metres")
+    p.add_argument("--overlap", type=float, default=0.0, metavar="F", help="overlap fraction between tiles, 0-0.9")
+    p.add_argument("--bands", metavar="1,2,3", help="bands to use as R,G,B (1-based), or one band for grey")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="tiles per model batch")
+    p.add_argument("--remove", action="append", default=[], metavar="RASTER", help="remove a raster's tiles")
+
+    p = sub.add_parser("search", help="find the tiles that best match a text")
+    p.add_argument("query", metavar="TEXT")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--top-k", type=int, default=10, metavar="K")
+    p.add_argument("--min-score", type=float, default=None, metavar="S")
+    p.add_argument("--out", metavar="FILE.gpkg", help="write the result tiles to a GeoPackage")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+
+    p = sub.add_parser("label", help="label every tile zero-shot with land-cover classes")
+    p.add_argument("--index", required=True, metavar="DIR")
+    classes = p.add_mutually_exclusive_group(required=True)
+    classes.add_argument("--classes", metavar="LIST", help="comma-separated classes, or a shipped set name")
+    classes.add_argument("--classes-file", metavar="FILE", help="one class per line")
+    p.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated)")
+    p.add_argument("--out", metavar="FILE.gpkg")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("info", help="what an index holds")
+    p.add_argument("--index", required=True, metavar="DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Cancelled as exc:
+        print(f"rsclip: {exc}", file=sys.stderr)
+        return 130
+    except EngineError as exc:
+        print(f"rsclip: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rsclip: interrupted; committed work was kept.", file=sys.stderr)
+        return 130
+
+
+def cmd_models(args) -> int:
+    from .models import REGISTRY, DEFAULT_MODEL, cached_weights_path, is_cached
+
+    for name, spec in REGISTRY.items():
+        status = f"cached at {cached_weights_path(spec)}" if is_cached(spec) else "not downloaded"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{default}\n    architecture: {spec.arch}\n    weights: {_source(spec)}\n"
+              f"    licence: {spec.licence}\n    {status}")
+    return 0
+
+
+def _source(spec) -> str:
+    return spec.url or f"huggingface.co/{spec.hf_repo} ({spec.hf_file})"
+
+
+def cmd_index(args) -> int:
+    from . import jobs
+    from .tiling import TilingSpec
+
+    if args.checkpoint and not args.arch:
+        raise EngineError("--checkpoint goes with --arch (the architecture the checkpoint belongs to).")
+    if args.arch and not args.checkpoint:
+        raise EngineError("--arch needs --checkpoint (a local weights file).")
+    for raster in args.remove:
+        n = jobs.remove_raster(args.index, raster)
+        print(f"Removed {raster} ({n} tiles) from {args.index}.")
+    if not args.rasters:
+        if args.remove:
+            return 0
+        raise EngineError("Give at least one raster to index.")
+    model = None
+    if args.model or args.arch:
+        model = jobs.resolve_model(args.index, args.model, args.arch, args.checkpoint)
+    tiling = None
+    if args.tile_size or args.tile_m or args.overlap or args.bands:
+        tiling = TilingSpec(size=args.tile_m or args.tile_size or 224.0, units="m" if args.tile_m else "px",
+                            overlap=args.overlap, bands=_bands(args.bands))
+        tiling.validate()
+    report = jobs.index_rasters(args.index, args.rasters, model=model, tiling=tiling,
+                                batch_size=args.batch_size, progress=ProgressBar())
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.skipped else 0
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise EngineError(f"--bands {text!r} must be band numbers like 1,2,3 or 4,3,2.") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise EngineError(f"--bands {text!r} must name one band (grey) or three bands (R,G,B), counted from 1.")
+    return bands
+
+
+def cmd_search(args) -> int:
+    from . import jobs
+    from .export import hit_row, write_hits_gpkg
+
+    if args.top_k < 1:
+        raise EngineError("--top-k must be at least 1.")
+    hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, progress=ProgressBar())
+    if args.out:
+        write_hits_gpkg(args.out, hits)
+    if args.json:
+        print(json.dumps({"query": args.query, "results": [hit_row(h) for h in hits]}, indent=2))
+    else:
+        for h in hits:
+            print(f"{h.rank:4d}  {h.score:.4f}  {Path(h.tile.raster).name}  tile {h.tile.id}  "
+                  f"window {h.tile.window}")
+        if args.out:
+            print(f"Wrote {len(hits)} tiles to {args.out}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from collections import Counter
+
+    from . import jobs
+    from .classsets import available_class_sets, load_class_set, parse_classes, read_classes_file
+    from .export import label_row, write_labels_gpkg
+    from .prompts import parse_templates
+
+    if args.classes_file:
+        classes = read_classes_file(args.classes_file)
+    elif args.classes.strip() in available_class_sets():
+        classes = load_class_set(args.classes.strip())
+    else:
+        classes = parse_classes(args.classes)
+    labels = jobs.label(args.index, classes, parse_templates(args.templates), progress=ProgressBar())
+    if args.out:
+        write_labels_gpkg(args.out, labels)
+    if args.json:
+        print(json.dumps({"classes": classes, "results": [label_row(lab) for lab in labels]}, indent=2))
+    else:
+        counts = Counter(lab.label for lab in labels)
+        for cls in classes:
+            print(f"{counts.get(cls, 0):7d}  {cls}")
+        if args.out:
+            print(f"Wrote {len(labels)} labelled tiles to {args.out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import jobs
+
+    info = jobs.info(args.index)
+    tiling = info.tiling
+    print(f"Index:    {info.index_dir}")
+    print(f"Model:    {info.model_label} ({info.dim}-d embeddings)")
+    print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
+    print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
+          f"bands {tiling.get('bands') or 'auto'}")
+    print(f"Created:  {_when(info.created)}; updated {_when(info.updated)}")
+    print(f"Rasters:  {len(info.rasters)}")
+    for r in info.rasters:
+        state = "" if r.status == "complete" else f" ({r.status}: {r.tiles} of {r.planned} tiles)"
+        print(f"  {r.tiles:7d} tiles  {r.path}{state}")
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "?"
+
+
+COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info}

@@ -1,0 +1,99 @@
+"""Top-k tiles for a text query or for example tiles, over an index's vector store."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import EngineError
+from .index import TileIndex, TileRecord
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: its 1-based rank, cosine similarity and the tile it points at."""
+
+    rank: int
+    score: float
+    tile: TileRecord
+
+
+def candidate_ids(index: TileIndex, rasters: Sequence[str] | None = None,
+                  within_wgs84_wkt: str | None = None) -> np.ndarray | None:
+    """Tile ids allowed by a raster and/or area restriction; None means every tile."""
+    if not rasters and not within_wgs84_wkt:
+        return None
+    area = None
+    if within_wgs84_wkt:
+        from shapely import wkt as shapely_wkt
+        from shapely.errors import ShapelyError
+
+        try:
+            area = shapely_wkt.loads(within_wgs84_wkt)
+        except (ShapelyError, ValueError) as exc:
+            raise EngineError(f"The search area is not a valid geometry ({exc}).") from None
+    ids = []
+    for tile in index.iter_tiles(list(rasters) if rasters else None):
+        if area is not None:
+            from shapely import wkt as shapely_wkt
+
+            if not area.intersects(shapely_wkt.loads(tile.footprint_wgs84_wkt)):
+                continue
+        ids.append(tile.id)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None = None,
+          allowed: np.ndarray | None = None, exclude: Sequence[int] = ()) -> list[Hit]:
+    """Best ``k`` tiles for the mean of ``queries`` (unit vectors), best first.
+
+    ``k`` larger than the index returns every tile; ``allowed`` restricts the candidates.
+    """
+    if k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
+    query = queries.mean(axis=0, keepdims=True).astype(np.float32)
+    query /= max(float(np.linalg.norm(query)), 1e-12)
+    exclude_set = {int(e) for e in exclude}
+    if allowed is None:
+        store = index.vector_store()
+        scores, ids = store.search(query, k + len(exclude_set))
+        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+    else:
+        cand_ids, vecs = index.embeddings(allowed.tolist())
+        sims = vecs @ query[0]
+        order = np.argsort(-sims, kind="stable")[: k + len(exclude_set)]
+        pairs = [(float(sims[i]), int(cand_ids[i])) for i in order]
+    pairs = [(s, i) for s, i in pairs if i not in exclude_set and (min_score is None or s >= min_score)][:k]
+    records = index.tiles([i for _, i in pairs])
+    return [Hit(rank=n + 1, score=s, tile=records[i]) for n, (s, i) in enumerate(pairs)]
+
+
+def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: float | None = None,
+                templates: Sequence[str] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
+    """Tiles that best match a text query, embedded through the prompt templates."""
+    from .prompts import REMOTE_SENSING_TEMPLATES
+
+    text = clean_query(query)
+    vec = encoder.encode_prompts([text], templates or REMOTE_SENSING_TEMPLATES)
+    return top_k(index, vec, k, min_score, allowed)
+
+
+def search_similar(index: TileIndex, tile_ids: Sequence[int], k: int = 10, min_score: float | None = None,
+                   allowed: np.ndarray | None = None) -> list[Hit]:
+    """Tiles most like the given example tiles (their mean embedding), examples excluded."""
+    if not tile_ids:
+        raise EngineError("Choose at least one tile to find similar tiles.")
+    ids, vecs = index.embeddings(list(tile_ids))
+    missing = set(int(t) for t in tile_ids) - set(ids.tolist())
+    if missing:
+        raise EngineError(f"Tile {sorted(missing)[0]} is not in the index at {index.folder}.")
+    return top_k(index, vecs, k, min_score, allowed, exclude=ids.tolist())
+
+
+def clean_query(query: str) -> str:
+    """A query with surrounding blanks removed; an empty one is refused."""
+    text = " ".join((query or "").split())
+    if not text:
+        raise EngineError("The search text is empty; type what to look for, e.g. 'airport runway'.")
+    return text
