@@ -26,6 +26,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 test: venv
+	rm -rf .qgis-settings
 	$(PY) -m pytest -q tests
 
 run: venv
