@@ -26,12 +26,18 @@ class Encoder:
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = loaded.model.to(self.device, dtype=self.dtype).eval()
+        model = loaded.model
+        if precision != "fp32":
+            import copy
+
+            model = copy.deepcopy(model)
+        self.model = model.to(self.device, dtype=self.dtype).eval()
         self.image_size = int(loaded.image_size)
         self._mean = torch.tensor(loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
+        self.reason = "chosen by the caller"
 
     @property
     def dim(self) -> int:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
 
@@ -53,10 +55,13 @@ class IndexInfo:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How to run the model: device, precision and threads (None = choose automatically)."""
+    """How to run the model; "auto" picks CUDA if present, else bf16 where the CPU does it natively.
 
-    device: str = "cpu"
-    precision: str = "fp32"
+    ``threads`` sets torch's CPU threads (None keeps torch's default: one per core).
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
     threads: int | None = None
 
 
@@ -76,12 +81,17 @@ def get_encoder(model: dict, runtime: Runtime = Runtime(), progress: ProgressFn 
     key = (tuple(sorted((k, str(v)) for k, v in model.items())), runtime)
     enc = _ENCODERS.get(key)
     if enc is None:
+        from .device import choose_device, choose_precision
+
         if runtime.threads:
             import torch
 
             torch.set_num_threads(int(runtime.threads))
-        loaded = load_model(ModelRef.from_dict(model), device=runtime.device, progress=progress, cancel=cancel)
-        enc = Encoder(loaded, device=runtime.device, precision=runtime.precision)
+        device = choose_device(runtime.device)
+        loaded = load_model(ModelRef.from_dict(model), device=device, progress=progress, cancel=cancel)
+        precision, reason = choose_precision(loaded, device, runtime.precision)
+        enc = Encoder(loaded, device=device, precision=precision)
+        enc.reason = reason
         _ENCODERS.clear()
         _ENCODERS[key] = enc
     return enc
@@ -203,37 +213,29 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None) -> int:
-    """Embed one raster's remaining tiles, committing each batch; returns tiles added."""
-    import numpy as np
+    """Embed one raster's remaining tiles, committing each batch; returns tiles added.
 
+    Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
+    while this thread embeds and commits, so the model is rarely idle.
+    """
+    from .pipeline import prefetch_batches
     from .tiling import RasterTiler
 
-    tiler = RasterTiler(info.path, tiling)
-    raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                       info.bands, len(tiler.windows))
-    total = max(len(tiler.windows), 1)
     name = Path(info.path).name
-    added = 0
-    batch_tiles, batch_pixels = [], []
+    with RasterTiler(info.path, tiling) as tiler:
+        raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
+                                           info.bands, len(tiler.windows))
 
-    def flush() -> None:
-        nonlocal added
-        if batch_tiles:
-            idx.add_tiles(raster_id, batch_tiles, encoder.encode_images(np.stack(batch_pixels)))
-            added += len(batch_tiles)
-            batch_tiles.clear()
-            batch_pixels.clear()
+        def tick(fraction: float, message: str) -> None:
+            progress(fraction, f"{name}: {message}")
 
-    def tick(fraction: float, message: str) -> None:
-        progress(fraction, f"{name}: {message}")
-
-    for tile, pixels in tiler.iter_tiles(progress=tick, cancel=cancel, skip=done):
-        batch_tiles.append(tile)
-        batch_pixels.append(pixels)
-        if len(batch_tiles) >= batch_size:
-            flush()
+        added = 0
+        batches = prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
+                                   lambda arrays: encoder.preprocess(np.stack(arrays)))
+        for tiles, pixels in batches:
+            idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+            added += len(tiles)
             check_cancel(cancel)
-    flush()
     idx.finish_raster(raster_id)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added

@@ -1,0 +1,75 @@
+"""The prefetching reader keeps order, passes errors through and stops when abandoned."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.device import calibration_tiles, cpu_has_native_bf16, embeddings_agree
+from engine.errors import Cancelled
+from engine.pipeline import prefetch_batches
+
+
+def numbered(n):
+    for i in range(n):
+        yield i, np.full((2, 2, 3), i, np.uint8)
+
+
+def test_batches_keep_every_item_with_its_array_in_order():
+    got = list(prefetch_batches(numbered(23), 5, lambda arrays: np.stack(arrays)))
+    assert [len(items) for items, _ in got] == [5, 5, 5, 5, 3]
+    flat_items = [i for items, _ in got for i in items]
+    assert flat_items == list(range(23))
+    for items, batch in got:
+        assert [int(b[0, 0, 0]) for b in batch] == items, "an embedding must never change tiles"
+
+
+def test_reader_errors_reach_the_consumer():
+    def failing():
+        yield from numbered(7)
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        for _ in prefetch_batches(failing(), 3, list):
+            pass
+
+
+def test_abandoning_the_generator_stops_the_reader():
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i, np.zeros((1, 1, 3), np.uint8)
+            i += 1
+
+    gen = prefetch_batches(endless(), 4, list, depth=2)
+    next(gen)
+    gen.close()
+    time.sleep(0.3)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count, "the reader thread kept reading after the consumer stopped"
+    assert not [t for t in threading.enumerate() if t.name == "rsclip-tile-reader"]
+
+
+def test_calibration_tiles_and_agreement():
+    tiles = calibration_tiles()
+    assert tiles.shape == (8, 64, 64, 3) and tiles.dtype == np.uint8
+    np.testing.assert_array_equal(tiles, calibration_tiles())
+    a = np.eye(3, dtype=np.float32)
+    assert embeddings_agree(a, a)[0]
+    b = a.copy()
+    b[2] = [0, 0.1, 0.995]
+    ok, worst = embeddings_agree(a, b / np.linalg.norm(b, axis=1, keepdims=True))
+    assert not ok and worst < 0.999
+
+
+def test_bf16_detection_reads_cpu_flags():
+    import platform
+
+    on_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert cpu_has_native_bf16({"avx512_bf16", "avx2"}) == on_x86
+    assert cpu_has_native_bf16({"amx_bf16"}) == on_x86
+    assert not cpu_has_native_bf16({"avx2", "fma"})
