@@ -1,0 +1,187 @@
+"""Build an open_clip model from a registry name or an architecture + local checkpoint.
+
+Checkpoints load with ``torch.load(weights_only=True)``, so a checkpoint file cannot run
+code; plain state_dicts, ``{"state_dict": ...}``/``{"model": ...}`` wrappers and
+``module.`` prefixes (DataParallel/DDP training) are all accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineError
+from ..progress import CancelFn, ProgressFn
+from .download import ensure_weights, file_sha256
+from .registry import REGISTRY, get_spec
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model an index was built with: what the index records and reloads."""
+
+    kind: str
+    name: str | None
+    arch: str
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelRef":
+        return cls(d.get("kind", "registry"), d.get("name"), d.get("arch", ""), d.get("checkpoint"),
+                   d.get("checkpoint_sha256"))
+
+    @property
+    def label(self) -> str:
+        if self.kind == "registry":
+            return str(self.name)
+        return f"{Path(self.arch).name} + {Path(str(self.checkpoint)).name}"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    ref: ModelRef
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    embed_dim: int
+    context_length: int
+    logit_scale: float
+
+
+def resolve_model_ref(name: str | None = None, arch: str | None = None, checkpoint: str | None = None) -> ModelRef:
+    """A registry model by name, or a custom architecture with a local checkpoint."""
+    if name and (arch or checkpoint):
+        raise EngineError("Give either a registry model name or an architecture with a checkpoint, not both.")
+    if name:
+        spec = get_spec(name)
+        return ModelRef("registry", spec.name, spec.arch, None, spec.sha256)
+    if not arch or not checkpoint:
+        raise EngineError("A custom model needs both an architecture (--arch) and a checkpoint file (--checkpoint).")
+    _check_arch(arch)
+    ckpt = Path(checkpoint).expanduser().resolve()
+    if not ckpt.is_file():
+        raise EngineError(f"The checkpoint {ckpt} does not exist.")
+    arch_value = str(Path(arch).expanduser().resolve()) if _is_config_path(arch) else arch
+    return ModelRef("custom", None, arch_value, str(ckpt), file_sha256(ckpt))
+
+
+def _is_config_path(arch: str) -> bool:
+    return arch.lower().endswith(".json") or Path(arch).expanduser().is_file()
+
+
+def _check_arch(arch: str) -> None:
+    if _is_config_path(arch):
+        path = Path(arch).expanduser()
+        if not path.is_file():
+            raise EngineError(f"The model config {path} does not exist.")
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"The model config {path.name} is not valid JSON ({exc}).") from None
+        if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
+            raise EngineError(f"{path.name} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg).")
+        return
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise EngineError(f"Unknown open_clip architecture {arch!r} (e.g. ViT-B-32, RN50, ViT-L-14), "
+                          "or give the path to a model-config JSON.")
+
+
+def _register_config(path: str) -> str:
+    """Register a model-config JSON with open_clip under a name unique to its content."""
+    import open_clip
+
+    data = Path(path).read_bytes()
+    name = f"rsclip_{hashlib.sha256(data).hexdigest()[:12]}"
+    if name not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="rsclip-cfg-"))
+        shutil.copyfile(path, folder / f"{name}.json")
+        open_clip.add_model_config(folder / f"{name}.json")
+    return name
+
+
+def read_state_dict(path: Path) -> dict:
+    """A checkpoint's weights; never runs code from the file."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"{path.name} is not a readable PyTorch checkpoint of plain weights ({first[:200]}).") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise EngineError(f"{path.name} holds no model weights.")
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+_LOADED: dict = {}
+
+
+def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None = None,
+               cancel: CancelFn | None = None) -> LoadedModel:
+    """Load (once per process) the model an index records, verifying its weights."""
+    key = (ref, device)
+    if key in _LOADED:
+        return _LOADED[key]
+    import open_clip
+
+    if ref.kind == "registry":
+        spec = REGISTRY.get(str(ref.name))
+        if spec is None:
+            raise EngineError(f"Unknown model {ref.name!r}; known models are: {', '.join(REGISTRY)}.")
+        ckpt = ensure_weights(spec, progress, cancel)
+        arch = spec.arch
+    else:
+        ckpt = Path(str(ref.checkpoint))
+        if not ckpt.is_file():
+            raise EngineError(f"The checkpoint {ckpt} of this index's model is missing; put it back or rebuild the index.")
+        if ref.checkpoint_sha256 and file_sha256(ckpt) != ref.checkpoint_sha256:
+            raise EngineError(f"The checkpoint {ckpt} changed since the index was built (its SHA-256 differs); "
+                              "restore the original file or build a new index.")
+        arch = ref.arch
+    _check_arch(arch)
+    name = _register_config(arch) if _is_config_path(arch) else arch
+    model = open_clip.create_model(name, pretrained=None)
+    state = read_state_dict(ckpt)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        own = set(model.state_dict())
+        missing, unexpected = len(own - set(state)), len(set(state) - own)
+        raise EngineError(f"The checkpoint {ckpt.name} does not fit architecture {Path(arch).name} "
+                          f"({missing} missing, {unexpected} unexpected keys).") from None
+    model = model.to(device).eval()
+    visual = model.visual
+    size = visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    mean = tuple(cfg.get("mean") or getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+    std = tuple(cfg.get("std") or getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+    tokenizer = open_clip.get_tokenizer(name)
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, image_size=size, mean=mean, std=std,
+                         embed_dim=int(model.text_projection.shape[1]) if hasattr(model, "text_projection")
+                         and model.text_projection is not None else int(visual.output_dim),
+                         context_length=int(getattr(model, "context_length", 77)),
+                         logit_scale=float(model.logit_scale.exp().item()))
+    _LOADED.clear()
+    _LOADED[key] = loaded
+    return loaded
