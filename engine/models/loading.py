@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -160,7 +161,12 @@ def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None =
         arch = ref.arch
     _check_arch(arch)
     name = _register_config(arch) if _is_config_path(arch) else arch
-    model = open_clip.create_model(name, pretrained=None)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" before we load the weights
+    try:
+        model = open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.disable(previous)
     state = read_state_dict(ckpt)
     try:
         model.load_state_dict(state, strict=True)
