@@ -1,0 +1,85 @@
+"""Checkpoint loading: formats, wrong architecture, garbage, and pickles that must not run."""
+
+import pytest
+import torch
+
+from engine.errors import EngineError
+from engine.models import REGISTRY, load_model, resolve_model_ref
+from engine.models.loading import _LOADED
+
+
+def encode(ref):
+    _LOADED.clear()
+    loaded = load_model(ref)
+    with torch.inference_mode():
+        return loaded.model.encode_image(torch.ones(1, 3, 32, 32))
+
+
+def test_registry_entries_are_real_open_clip_architectures():
+    import open_clip
+
+    for name, spec in REGISTRY.items():
+        assert spec.arch in open_clip.list_models(), name
+        assert spec.licence and spec.citation and (spec.url or (spec.hf_repo and spec.hf_file)), name
+        assert spec.sha256 is None or len(spec.sha256) == 64
+    with pytest.raises(EngineError, match="Unknown model"):
+        resolve_model_ref(name="nope")
+
+
+def test_plain_wrapped_and_module_prefixed_checkpoints_agree(tiny_model, tmp_path):
+    state = torch.load(tiny_model.checkpoint, weights_only=True)
+    torch.save({"state_dict": state}, tmp_path / "wrapped.pt")
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pt")
+    base = encode(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint)))
+    for name in ("wrapped.pt", "ddp.pt"):
+        out = encode(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(tmp_path / name)))
+        torch.testing.assert_close(out, base)
+
+
+def test_wrong_architecture_and_garbage_are_refused(tiny_model, tmp_path):
+    with pytest.raises(EngineError, match="does not fit architecture RN50"):
+        _LOADED.clear()
+        load_model(resolve_model_ref(arch="RN50", checkpoint=str(tiny_model.checkpoint)))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"definitely not torch")
+    with pytest.raises(EngineError, match="not a readable PyTorch checkpoint"):
+        load_model(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(junk)))
+    with pytest.raises(EngineError, match="Unknown open_clip architecture"):
+        resolve_model_ref(arch="ViT-Q-99", checkpoint=str(tiny_model.checkpoint))
+    with pytest.raises(EngineError, match="does not exist"):
+        resolve_model_ref(arch="ViT-B-32", checkpoint=str(tmp_path / "missing.pt"))
+    bad_cfg = tmp_path / "bad.json"
+    bad_cfg.write_text("{not json")
+    with pytest.raises(EngineError, match="not valid JSON"):
+        resolve_model_ref(arch=str(bad_cfg), checkpoint=str(tiny_model.checkpoint))
+
+
+class Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(Payload.marker), "w"))
+
+
+def test_pickle_bearing_checkpoint_never_runs(tmp_path, tiny_model):
+    Payload.marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, evil)
+    assert not Payload.marker.exists()
+    with pytest.raises(EngineError, match="not a readable PyTorch checkpoint"):
+        load_model(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(evil)))
+    assert not Payload.marker.exists()
+
+
+def test_changed_checkpoint_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(tiny_model.checkpoint, copy)
+    ref = resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(copy))
+    copy.write_bytes(copy.read_bytes() + b"\0")
+    _LOADED.clear()
+    with pytest.raises(EngineError, match="changed since the index was built"):
+        load_model(ref)
