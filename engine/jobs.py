@@ -306,6 +306,14 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
         return label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
 
 
+def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
+    """Every tile of an index (or of some of its rasters), for footprint layers."""
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return list(idx.iter_tiles(_abs(rasters)))
+
+
 def info(index_dir: str | Path) -> IndexInfo:
     """What an index holds: model, tiling, rasters and tile count."""
     import json

@@ -1,0 +1,76 @@
+"""Right-click actions in the Layers panel: index or search a raster, find tiles like the selected ones."""
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsMapLayerType
+from qgis.PyQt.QtWidgets import QAction
+
+from .layers import INDEX_PROPERTY, is_result_layer
+
+MENU = "RS-CLIP Search"
+
+
+class LayerActions:
+    def __init__(self, iface, controller, dock_opener) -> None:
+        self.iface = iface
+        self.controller = controller
+        self.open_dock = dock_opener
+        parent = iface.mainWindow()
+        self.index_action = QAction("Index this layer for semantic search", parent)
+        self.index_action.triggered.connect(self.index_layer)
+        self.search_action = QAction("Search within this layer…", parent)
+        self.search_action.triggered.connect(self.search_in_layer)
+        self.similar_action = QAction("Find tiles similar to selected", parent)
+        self.similar_action.triggered.connect(self.similar_to_selected)
+        self.installed: list[QAction] = []
+
+    def install(self) -> None:
+        for action, kind in ((self.index_action, QgsMapLayerType.RasterLayer),
+                             (self.search_action, QgsMapLayerType.RasterLayer),
+                             (self.similar_action, QgsMapLayerType.VectorLayer)):
+            self.iface.addCustomActionForLayerType(action, MENU, kind, True)
+            self.installed.append(action)
+
+    def remove(self) -> None:
+        for action in self.installed:
+            self.iface.removeCustomActionForLayerType(action)
+        self.installed.clear()
+
+    def _raster(self):
+        layer = self.iface.activeLayer()
+        if layer is None or layer.type() != QgsMapLayerType.RasterLayer:
+            self.controller.notify("Choose a raster layer in the Layers panel first.", Qgis.Warning)
+            return None
+        return layer
+
+    def index_layer(self) -> None:
+        layer = self._raster()
+        if layer is None:
+            return
+        dock = self.open_dock()
+        dock.set_rasters([(layer.name(), layer.source())])
+        dock.request_index()
+        self.controller.refresh_rasters()
+
+    def search_in_layer(self) -> None:
+        layer = self._raster()
+        if layer is None:
+            return
+        dock = self.open_dock()
+        dock.set_restriction(layer.name(), layer.source())
+        dock.tabs.setCurrentIndex(0)
+        dock.query_edit.setFocus()
+
+    def similar_to_selected(self) -> None:
+        from ..ui.params import SimilarParams
+
+        layer = self.iface.activeLayer()
+        if not is_result_layer(layer):
+            self.controller.notify("Choose an RS-CLIP result layer and select some of its tiles.", Qgis.Warning)
+            return
+        field = layer.fields().indexOf("tile_id")
+        ids = sorted({int(f.attribute(field)) for f in layer.selectedFeatures()})
+        if not ids:
+            self.controller.notify("Select one or more tiles of the result layer first.", Qgis.Warning)
+            return
+        dock = self.open_dock()
+        self.controller.similar(SimilarParams(layer.customProperty(INDEX_PROPERTY), ids, dock.top_k_spin.value()))

@@ -1,0 +1,299 @@
+"""Turns the dock's requests into background tasks and their results into map layers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
+from qgis.PyQt.QtCore import QObject
+
+from ..engine import jobs
+from ..engine.errors import EngineError
+from ..engine.index import is_index
+from . import settings
+from .deps import install_hint, missing_packages
+from .layers import add_result_layer, hits_layer, labels_layer, tile_extent_in, tile_geometry
+from .log import get_logger
+from .tasks import BaseTask
+
+TITLE = "RS-CLIP Search"
+
+
+class Controller(QObject):
+    """Owns the running tasks; the only place where dock requests meet the engine."""
+
+    def __init__(self, iface, dock) -> None:
+        super().__init__(dock)
+        self.iface = iface
+        self.dock = dock
+        self.tasks: list[BaseTask] = []
+        self.index_task: BaseTask | None = None
+        self.hits: dict[int, object] = {}
+        self.last_layer = None
+        self.log = get_logger()
+        dock.searchRequested.connect(self.search)
+        dock.similarRequested.connect(self.similar)
+        dock.labelRequested.connect(self.label)
+        dock.indexRequested.connect(self.index)
+        dock.cancelRequested.connect(self.cancel_indexing)
+        dock.resultChosen.connect(self.zoom_to_tile)
+        dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_rasters)
+        project.layersRemoved.connect(self.refresh_rasters)
+        project.readProject.connect(self.project_changed)
+        self.setup_dock()
+
+    # -- state -----------------------------------------------------------------------
+    def setup_dock(self) -> None:
+        from ..engine.classsets import available_class_sets
+        from ..engine.models import REGISTRY
+
+        missing = missing_packages()
+        self.dock.set_missing(install_hint(missing) if missing else None)
+        self.dock.set_models(list(REGISTRY), settings.MODEL.get())
+        self.dock.set_class_sets(list(available_class_sets()), settings.CLASS_SET.get())
+        self.dock.set_index_dir(self.default_index_dir())
+        self.refresh_rasters()
+        self.refresh_status()
+
+    def project_changed(self, *_args) -> None:
+        self.dock.set_index_dir(self.default_index_dir())
+        self.refresh_rasters()
+        self.refresh_status()
+
+    def default_index_dir(self) -> str:
+        """Next to the project file when saved, else the last folder used, else in the profile."""
+        project = QgsProject.instance()
+        if project.fileName():
+            path = Path(project.fileName())
+            return str(path.with_name(f"{path.stem}_rsclip_index"))
+        return settings.INDEX_DIR.get() or str(Path(QgsApplication.qgisSettingsDirPath()) / "rsclip_search" / "index")
+
+    def raster_layers(self):
+        return [lyr for lyr in QgsProject.instance().mapLayers().values()
+                if lyr.type() == QgsMapLayerType.RasterLayer and lyr.providerType() == "gdal"]
+
+    def refresh_rasters(self, *_args) -> None:
+        self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
+
+    def refresh_status(self) -> None:
+        folder = self.dock.index_dir()
+        if not folder or not is_index(folder):
+            self.dock.set_status("No index in this folder yet: index some rasters on the Index tab.")
+            return
+        try:
+            info = jobs.info(folder)
+        except EngineError as exc:
+            self.dock.set_status(str(exc))
+            return
+        from datetime import datetime
+
+        built = datetime.fromtimestamp(info.updated).strftime("%Y-%m-%d %H:%M")
+        self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) "
+                             f"· updated {built}")
+
+    # -- running ---------------------------------------------------------------------
+    def notify(self, text: str, level=Qgis.Info) -> None:
+        self.iface.messageBar().pushMessage(TITLE, text, level=level, duration=8 if level != Qgis.Critical else 0)
+        self.log.log({Qgis.Critical: 40, Qgis.Warning: 30}.get(level, 20), text)
+
+    def start(self, task: BaseTask, cancellable: bool = False) -> BaseTask:
+        self.tasks.append(task)
+        task.progressChanged.connect(self.dock.set_progress)
+        self.dock.set_busy(True, cancellable)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _done(self, task: BaseTask) -> bool:
+        """Common end of every task: release it, report errors; True when there is a result."""
+        if task in self.tasks:
+            self.tasks.remove(task)
+        self.dock.set_busy(bool(self.tasks), any(t is self.index_task for t in self.tasks))
+        if task.error and not task.cancelled:
+            self.notify(task.error, Qgis.Critical)
+            return False
+        return task.result is not None
+
+    def _folder(self, folder: str) -> str | None:
+        if not folder:
+            self.notify("Choose an index folder first.", Qgis.Warning)
+            return None
+        settings.INDEX_DIR.set(folder)
+        return folder
+
+    def index(self, params) -> BaseTask | None:
+        from ..engine.tiling import TilingSpec
+
+        folder = self._folder(params.index_dir)
+        if folder is None:
+            return None
+        if not params.rasters:
+            self.notify("No rasters to index: add raster layers to the project and check them on the Index tab.",
+                        Qgis.Warning)
+            return None
+        try:
+            if is_index(folder):
+                model, tiling = None, None
+            else:
+                model = jobs.resolve_model(folder, params.model, params.custom_arch, params.custom_checkpoint)
+                tiling = TilingSpec(size=params.tile_size, units=params.tile_units, overlap=params.overlap).validate()
+        except EngineError as exc:
+            self.notify(str(exc), Qgis.Critical)
+            return None
+
+        def job(progress, cancel):
+            return jobs.index_rasters(folder, params.rasters, model=model, tiling=tiling,
+                                      batch_size=params.batch_size, progress=progress, cancel=cancel)
+
+        def model_ready() -> None:
+            self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
+                                                  job, self._index_done), cancellable=True)
+
+        return self.with_weights(model or jobs.info(folder).model, model_ready)
+
+    def with_weights(self, model: dict, then):
+        """Run ``then`` once a registry model's weights are on disk, downloading them first."""
+        from ..engine.models import REGISTRY, ensure_weights, is_cached
+
+        spec = REGISTRY.get(str(model.get("name"))) if model.get("kind") == "registry" else None
+        if spec is None or is_cached(spec):
+            then()
+            return self.index_task
+        from ..ui.download_dialog import DownloadDialog
+
+        dialog = DownloadDialog(spec.name, self.iface.mainWindow())
+
+        def done(task: BaseTask) -> None:
+            dialog.close()
+            if self._done(task):
+                then()
+
+        task = BaseTask(f"Downloading {spec.name}", lambda progress, cancel: ensure_weights(spec, progress, cancel), done)
+        dialog.follow(task)
+        return self.start(task, cancellable=True)
+
+    def _index_done(self, task: BaseTask) -> None:
+        self.index_task = None
+        if self._done(task):
+            report = task.result
+            for path, reason in report.skipped:
+                self.notify(f"{Path(path).name} was not indexed: {reason}", Qgis.Warning)
+            self.notify(report.summary(), Qgis.Warning if report.cancelled else Qgis.Success)
+        self.refresh_status()
+
+    def cancel_indexing(self) -> None:
+        if self.index_task is not None:
+            self.index_task.cancel()
+
+    def search(self, params) -> BaseTask | None:
+        folder = self._folder(params.index_dir)
+        if folder is None:
+            return None
+        if not params.query.strip():
+            self.notify("Type what to look for, e.g. 'airport runway'.", Qgis.Warning)
+            return None
+
+        def job(progress, cancel):
+            return jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
+                               progress=progress, cancel=cancel)
+
+        key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
+        title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
+        return self.start(BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title)))
+
+    def similar(self, params) -> BaseTask | None:
+        folder = self._folder(params.index_dir)
+        if folder is None:
+            return None
+        if not params.tile_ids:
+            self.notify("Select a result tile first.", Qgis.Warning)
+            return None
+
+        def job(progress, cancel):
+            return jobs.similar(folder, params.tile_ids, params.top_k, params.min_score)
+
+        key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
+        title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
+        return self.start(BaseTask(f"Finding tiles {title}", job,
+                                   lambda t: self._hits_done(t, folder, "similar", key, title)))
+
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str) -> None:
+        if not self._done(task):
+            return
+        hits = task.result
+        if not hits:
+            self.dock.show_results([], {})
+            self.notify(f"No tiles matched {title}.", Qgis.Info)
+            return
+        from .thumbnails import tile_thumbnails
+
+        self.hits = {h.tile.id: h for h in hits}
+        layer = add_result_layer(hits_layer(hits, f"RS-CLIP: {title}"), kind, key, folder)
+        self.last_layer = layer
+        self.dock.show_results(hits, tile_thumbnails(hits, jobs.info(folder).tiling))
+        top = next(layer.getFeatures())
+        layer.selectByIds([top.id()])
+        canvas = self.iface.mapCanvas()
+        if hasattr(canvas, "flashGeometries"):
+            canvas.flashGeometries([top.geometry()], layer.crs())
+        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.Success)
+
+    def label(self, params) -> BaseTask | None:
+        from ..engine.classsets import load_class_set, parse_classes
+        from ..engine.prompts import parse_templates
+
+        folder = self._folder(params.index_dir)
+        if folder is None:
+            return None
+        try:
+            classes = load_class_set(params.class_set) if params.class_set else parse_classes(params.custom_classes)
+            templates = parse_templates(params.templates)
+        except EngineError as exc:
+            self.notify(str(exc), Qgis.Critical)
+            return None
+
+        def job(progress, cancel):
+            return jobs.label(folder, classes, templates, progress=progress, cancel=cancel)
+
+        name = params.class_set or "custom classes"
+        return self.start(BaseTask(f"Labelling tiles with {name}", job,
+                                   lambda t: self._labels_done(t, folder, classes, name)))
+
+    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str) -> None:
+        if not self._done(task):
+            return
+        layer = add_result_layer(labels_layer(task.result, classes, f"RS-CLIP labels: {name}"), "labels",
+                                 "|".join(classes), folder)
+        self.last_layer = layer
+        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.Success)
+
+    def zoom_to_tile(self, tile_id: int) -> None:
+        hit = self.hits.get(tile_id)
+        if hit is None:
+            return
+        canvas = self.iface.mapCanvas()
+        crs = canvas.mapSettings().destinationCrs()
+        extent = tile_extent_in(hit.tile, crs)
+        canvas.setExtent(extent.buffered(max(extent.width(), extent.height()) * 0.5))
+        canvas.refresh()
+        if hasattr(canvas, "flashGeometries"):
+            geom = tile_geometry(hit.tile, hit.tile.crs_wkt)
+            canvas.flashGeometries([geom], _crs(hit.tile.crs_wkt))
+
+    def shutdown(self) -> None:
+        """Cancel what is still running (the plugin is being unloaded)."""
+        for task in list(self.tasks):
+            task.on_done = None
+            task.cancel()
+        self.tasks.clear()
+        project = QgsProject.instance()
+        for signal, slot in ((project.layersAdded, self.refresh_rasters), (project.layersRemoved, self.refresh_rasters),
+                             (project.readProject, self.project_changed)):
+            try:
+                signal.disconnect(slot)
+            except TypeError:
+                pass
+
+
+def _crs(wkt: str) -> QgsCoordinateReferenceSystem:
+    return QgsCoordinateReferenceSystem.fromWkt(wkt)

@@ -1,0 +1,137 @@
+"""Search and labelling results as styled vector layers in a "RS-CLIP results" group."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsClassificationJenks, QgsCoordinateReferenceSystem,
+                       QgsCoordinateTransform, QgsFeature, QgsField, QgsFillSymbol, QgsGeometry,
+                       QgsGradientColorRamp, QgsGraduatedSymbolRenderer, QgsProject, QgsRendererCategory,
+                       QgsVectorLayer)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+from ..engine.export import HIT_FIELDS, LABEL_FIELDS, common_crs, tile_geometry_wkt
+
+GROUP_NAME = "RS-CLIP results"
+KIND_PROPERTY = "rsclip/kind"
+KEY_PROPERTY = "rsclip/query"
+INDEX_PROPERTY = "rsclip/index"
+_VARIANTS = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String}
+#: Colours for land-cover classes, in class order (cycled past the end).
+CLASS_COLOURS = ("#1f78b4", "#33a02c", "#b2df8a", "#e31a1c", "#ff7f00", "#6a3d9a", "#fdbf6f", "#a6cee3",
+                 "#fb9a99", "#cab2d6", "#b15928", "#ffff99", "#8dd3c7", "#bebada", "#80b1d3", "#fccde5",
+                 "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f", "#666666")
+
+
+def crs_of(tiles) -> QgsCoordinateReferenceSystem:
+    return QgsCoordinateReferenceSystem.fromWkt(common_crs(tiles))
+
+
+def tile_geometry(tile, target_crs_wkt: str) -> QgsGeometry:
+    return QgsGeometry.fromWkt(tile_geometry_wkt(tile, target_crs_wkt))
+
+
+def _memory_layer(name: str, tiles, fields) -> QgsVectorLayer:
+    crs = crs_of(tiles)
+    layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'EPSG:4326'}", name, "memory")
+    if not crs.authid():
+        layer.setCrs(crs)
+    layer.dataProvider().addAttributes([QgsField(n, _VARIANTS[k]) for n, k in fields])
+    layer.updateFields()
+    return layer
+
+
+def hits_layer(hits: Sequence, name: str) -> QgsVectorLayer:
+    """A memory layer of result tiles with rank, score, raster and tile_id, graduated by score."""
+    tiles = [h.tile for h in hits]
+    layer = _memory_layer(name, tiles, HIT_FIELDS)
+    crs_wkt = common_crs(tiles)
+    feats = []
+    for h in hits:
+        f = QgsFeature(layer.fields())
+        f.setAttributes([h.rank, float(h.score), h.tile.raster, int(h.tile.id)])
+        f.setGeometry(tile_geometry(h.tile, crs_wkt))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    layer.updateExtents()
+    style_by_score(layer)
+    return layer
+
+
+def labels_layer(labels: Sequence, classes: Sequence[str], name: str) -> QgsVectorLayer:
+    """A memory layer of labelled tiles, categorised by class with one legend entry each."""
+    tiles = [lab.tile for lab in labels]
+    layer = _memory_layer(name, tiles, LABEL_FIELDS)
+    crs_wkt = common_crs(tiles)
+    feats = []
+    for lab in labels:
+        f = QgsFeature(layer.fields())
+        f.setAttributes([lab.label, float(lab.probability), float(lab.margin), lab.tile.raster, int(lab.tile.id)])
+        f.setGeometry(tile_geometry(lab.tile, crs_wkt))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    layer.updateExtents()
+    style_by_class(layer, classes)
+    return layer
+
+
+def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:
+    """Graduated yellow→red by score (Jenks breaks), semi-transparent so the imagery shows."""
+    renderer = QgsGraduatedSymbolRenderer("score")
+    renderer.setSourceSymbol(QgsFillSymbol.createSimple({"outline_color": "#202020", "outline_width": "0.3"}))
+    renderer.setClassificationMethod(QgsClassificationJenks())
+    renderer.setSourceColorRamp(QgsGradientColorRamp(QColor("#ffffb2"), QColor("#bd0026")))
+    renderer.updateClasses(layer, max(1, min(classes, layer.featureCount())))
+    layer.setRenderer(renderer)
+    layer.setOpacity(0.6)
+
+
+def style_by_class(layer: QgsVectorLayer, classes: Sequence[str]) -> None:
+    categories = []
+    for i, cls in enumerate(classes):
+        symbol = QgsFillSymbol.createSimple({"color": CLASS_COLOURS[i % len(CLASS_COLOURS)], "outline_style": "no"})
+        categories.append(QgsRendererCategory(cls, symbol, cls))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("label", categories))
+    layer.setOpacity(0.55)
+
+
+def results_group(project: QgsProject | None = None):
+    """The "RS-CLIP results" group at the top of the layer tree (created on first use)."""
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    group = root.findGroup(GROUP_NAME)
+    return group if group is not None else root.insertGroup(0, GROUP_NAME)
+
+
+def result_layers(kind: str | None = None, key: str | None = None, project: QgsProject | None = None):
+    project = project or QgsProject.instance()
+    return [lyr for lyr in project.mapLayers().values()
+            if lyr.customProperty(KIND_PROPERTY) and (kind is None or lyr.customProperty(KIND_PROPERTY) == kind)
+            and (key is None or lyr.customProperty(KEY_PROPERTY) == key)]
+
+
+def add_result_layer(layer: QgsVectorLayer, kind: str, key: str, index_dir: str,
+                     project: QgsProject | None = None) -> QgsVectorLayer:
+    """Add a result layer to the group, replacing the previous layer of the same kind and key."""
+    project = project or QgsProject.instance()
+    old = result_layers(kind, key, project)
+    if old:
+        project.removeMapLayers([lyr.id() for lyr in old])
+    layer.setCustomProperty(KIND_PROPERTY, kind)
+    layer.setCustomProperty(KEY_PROPERTY, key)
+    layer.setCustomProperty(INDEX_PROPERTY, index_dir)
+    project.addMapLayer(layer, False)
+    results_group(project).insertLayer(0, layer)
+    return layer
+
+
+def is_result_layer(layer) -> bool:
+    return isinstance(layer, QgsVectorLayer) and bool(layer.customProperty(KIND_PROPERTY))
+
+
+def tile_extent_in(tile, crs: QgsCoordinateReferenceSystem, project: QgsProject | None = None):
+    """The tile's bounding box in ``crs`` (e.g. the canvas CRS)."""
+    geom = QgsGeometry.fromWkt(tile.footprint_wkt)
+    src = QgsCoordinateReferenceSystem.fromWkt(tile.crs_wkt)
+    if src != crs:
+        geom.transform(QgsCoordinateTransform(src, crs, project or QgsProject.instance()))
+    return geom.boundingBox()

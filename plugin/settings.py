@@ -1,0 +1,38 @@
+"""The plugin's persistent settings: one typed key each, all under /rsclip_search/."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from qgis.core import QgsSettings
+
+T = TypeVar("T")
+PREFIX = "rsclip_search"
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    key: str
+    default: T
+
+    def get(self) -> T:
+        value = QgsSettings().value(f"{PREFIX}/{self.key}", self.default, type=type(self.default))
+        return value if value is not None else self.default
+
+    def set(self, value: T) -> None:
+        QgsSettings().setValue(f"{PREFIX}/{self.key}", value)
+
+
+INDEX_DIR = Setting("index/folder", "")
+MODEL = Setting("index/model", "remoteclip-vit-b-32")
+CUSTOM_ARCH = Setting("index/custom_arch", "")
+CUSTOM_CHECKPOINT = Setting("index/custom_checkpoint", "")
+TILE_SIZE = Setting("index/tile_size", 224.0)
+TILE_UNITS = Setting("index/tile_units", "px")
+OVERLAP = Setting("index/overlap", 0.0)
+BATCH_SIZE = Setting("index/batch_size", 32)
+TOP_K = Setting("search/top_k", 20)
+MIN_SCORE = Setting("search/min_score", 0.0)
+CLASS_SET = Setting("label/class_set", "worldcover")
+CUSTOM_CLASSES = Setting("label/custom_classes", "")
+TEMPLATES = Setting("label/templates", "")

@@ -1,0 +1,40 @@
+"""Small previews of result tiles for the dock, read from the rasters through the engine's tiler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.PyQt.QtGui import QImage
+
+from ..engine.errors import EngineError
+from ..engine.tiling import RasterTiler, TileWindow, TilingSpec
+
+
+def tile_thumbnails(hits, tiling: dict, size: int = 64) -> dict[int, QImage]:
+    """tile id → QImage, with the index's band choice; a raster that is gone gives no thumbnail."""
+    out: dict[int, QImage] = {}
+    tilers: dict[str, RasterTiler | None] = {}
+    base = TilingSpec.from_dict(tiling)
+    spec = TilingSpec(size=base.size, units=base.units, bands=base.bands, read_size=size, max_nodata=1.0)
+    for hit in hits:
+        path = hit.tile.raster
+        if path not in tilers:
+            try:
+                tilers[path] = RasterTiler(path, spec) if Path(path).exists() else None
+            except EngineError:
+                tilers[path] = None
+        tiler = tilers[path]
+        if tiler is None:
+            continue
+        try:
+            pixels = tiler.read(TileWindow(*hit.tile.window))
+        except EngineError:
+            continue
+        if pixels is None:
+            continue
+        data = pixels.copy(order="C")
+        image = QImage(data.data, size, size, 3 * size, QImage.Format_RGB888)
+        out[hit.tile.id] = image.copy()
+    for tiler in tilers.values():
+        if tiler is not None:
+            tiler.close()
+    return out

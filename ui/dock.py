@@ -1,0 +1,315 @@
+"""The search dock: query and results, zero-shot labelling, and indexing of the project's rasters.
+
+It only gathers what the user asks for and shows what it is given: requests leave as
+parameter dataclasses through signals, and the controller (plugin/controller.py) runs them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QIcon, QPixmap
+from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                                 QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar,
+                                 QPushButton, QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+
+from ..plugin import settings
+from .params import IndexParams, LabelParams, SearchParams, SimilarParams
+
+CUSTOM_MODEL = "Custom checkpoint…"
+CUSTOM_CLASSES = "Custom classes…"
+TILE_ROLE = Qt.UserRole
+PATH_ROLE = Qt.UserRole + 1
+
+
+class SearchDock(QDockWidget):
+    searchRequested = pyqtSignal(object)
+    similarRequested = pyqtSignal(object)
+    labelRequested = pyqtSignal(object)
+    indexRequested = pyqtSignal(object)
+    cancelRequested = pyqtSignal()
+    resultChosen = pyqtSignal(int)
+    indexFolderChanged = pyqtSignal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("RS-CLIP Search", parent)
+        self.setObjectName("RsClipSearchDock")
+        self._restrict: tuple[str, str] | None = None
+        body = QWidget()
+        outer = QVBoxLayout(body)
+        self.missing_label = QLabel()
+        self.missing_label.setWordWrap(True)
+        self.missing_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.missing_label.setStyleSheet("color: #a40000;")
+        self.missing_label.hide()
+        outer.addWidget(self.missing_label)
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Index"))
+        self.index_edit = QLineEdit()
+        self.index_edit.setPlaceholderText("index folder (next to the project by default)")
+        self.index_edit.editingFinished.connect(lambda: self.indexFolderChanged.emit(self.index_dir()))
+        row.addWidget(self.index_edit)
+        self.index_browse = QToolButton()
+        self.index_browse.setText("…")
+        self.index_browse.clicked.connect(self._browse_index)
+        row.addWidget(self.index_browse)
+        outer.addLayout(row)
+        self.status_label = QLabel("No index yet.")
+        self.status_label.setWordWrap(True)
+        outer.addWidget(self.status_label)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._search_tab(), "Search")
+        self.tabs.addTab(self._label_tab(), "Label")
+        self.tabs.addTab(self._index_tab(), "Index")
+        outer.addWidget(self.tabs)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.hide()
+        outer.addWidget(self.progress)
+        self.setWidget(body)
+
+    # -- building ------------------------------------------------------------------
+    def _search_tab(self) -> QWidget:
+        tab = QWidget()
+        lay = QVBoxLayout(tab)
+        row = QHBoxLayout()
+        self.query_edit = QLineEdit()
+        self.query_edit.setPlaceholderText("Describe what to find, e.g. airport runway, flooded fields")
+        self.query_edit.returnPressed.connect(self.request_search)
+        row.addWidget(self.query_edit)
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(self.request_search)
+        row.addWidget(self.search_button)
+        lay.addLayout(row)
+        opts = QHBoxLayout()
+        opts.addWidget(QLabel("Top"))
+        self.top_k_spin = QSpinBox()
+        self.top_k_spin.setRange(1, 100000)
+        self.top_k_spin.setValue(settings.TOP_K.get())
+        opts.addWidget(self.top_k_spin)
+        opts.addWidget(QLabel("Min. score"))
+        self.min_score_spin = QDoubleSpinBox()
+        self.min_score_spin.setRange(-1.0, 1.0)
+        self.min_score_spin.setSingleStep(0.01)
+        self.min_score_spin.setDecimals(3)
+        self.min_score_spin.setSpecialValueText("none")
+        self.min_score_spin.setMinimum(-1.0)
+        self.min_score_spin.setValue(settings.MIN_SCORE.get() or -1.0)
+        opts.addWidget(self.min_score_spin)
+        lay.addLayout(opts)
+        restrict = QHBoxLayout()
+        self.restrict_label = QLabel()
+        restrict.addWidget(self.restrict_label)
+        self.clear_restrict = QToolButton()
+        self.clear_restrict.setText("All rasters")
+        self.clear_restrict.clicked.connect(lambda: self.set_restriction(None, None))
+        restrict.addWidget(self.clear_restrict)
+        lay.addLayout(restrict)
+        self.set_restriction(None, None)
+        self.results_list = QListWidget()
+        self.results_list.setIconSize(QSize(64, 64))
+        self.results_list.currentItemChanged.connect(self._current_changed)
+        lay.addWidget(self.results_list)
+        self.similar_button = QPushButton("Find similar to selected result")
+        self.similar_button.clicked.connect(self.request_similar)
+        lay.addWidget(self.similar_button)
+        return tab
+
+    def _label_tab(self) -> QWidget:
+        tab = QWidget()
+        form = QFormLayout(tab)
+        self.class_set_combo = QComboBox()
+        self.class_set_combo.currentTextChanged.connect(
+            lambda text: self.classes_edit.setEnabled(text == CUSTOM_CLASSES))
+        form.addRow("Classes", self.class_set_combo)
+        self.classes_edit = QPlainTextEdit()
+        self.classes_edit.setPlaceholderText("water, forest, cropland, built-up area")
+        self.classes_edit.setPlainText(settings.CUSTOM_CLASSES.get())
+        self.classes_edit.setMaximumHeight(80)
+        form.addRow("Your classes", self.classes_edit)
+        self.templates_edit = QLineEdit(settings.TEMPLATES.get())
+        self.templates_edit.setPlaceholderText("default: a satellite image of {}.; an aerial photograph of {}.; …")
+        form.addRow("Prompt templates", self.templates_edit)
+        self.label_button = QPushButton("Label every tile")
+        self.label_button.clicked.connect(self.request_label)
+        form.addRow(self.label_button)
+        return tab
+
+    def _index_tab(self) -> QWidget:
+        tab = QWidget()
+        form = QFormLayout(tab)
+        self.rasters_list = QListWidget()
+        form.addRow("Rasters", self.rasters_list)
+        self.model_combo = QComboBox()
+        self.model_combo.currentTextChanged.connect(self._model_changed)
+        form.addRow("Model", self.model_combo)
+        self.arch_edit = QLineEdit(settings.CUSTOM_ARCH.get())
+        self.arch_edit.setPlaceholderText("open_clip architecture (ViT-B-32) or model-config JSON")
+        form.addRow("Architecture", self.arch_edit)
+        ckpt = QHBoxLayout()
+        self.checkpoint_edit = QLineEdit(settings.CUSTOM_CHECKPOINT.get())
+        ckpt.addWidget(self.checkpoint_edit)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_checkpoint)
+        ckpt.addWidget(browse)
+        form.addRow("Checkpoint", ckpt)
+        size = QHBoxLayout()
+        self.tile_size_spin = QDoubleSpinBox()
+        self.tile_size_spin.setRange(8, 100000)
+        self.tile_size_spin.setDecimals(0)
+        self.tile_size_spin.setValue(settings.TILE_SIZE.get())
+        size.addWidget(self.tile_size_spin)
+        self.units_combo = QComboBox()
+        self.units_combo.addItem("pixels", "px")
+        self.units_combo.addItem("metres", "m")
+        self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(settings.TILE_UNITS.get())))
+        size.addWidget(self.units_combo)
+        form.addRow("Tile size", size)
+        self.overlap_spin = QDoubleSpinBox()
+        self.overlap_spin.setRange(0.0, 0.9)
+        self.overlap_spin.setSingleStep(0.05)
+        self.overlap_spin.setValue(settings.OVERLAP.get())
+        form.addRow("Overlap", self.overlap_spin)
+        buttons = QHBoxLayout()
+        self.index_button = QPushButton("Index checked rasters")
+        self.index_button.clicked.connect(self.request_index)
+        buttons.addWidget(self.index_button)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        buttons.addWidget(self.cancel_button)
+        form.addRow(buttons)
+        return tab
+
+    # -- filling ---------------------------------------------------------------------
+    def set_models(self, names: list[str], current: str) -> None:
+        self.model_combo.clear()
+        self.model_combo.addItems([*names, CUSTOM_MODEL])
+        self.model_combo.setCurrentText(current if current in names or current == CUSTOM_MODEL else names[0])
+        self._model_changed(self.model_combo.currentText())
+
+    def set_class_sets(self, names: list[str], current: str) -> None:
+        self.class_set_combo.clear()
+        self.class_set_combo.addItems([*names, CUSTOM_CLASSES])
+        self.class_set_combo.setCurrentText(current if current in names else CUSTOM_CLASSES)
+        self.classes_edit.setEnabled(self.class_set_combo.currentText() == CUSTOM_CLASSES)
+
+    def set_rasters(self, rasters: list[tuple[str, str]]) -> None:
+        """(layer name, file path) of the project's raster layers, all checked."""
+        self.rasters_list.clear()
+        for name, path in rasters:
+            item = QListWidgetItem(name)
+            item.setToolTip(path)
+            item.setData(PATH_ROLE, path)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked)
+            self.rasters_list.addItem(item)
+
+    def set_index_dir(self, folder: str) -> None:
+        self.index_edit.setText(folder)
+
+    def index_dir(self) -> str:
+        return self.index_edit.text().strip()
+
+    def set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def set_missing(self, text: str | None) -> None:
+        """Show what is missing and disable the tabs, or hide the note."""
+        self.missing_label.setText(text or "")
+        self.missing_label.setVisible(bool(text))
+        self.tabs.setEnabled(not text)
+
+    def set_restriction(self, name: str | None, path: str | None) -> None:
+        self._restrict = (name, path) if path else None
+        self.restrict_label.setText(f"Within: {name}" if path else "Within: all indexed rasters")
+        self.clear_restrict.setVisible(bool(path))
+
+    def set_busy(self, busy: bool, cancellable: bool = False) -> None:
+        for button in (self.search_button, self.label_button, self.index_button, self.similar_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy and cancellable)
+        self.progress.setVisible(busy)
+        if busy:
+            self.progress.setValue(0)
+
+    def set_progress(self, percent: float) -> None:
+        self.progress.setValue(int(percent))
+
+    def show_results(self, hits, thumbnails: dict) -> None:
+        """Fill the list: rank, score, raster name and a thumbnail per tile."""
+        self.results_list.blockSignals(True)
+        self.results_list.clear()
+        for hit in hits:
+            item = QListWidgetItem(f"{hit.rank}.  score {hit.score:.3f}  ·  {Path(hit.tile.raster).name}")
+            item.setToolTip(f"tile {hit.tile.id}, window {hit.tile.window}\n{hit.tile.raster}")
+            item.setData(TILE_ROLE, int(hit.tile.id))
+            image = thumbnails.get(hit.tile.id)
+            if image is not None:
+                item.setIcon(QIcon(QPixmap.fromImage(image)))
+            self.results_list.addItem(item)
+        self.results_list.blockSignals(False)
+
+    # -- requests --------------------------------------------------------------------
+    def request_search(self) -> None:
+        settings.TOP_K.set(self.top_k_spin.value())
+        settings.MIN_SCORE.set(self.min_score_spin.value())
+        self.searchRequested.emit(SearchParams(
+            self.index_dir(), self.query_edit.text(), self.top_k_spin.value(), self._min_score(),
+            [self._restrict[1]] if self._restrict else []))
+
+    def request_similar(self) -> None:
+        item = self.results_list.currentItem()
+        ids = [int(item.data(TILE_ROLE))] if item is not None else []
+        self.similarRequested.emit(SimilarParams(self.index_dir(), ids, self.top_k_spin.value(), self._min_score()))
+
+    def request_label(self) -> None:
+        custom = self.class_set_combo.currentText() == CUSTOM_CLASSES
+        settings.CLASS_SET.set("" if custom else self.class_set_combo.currentText())
+        settings.CUSTOM_CLASSES.set(self.classes_edit.toPlainText())
+        settings.TEMPLATES.set(self.templates_edit.text())
+        self.labelRequested.emit(LabelParams(self.index_dir(), "" if custom else self.class_set_combo.currentText(),
+                                             self.classes_edit.toPlainText(), self.templates_edit.text()))
+
+    def request_index(self) -> None:
+        rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
+                   if self.rasters_list.item(i).checkState() == Qt.Checked]
+        custom = self.model_combo.currentText() == CUSTOM_MODEL
+        settings.MODEL.set(self.model_combo.currentText())
+        settings.CUSTOM_ARCH.set(self.arch_edit.text())
+        settings.CUSTOM_CHECKPOINT.set(self.checkpoint_edit.text())
+        settings.TILE_SIZE.set(self.tile_size_spin.value())
+        settings.TILE_UNITS.set(self.units_combo.currentData())
+        settings.OVERLAP.set(self.overlap_spin.value())
+        self.indexRequested.emit(IndexParams(
+            self.index_dir(), rasters, None if custom else self.model_combo.currentText(),
+            self.arch_edit.text().strip() if custom else None, self.checkpoint_edit.text().strip() if custom else None,
+            self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value(),
+            settings.BATCH_SIZE.get()))
+
+    def _min_score(self) -> float | None:
+        value = self.min_score_spin.value()
+        return None if value <= self.min_score_spin.minimum() else value
+
+    def _current_changed(self, current, _previous) -> None:
+        if current is not None:
+            self.resultChosen.emit(int(current.data(TILE_ROLE)))
+
+    def _model_changed(self, text: str) -> None:
+        custom = text == CUSTOM_MODEL
+        self.arch_edit.setEnabled(custom)
+        self.checkpoint_edit.setEnabled(custom)
+
+    def _browse_index(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Index folder", self.index_dir())
+        if folder:
+            self.index_edit.setText(folder)
+            self.indexFolderChanged.emit(folder)
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Checkpoints (*.pt *.pth *.bin);;All files (*)")
+        if path:
+            self.checkpoint_edit.setText(path)

@@ -1,0 +1,44 @@
+"""What the dock asks for: plain parameter dataclasses, turned into tasks by the controller."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    index_dir: str
+    rasters: list[str]
+    model: str | None = None
+    custom_arch: str | None = None
+    custom_checkpoint: str | None = None
+    tile_size: float = 224.0
+    tile_units: str = "px"
+    overlap: float = 0.0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    index_dir: str
+    query: str
+    top_k: int = 20
+    min_score: float | None = None
+    rasters: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SimilarParams:
+    index_dir: str
+    tile_ids: list[int]
+    top_k: int = 20
+    min_score: float | None = None
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    """A shipped class set by name, or (class_set empty) the user's own comma/newline list."""
+
+    index_dir: str
+    class_set: str = ""
+    custom_classes: str = ""
+    templates: str = ""
