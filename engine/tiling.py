@@ -1,31 +1,49 @@
 """Cut any raster GDAL reads into georeferenced tiles, shaped like torchgeo's GridGeoSampler.
 
-Tiles are read window by window (resampled on read to a fixed ``read_size``), so memory does
-not grow with the raster. Non-8-bit data is stretched with per-band percentiles computed once
-from one decimated read. GDAL (not rasterio) is used because inside QGIS it is the same
-library QGIS already links; a second libgdal in the process risks clashes.
+A tile is a pixel window on a regular grid (size, stride = size × (1 − overlap), in pixels or
+in metres on the ground). Each window is read resampled to a fixed ``read_size`` square, so
+memory per tile is the same for a 64 px tile and a 50 km one, and the grid itself is computed
+on demand, so a 200,000 px raster costs no more memory than a small one.
+
+GDAL (not rasterio) is used because inside QGIS it is the library QGIS already links; a second
+libgdal in the process risks PROJ/GDAL clashes. GDAL's process-wide exception mode is never
+changed here (QGIS and other plugins depend on it): calls run under a thread-local quiet error
+handler and their results are checked, whichever mode the process is in.
+
+Thread-safety: a GDAL dataset must not be used by two threads at once. A ``RasterTiler`` is
+used from one thread at a time; a background reader thread may own it.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from .errors import EngineError
-from .gdalutil import gdal_exceptions
 from .progress import CancelFn, ProgressFn, check_cancel
 
-_WGS84_WKT = None
+#: Bytes hashed at each end of a file by ``raster_fingerprint``.
+FINGERPRINT_CHUNK = 1 << 20
+#: Longest side of the one decimated read that ``compute_stretch`` samples.
+STRETCH_SAMPLE_PX = 1024
+#: Largest allowed ``read_size``, so a tile's pixels stay a few tens of MiB at most.
+MAX_READ_SIZE = 4096
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class TilingSpec:
-    """Tile size in pixels or ground metres, overlap fraction, bands, and nodata tolerance."""
+    """How to cut rasters: tile size in pixels or ground metres, overlap, bands, nodata tolerance.
+
+    Stored in the index as JSON (``to_dict``) so later runs cut new rasters the same way.
+    """
 
     size: float = 224.0
     units: str = "px"
@@ -35,34 +53,53 @@ class TilingSpec:
     read_size: int = 224
 
     def validate(self) -> "TilingSpec":
+        """Return self, or raise ``EngineError`` saying which setting is wrong."""
         if self.units not in ("px", "m"):
-            raise EngineError(f"Tile units must be 'px' or 'm', not {self.units!r}.")
-        if not self.size > 0 or not math.isfinite(self.size):
-            raise EngineError(f"The tile size must be a positive number, not {self.size}.")
-        if not 0.0 <= self.overlap <= 0.9:
-            raise EngineError(f"The overlap must be a fraction between 0 and 0.9, not {self.overlap}.")
-        if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
-            raise EngineError("Bands must be one band (grey) or three (R,G,B), counted from 1.")
-        if not 0.0 <= self.max_nodata <= 1.0:
-            raise EngineError("The nodata tolerance must be between 0 and 1.")
-        if self.read_size < 8:
-            raise EngineError("The tile read size must be at least 8 pixels.")
+            raise EngineError(f"Tile units must be 'px' (pixels) or 'm' (metres), not {self.units!r}.")
+        if not _is_real(self.size) or not math.isfinite(self.size) or self.size <= 0:
+            raise EngineError(f"The tile size must be a positive number, not {self.size!r}.")
+        if self.units == "px" and self.size < 1:
+            raise EngineError(f"A tile in pixels must be at least 1 pixel, not {self.size!r}.")
+        if not _is_real(self.overlap) or not 0.0 <= self.overlap <= 0.9:
+            raise EngineError(f"The overlap must be a fraction from 0 to 0.9, not {self.overlap!r}.")
+        if self.bands is not None:
+            if len(self.bands) not in (1, 3):
+                raise EngineError(f"Give one band (shown as grey) or three (red, green, blue), not {len(self.bands)}.")
+            if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.bands):
+                raise EngineError(f"Band numbers count from 1; {list(self.bands)} is not valid.")
+        if not _is_real(self.max_nodata) or not 0.0 <= self.max_nodata <= 1.0:
+            raise EngineError(f"The nodata tolerance must be a fraction from 0 to 1, not {self.max_nodata!r}.")
+        if not isinstance(self.read_size, int) or isinstance(self.read_size, bool) \
+                or not 8 <= self.read_size <= MAX_READ_SIZE:
+            raise EngineError(f"The tile read size must be a whole number of pixels from 8 to {MAX_READ_SIZE}, "
+                              f"not {self.read_size!r}.")
         return self
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["bands"] = list(self.bands) if self.bands else None
-        return d
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, as recorded in an index."""
+        return {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
+                "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
+                "read_size": int(self.read_size)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TilingSpec":
-        known = {k: d[k] for k in ("size", "units", "overlap", "max_nodata", "read_size") if k in d}
-        bands = d.get("bands")
-        return cls(bands=tuple(int(b) for b in bands) if bands else None, **known)
+    def from_dict(cls, data: dict[str, Any]) -> "TilingSpec":
+        """Inverse of ``to_dict``; missing keys take defaults, unknown keys are ignored."""
+        default = cls()
+        try:
+            bands = data.get("bands")
+            return cls(size=float(data.get("size", default.size)), units=str(data.get("units", default.units)),
+                       overlap=float(data.get("overlap", default.overlap)),
+                       bands=tuple(int(b) for b in bands) if bands else None,
+                       max_nodata=float(data.get("max_nodata", default.max_nodata)),
+                       read_size=int(data.get("read_size", default.read_size)))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise EngineError(f"The recorded tile settings {data!r} are not valid ({exc}).") from None
 
 
 @dataclass(frozen=True)
 class TileWindow:
+    """A pixel window: offsets of its top-left pixel, and its size."""
+
     col_off: int
     row_off: int
     width: int
@@ -74,15 +111,17 @@ class TileWindow:
 
 @dataclass(frozen=True)
 class RasterInfo:
+    """What tiling needs to know about a raster, read once without reading pixels."""
+
     path: str
     width: int
     height: int
     band_count: int
     dtype: str
     crs_wkt: str
-    transform: tuple[float, ...]
+    transform: tuple[float, float, float, float, float, float]
     bands: tuple[int, int, int]
-    nodata: tuple[float | None, ...]
+    nodata: tuple[float | None, float | None, float | None]
     fingerprint: str
 
 
@@ -97,254 +136,542 @@ class Tile:
     bounds: tuple[float, float, float, float]
 
 
-def raster_fingerprint(path: str | Path) -> str:
-    """Cheap identity of a raster file: size, mtime and its first and last MiB.
+class _Offsets(Sequence[int]):
+    """Window start offsets along one axis: a regular range plus one start snapped to the edge."""
 
-    Hashing whole rasters would cost as much as reading them; this catches any rewrite
-    (mtime/size) and most in-place edits, so an unchanged raster is skipped on re-index and a
-    changed one is re-indexed.
+    def __init__(self, length: int, size: int, stride: int) -> None:
+        if size >= length:
+            self._range, self._tail = range(1), None
+        else:
+            self._range = range(0, length - size + 1, stride)
+            self._tail = length - size if self._range[-1] + size < length else None
+
+    def __len__(self) -> int:
+        return len(self._range) + (self._tail is not None)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = _index(i, len(self))
+        return self._range[i] if i < len(self._range) else self._tail
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._range
+        if self._tail is not None:
+            yield self._tail
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._range or (self._tail is not None and value == self._tail)
+
+
+class WindowGrid(Sequence[TileWindow]):
+    """Row-major tile windows, made on demand: the grid of a huge raster costs no memory.
+
+    Behaves like a read-only list (``len``, indexing, slicing, iteration, ``in``, ``==`` with a
+    list of ``TileWindow``).
+    """
+
+    def __init__(self, cols: _Offsets, rows: _Offsets, width: int, height: int) -> None:
+        self._cols, self._rows, self.tile_width, self.tile_height = cols, rows, width, height
+
+    def __len__(self) -> int:
+        return len(self._cols) * len(self._rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row, col = divmod(_index(i, len(self)), len(self._cols))
+        return TileWindow(self._cols[col], self._rows[row], self.tile_width, self.tile_height)
+
+    def __iter__(self) -> Iterator[TileWindow]:
+        for row in self._rows:
+            for col in self._cols:
+                yield TileWindow(col, row, self.tile_width, self.tile_height)
+
+    def __contains__(self, window: object) -> bool:
+        return (isinstance(window, TileWindow) and (window.width, window.height) == (self.tile_width, self.tile_height)
+                and window.col_off in self._cols and window.row_off in self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"WindowGrid({len(self._cols)} columns × {len(self._rows)} rows of "
+                f"{self.tile_width}×{self.tile_height} px)")
+
+
+def _index(i: int, n: int) -> int:
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError("window index out of range")
+    return i
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@contextmanager
+def _quiet_gdal() -> Iterator[None]:
+    """Silence GDAL's stderr messages in this thread and clear the last error.
+
+    The error handler stack and last-error state are per thread in GDAL, so this does not
+    affect QGIS or other threads (unlike switching the global exception mode).
+    """
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    gdal.ErrorReset()
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+
+
+def _gdal_call(fn: Callable[..., _T], *args: Any, what: str, **kwargs: Any) -> _T:
+    """Run a GDAL call that signals failure by returning None or (in exception mode) raising."""
+    from osgeo import gdal
+
+    with _quiet_gdal():
+        try:
+            result = fn(*args, **kwargs)
+            detail = "" if result is not None else gdal.GetLastErrorMsg()
+        except RuntimeError as exc:
+            result, detail = None, str(exc)
+    if result is None:
+        raise EngineError(f"{what}: {detail.strip().rstrip('.') or 'unknown GDAL error'}.")
+    return result
+
+
+def raster_fingerprint(path: str | Path) -> str:
+    """Cheap, stable identity of a raster file: sha256 of its size, mtime and first and last MiB.
+
+    The index keys rasters by path; the fingerprint decides whether a raster seen before must be
+    re-indexed (it changed) or can be skipped (it did not). Hashing whole rasters would cost as
+    much as reading them; size and mtime catch any rewrite and the two ends catch in-place edits
+    that kept both (headers and, in GeoTIFFs, the tile index sit at the ends). Sidecar files
+    (.aux.xml, .ovr) and the sources of a VRT are not included.
     """
     path = Path(path)
-    st = path.stat()
-    digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(1 << 20))
-        if st.st_size > 2 << 20:
-            fh.seek(-(1 << 20), os.SEEK_END)
-            digest.update(fh.read(1 << 20))
+    try:
+        st = path.stat()
+        digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(FINGERPRINT_CHUNK))
+            if st.st_size > FINGERPRINT_CHUNK:
+                fh.seek(max(FINGERPRINT_CHUNK, st.st_size - FINGERPRINT_CHUNK))
+                digest.update(fh.read(FINGERPRINT_CHUNK))
+    except OSError as exc:
+        raise EngineError(f"Cannot read {path.name}: {exc.strerror or exc}.") from None
     return digest.hexdigest()
 
 
-def _open_dataset(path: str):
+def _open_dataset(path: str) -> Any:
+    """Open a raster read-only, or raise ``EngineError`` naming the file and the problem."""
     from osgeo import gdal
 
-    name = Path(path).name
-    if not Path(path).exists():
+    p = Path(path)
+    if not p.exists():
         raise EngineError(f"{path} does not exist.")
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
-        raise EngineError(f"{name} is an empty file, not a raster.")
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        gdal.ErrorReset()
-        ds = gdal.Open(str(path), gdal.GA_ReadOnly)
-        reason = gdal.GetLastErrorMsg().strip()
-    finally:
-        gdal.PopErrorHandler()
+    if p.is_dir():
+        raise EngineError(f"{p.name} is a folder, not a raster file.")
+    if p.stat().st_size == 0:
+        raise EngineError(f"{p.name} is an empty file, not a raster.")
+    with _quiet_gdal():
+        try:
+            ds = gdal.OpenEx(str(p), gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
+            reason = gdal.GetLastErrorMsg().strip()
+        except RuntimeError as exc:
+            ds, reason = None, str(exc).strip()
     if ds is None:
-        raise EngineError(f"{name} is not a raster GDAL can read ({reason or 'unknown format'}).")
+        if not os.access(p, os.R_OK):
+            reason = "permission denied"
+        elif not reason or "not recognized as a supported file format" in reason:
+            reason = "GDAL does not recognise its format"
+        raise EngineError(f"{p.name} is not a raster GDAL can read ({reason}).")
     if ds.RasterCount == 0:
-        raise EngineError(f"{name} is not a raster GDAL can read (it has no raster bands).")
+        subs = ds.GetSubDatasets()
+        hint = f"; it holds {len(subs)} sub-dataset(s), open one of them, e.g. {subs[0][0]}" if subs else ""
+        raise EngineError(f"{p.name} is not a raster GDAL can read (it has no raster bands{hint}).")
     return ds
 
 
-def choose_bands(ds, requested: tuple[int, ...] | None) -> tuple[int, int, int]:
-    """R,G,B band numbers: as asked; else by colour interpretation; else the first three.
+def choose_bands(ds: Any, requested: tuple[int, ...] | None) -> tuple[int, int, int]:
+    """Bands shown as red, green, blue: as asked; else by colour interpretation; else the first three.
 
-    One band is shown as grey (replicated three times); a 2-band raster uses its first
-    non-alpha band as grey.
+    One band is shown as grey (replicated three times). With fewer than three usable bands (a
+    2-band raster, or grey + alpha) the first band that is not alpha is shown as grey.
     """
     from osgeo import gdal
 
     count = ds.RasterCount
     if requested:
-        bad = [b for b in requested if b > count]
+        bad = [b for b in requested if not 1 <= b <= count]
         if bad:
             raise EngineError(f"{Path(ds.GetDescription()).name} has {count} band(s); band {bad[0]} does not exist.")
-        return tuple(requested) * 3 if len(requested) == 1 else tuple(requested)  # type: ignore[return-value]
-    interp = {ds.GetRasterBand(i).GetColorInterpretation(): i for i in range(count, 0, -1)}
-    rgb = [interp.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
+        return (requested[0],) * 3 if len(requested) == 1 else (requested[0], requested[1], requested[2])
+    interp = {i: ds.GetRasterBand(i).GetColorInterpretation() for i in range(1, count + 1)}
+    by_colour = {c: i for i, c in sorted(interp.items(), reverse=True)}
+    rgb = [by_colour.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
     if all(rgb):
-        return tuple(rgb)  # type: ignore[return-value]
-    if count >= 3:
-        return (1, 2, 3)
-    grey = next((i for i in range(1, count + 1)
-                 if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand), 1)
-    return (grey, grey, grey)
+        return (rgb[0], rgb[1], rgb[2])
+    usable = [i for i in range(1, count + 1) if interp[i] != gdal.GCI_AlphaBand] or [1]
+    if len(usable) >= 3:
+        return (usable[0], usable[1], usable[2])
+    return (usable[0],) * 3
+
+
+def _describe(ds: Any, path: str, spec: TilingSpec) -> RasterInfo:
+    """Check an open dataset can be tiled and describe it."""
+    from osgeo import gdal
+
+    name = Path(path).name
+    if ds.RasterXSize < 1 or ds.RasterYSize < 1:
+        raise EngineError(f"{name} has no pixels (its size is {ds.RasterXSize}×{ds.RasterYSize}).")
+    crs_wkt = ds.GetProjection() or ""
+    transform = ds.GetGeoTransform(can_return_null=True)
+    if not crs_wkt and ds.GetGCPCount() and ds.GetGCPProjection():
+        raise EngineError(f"{name} is georeferenced by ground control points only; warp it first "
+                          "(e.g. in QGIS: Raster ▸ Projections ▸ Warp) and try again.")
+    if not crs_wkt:
+        raise EngineError(f"{name} has no coordinate reference system; assign one "
+                          "(e.g. in QGIS: Layer ▸ Set CRS) and try again.")
+    if transform is None or transform[1] * transform[5] - transform[2] * transform[4] == 0:
+        raise EngineError(f"{name} has a coordinate reference system but no position on the map "
+                          "(no geotransform); georeference it and try again.")
+    bands = choose_bands(ds, spec.bands)
+    types = [gdal.GetDataTypeName(ds.GetRasterBand(b).DataType) for b in bands]
+    complex_types = [t for t in types if t.startswith("C")]
+    if complex_types:
+        raise EngineError(f"{name} holds complex numbers ({complex_types[0]}); "
+                          "convert it to a real-valued raster first.")
+    nodata = tuple(ds.GetRasterBand(b).GetNoDataValue() for b in bands)
+    return RasterInfo(path, ds.RasterXSize, ds.RasterYSize, ds.RasterCount, types[0], crs_wkt,
+                      tuple(float(v) for v in transform), bands, nodata,  # type: ignore[arg-type]
+                      raster_fingerprint(path))
 
 
 def open_raster(path: str | Path, spec: TilingSpec) -> RasterInfo:
-    """Check a raster can be tiled and describe it; problems raise ``EngineError``."""
-    path = str(Path(path).expanduser().resolve())
-    name = Path(path).name
-    ds = _open_dataset(path)
-    if ds.RasterXSize < 1 or ds.RasterYSize < 1:
-        raise EngineError(f"{name} has no pixels.")
-    crs_wkt = ds.GetProjection() or ""
-    if not crs_wkt:
-        raise EngineError(f"{name} has no coordinate reference system; assign one (in QGIS: Layer ▸ Set CRS) "
-                          "and try again.")
-    bands = choose_bands(ds, spec.bands)
-    from osgeo import gdal
-
-    dtype = gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType)
-    if dtype.startswith("C"):
-        raise EngineError(f"{name} holds complex numbers ({dtype}); convert it to a real-valued raster first.")
-    nodata = tuple(ds.GetRasterBand(b).GetNoDataValue() for b in bands)
-    return RasterInfo(path, ds.RasterXSize, ds.RasterYSize, ds.RasterCount, dtype, crs_wkt,
-                      tuple(ds.GetGeoTransform()), bands, nodata, raster_fingerprint(path))
+    """Check a raster can be tiled with ``spec`` and describe it; problems raise ``EngineError``."""
+    spec.validate()
+    resolved = str(Path(path).expanduser().resolve())
+    ds = _open_dataset(resolved)
+    try:
+        return _describe(ds, resolved, spec)
+    finally:
+        ds = None
 
 
-def tile_size_pixels(info: RasterInfo, spec: TilingSpec) -> tuple[int, int]:
-    """Tile width and height in pixels; metres are converted on the ground, also for degrees."""
-    if spec.units == "px":
-        return max(1, round(spec.size)), max(1, round(spec.size))
-    gt = info.transform
-    px_x, px_y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
-    if px_x == 0 or px_y == 0:
-        raise EngineError(f"{Path(info.path).name} has no pixel size in its georeferencing.")
+def _osr(wkt: str) -> Any:
     from osgeo import osr
 
     srs = osr.SpatialReference()
-    srs.ImportFromWkt(info.crs_wkt)
-    if srs.IsGeographic():
-        lat = gt[3] + gt[4] * info.width / 2 + gt[5] * info.height / 2
-        m_x = 111320.0 * max(math.cos(math.radians(lat)), 1e-6)
-        return max(1, round(spec.size / (px_x * m_x))), max(1, round(spec.size / (px_y * 110574.0)))
-    unit = srs.GetLinearUnits() or 1.0
-    return max(1, round(spec.size / (px_x * unit))), max(1, round(spec.size / (px_y * unit)))
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
 
 
-def _starts(length: int, size: int, stride: int) -> list[int]:
-    if size >= length:
-        return [0]
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
+def ground_pixel_size(info: RasterInfo) -> tuple[float, float]:
+    """Metres on the ground covered by one pixel step along a row and down a column.
+
+    Measured at the raster's centre on the CRS's own ellipsoid, so it is right for rasters in
+    degrees (a degree of longitude shrinks with cos(latitude)) and for projections whose map
+    metres are not ground metres (Web Mercator away from the equator).
+    """
+    from osgeo import osr
+
+    gt = info.transform
+    steps = ((gt[1], gt[4]), (gt[2], gt[5]))
+    srs = _osr(info.crs_wkt)
+    geog = None if srs.IsLocal() else srs.CloneGeogCS()
+    if geog is None or not geog.GetSemiMajor():
+        unit = srs.GetLinearUnits() or 1.0
+        return math.hypot(*steps[0]) * unit, math.hypot(*steps[1]) * unit
+    geog.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_geog = osr.CoordinateTransformation(srs, geog) if not srs.IsGeographic() else None
+    radian = geog.GetAngularUnits() or math.radians(1.0)
+    a, inv_f = geog.GetSemiMajor(), geog.GetInvFlattening()
+    e2 = (2 - 1 / inv_f) / inv_f if inv_f else 0.0
+    cx = gt[0] + gt[1] * info.width / 2 + gt[2] * info.height / 2
+    cy = gt[3] + gt[4] * info.width / 2 + gt[5] * info.height / 2
+    sizes = []
+    for dx, dy in steps:
+        ends = [(cx - dx / 2, cy - dy / 2), (cx + dx / 2, cy + dy / 2)]
+        if to_geog is not None:
+            with _quiet_gdal():
+                try:
+                    ends = [tuple(p[:2]) for p in to_geog.TransformPoints(ends)]
+                except RuntimeError:
+                    ends = [(math.inf, math.inf)] * 2
+        (lon0, lat0), (lon1, lat1) = ends
+        if not all(map(math.isfinite, (lon0, lat0, lon1, lat1))):
+            raise EngineError(f"Cannot measure metres on {Path(info.path).name}: its centre cannot be converted "
+                              "to latitude and longitude; give the tile size in pixels instead.")
+        phi = (lat0 + lat1) / 2 * radian
+        dlon = math.remainder((lon1 - lon0) * radian, 2 * math.pi)
+        dlat = (lat1 - lat0) * radian
+        w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+        n_radius, m_radius = a / w, a * (1 - e2) / w ** 3
+        sizes.append(math.hypot(n_radius * math.cos(phi) * dlon, m_radius * dlat))
+    return sizes[0], sizes[1]
 
 
-def plan_windows(info: RasterInfo, spec: TilingSpec) -> list[TileWindow]:
-    """Row-major grid of windows; the last row/column is snapped to the edge so all is covered."""
+def tile_size_pixels(info: RasterInfo, spec: TilingSpec) -> tuple[int, int]:
+    """Tile width and height in pixels; metres are ground metres at the raster's centre."""
+    if spec.units == "px":
+        return max(1, round(spec.size)), max(1, round(spec.size))
+    mx, my = ground_pixel_size(info)
+    width, height = round(spec.size / mx), round(spec.size / my)
+    if width < 1 or height < 1:
+        raise EngineError(f"A {spec.size:g} m tile is smaller than one pixel of {Path(info.path).name} "
+                          f"(pixels are {mx:.3g} × {my:.3g} m); use a larger tile.")
+    return width, height
+
+
+def plan_windows(info: RasterInfo, spec: TilingSpec) -> WindowGrid:
+    """Row-major grid of windows covering the whole raster with full-size tiles.
+
+    Stride is size × (1 − overlap), at least one pixel; the last row and column are snapped to
+    the raster's edge (so they overlap their neighbours more) rather than cut short; a raster
+    smaller than a tile is one tile covering all of it. No pixels are read.
+    """
     tw, th = tile_size_pixels(info, spec)
     sx, sy = max(1, round(tw * (1 - spec.overlap))), max(1, round(th * (1 - spec.overlap)))
-    w, h = min(tw, info.width), min(th, info.height)
-    return [TileWindow(c, r, w, h) for r in _starts(info.height, th, sy) for c in _starts(info.width, tw, sx)]
+    return WindowGrid(_Offsets(info.width, tw, sx), _Offsets(info.height, th, sy),
+                      min(tw, info.width), min(th, info.height))
 
 
-def compute_stretch(ds, bands, nodata) -> list[tuple[float, float]]:
-    """Per-band (low, high) for mapping to 0–255: identity for 8-bit, else 2nd–98th percentile.
+def _nodata_hits(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels equal to the nodata value, compared in the data's own type (float32 rounding)."""
+    if nodata is None or math.isnan(nodata):
+        return np.zeros(data.shape, dtype=bool)
+    if data.dtype.kind == "f":
+        return data == data.dtype.type(nodata)
+    info = np.iinfo(data.dtype)
+    if nodata != int(nodata) or not info.min <= nodata <= info.max:
+        return np.zeros(data.shape, dtype=bool)
+    return data == int(nodata)
 
-    One decimated read of the whole raster (longest side at most 1024 px) keeps this cheap.
+
+def _palette(ds: Any, bands: tuple[int, int, int]) -> np.ndarray | None:
+    """RGB lookup table (entries × 3, uint8) when the raster is one palette-indexed band."""
+    from osgeo import gdal
+
+    if len(set(bands)) != 1:
+        return None
+    band = ds.GetRasterBand(bands[0])
+    table = band.GetColorTable()
+    if table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex \
+            or table.GetPaletteInterpretation() != gdal.GPI_RGB \
+            or band.DataType not in (gdal.GDT_Byte, gdal.GDT_UInt16):
+        return None
+    lut = np.zeros((256 if band.DataType == gdal.GDT_Byte else 65536, 3), dtype=np.uint8)
+    for i in range(min(table.GetCount(), len(lut))):
+        lut[i] = table.GetColorEntry(i)[:3]
+    return lut
+
+
+def _mask_needed(ds: Any, band_no: int) -> bool:
+    """True when a band's validity comes from an alpha band or mask file, not from nodata values."""
+    from osgeo import gdal
+
+    flags = ds.GetRasterBand(band_no).GetMaskFlags()
+    return not flags & gdal.GMF_ALL_VALID and not flags & gdal.GMF_NODATA
+
+
+def compute_stretch(ds: Any, info: RasterInfo) -> list[tuple[float, float]]:
+    """Per chosen band (low, high) mapped to 0 and 255: identity for 8-bit, else 2nd–98th percentile.
+
+    Sampled from one decimated read of the whole raster (longest side at most 1024 px, GDAL uses
+    overviews when there are any), ignoring nodata, masked pixels, NaN and ±inf, so the cost
+    does not grow with the raster. A constant band gets a one-unit range, never zero.
     """
     from osgeo import gdal
 
-    out = []
-    scale = min(1.0, 1024.0 / max(ds.RasterXSize, ds.RasterYSize))
-    bx, by = max(1, int(ds.RasterXSize * scale)), max(1, int(ds.RasterYSize * scale))
-    for band_no, nd in zip(bands, nodata):
-        band = ds.GetRasterBand(band_no)
-        if band.DataType == gdal.GDT_Byte:
-            out.append((0.0, 255.0))
-            continue
-        with gdal_exceptions():
-            data = band.ReadAsArray(buf_xsize=bx, buf_ysize=by).astype(np.float64)
-        valid = np.isfinite(data)
-        if nd is not None:
-            valid &= data != nd
-        values = data[valid]
+    byte = [ds.GetRasterBand(b).DataType == gdal.GDT_Byte for b in info.bands]
+    if all(byte) or _palette(ds, info.bands) is not None:
+        return [(0.0, 255.0)] * len(info.bands)
+    scale = min(1.0, STRETCH_SAMPLE_PX / max(info.width, info.height))
+    bx, by = max(1, round(info.width * scale)), max(1, round(info.height * scale))
+    name = Path(info.path).name
+    unique = list(dict.fromkeys(b for b, is_byte in zip(info.bands, byte) if not is_byte))
+    sample = _gdal_call(ds.ReadAsArray, buf_xsize=bx, buf_ysize=by, band_list=unique,
+                        what=f"Cannot read {name} (the file may be truncated or damaged)").reshape(len(unique), by, bx)
+    masked = np.zeros((by, bx), dtype=bool)
+    if _mask_needed(ds, info.bands[0]):
+        masked = _gdal_call(ds.GetRasterBand(info.bands[0]).GetMaskBand().ReadAsArray, buf_xsize=bx, buf_ysize=by,
+                            what=f"Cannot read the mask of {name}") == 0
+    ranges: dict[int, tuple[float, float]] = {}
+    for band_no, data in zip(unique, sample):
+        valid = ~(masked | _nodata_hits(data, ds.GetRasterBand(band_no).GetNoDataValue()))
+        if data.dtype.kind == "f":
+            valid &= np.isfinite(data)
+        values = data[valid].astype(np.float64)
         if values.size == 0:
-            out.append((0.0, 1.0))
+            ranges[band_no] = (0.0, 1.0)
             continue
-        lo, hi = np.percentile(values, [2, 98])
-        out.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
-    return out
+        lo, hi = (float(v) for v in np.percentile(values, [2, 98]))
+        ranges[band_no] = (lo, hi) if hi > lo else (lo, lo + 1.0)
+    return [(0.0, 255.0) if is_byte else ranges[b] for b, is_byte in zip(info.bands, byte)]
+
+
+def _polygon_wkt(points: Sequence[tuple[float, float]]) -> str:
+    ring = list(points) + [points[0]]
+    return "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + "))"
 
 
 class RasterTiler:
-    """Reads the tiles of one raster; used from one thread at a time."""
+    """Reads the tiles of one raster as fixed-size uint8 RGB arrays with their footprints.
+
+    Opens the raster once, plans the windows and computes the stretch once. Use from one thread
+    at a time (a background reader thread may own it); close it, or use it as a context manager.
+    """
 
     def __init__(self, path: str | Path, spec: TilingSpec) -> None:
+        from osgeo import osr
+
         self.spec = spec.validate()
-        self.info = open_raster(path, spec)
-        self._ds = _open_dataset(self.info.path)
-        self.windows = plan_windows(self.info, spec)
-        self.stretch = compute_stretch(self._ds, self.info.bands, self.info.nodata)
-        self._to_wgs84 = _transform_to_wgs84(self.info.crs_wkt)
+        resolved = str(Path(path).expanduser().resolve())
+        self._ds: Any = _open_dataset(resolved)
+        try:
+            self.info = _describe(self._ds, resolved, spec)
+            self.windows = plan_windows(self.info, spec)
+            self._lut = _palette(self._ds, self.info.bands)
+            self.stretch = compute_stretch(self._ds, self.info)
+            self._mask = _mask_needed(self._ds, self.info.bands[0])
+            wgs84 = osr.SpatialReference()
+            wgs84.ImportFromEPSG(4326)
+            wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            self._to_wgs84 = _gdal_call(osr.CoordinateTransformation, _osr(self.info.crs_wkt), wgs84,
+                                        what=f"Cannot convert the coordinate reference system of "
+                                             f"{Path(resolved).name} to latitude/longitude")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        """Release the GDAL dataset; further reads fail."""
         self._ds = None
 
     def __enter__(self) -> "RasterTiler":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _read_bands(self, window: TileWindow, alg: int) -> dict[int, np.ndarray]:
+        """Each distinct chosen band's pixels in ``window``, resampled to read_size², native type."""
+        n = self.spec.read_size
+        unique = list(dict.fromkeys(self.info.bands))
+        what = (f"Cannot read {Path(self.info.path).name} at window {window.as_tuple()} "
+                "(the file may be truncated or damaged)")
+        data = _gdal_call(self._ds.ReadAsArray, window.col_off, window.row_off, window.width, window.height,
+                          buf_xsize=n, buf_ysize=n, resample_alg=alg, band_list=unique, what=what)
+        data = data.reshape(len(unique), n, n)
+        return {b: data[i] for i, b in enumerate(unique)}
+
     def read(self, window: TileWindow) -> np.ndarray | None:
-        """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata."""
+        """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata.
+
+        Downsampling averages (upsampling is bilinear), both skipping nodata; values are
+        stretched to 0–255 and nodata, NaN and ±inf become 0. A pixel counts as nodata when every
+        chosen band that can be missing is missing there, or the GDAL mask (alpha) is 0.
+        """
         from osgeo import gdal
 
+        if self._ds is None:
+            raise EngineError(f"The tiler of {Path(self.info.path).name} is closed.")
         n = self.spec.read_size
-        alg = gdal.GRIORA_Average if max(window.width, window.height) > n else gdal.GRIORA_Bilinear
-        invalid = np.ones((n, n), dtype=bool)
-        planes = []
-        try:
-            with gdal_exceptions():
-                for band_no, nd, (lo, hi) in zip(self.info.bands, self.info.nodata, self.stretch):
-                    band = self._ds.GetRasterBand(band_no)
-                    data = band.ReadAsArray(window.col_off, window.row_off, window.width, window.height,
-                                            buf_xsize=n, buf_ysize=n, resample_alg=alg).astype(np.float32)
-                    bad = ~np.isfinite(data)
-                    if nd is not None:
-                        bad |= data == nd
-                    invalid &= bad
-                    scaled = np.where(bad, 0.0, (data - lo) * (255.0 / (hi - lo)))
-                    planes.append(np.clip(scaled, 0, 255).astype(np.uint8))
-                mask_flags = self._ds.GetRasterBand(self.info.bands[0]).GetMaskFlags()
-                if not mask_flags & gdal.GMF_ALL_VALID and not mask_flags & gdal.GMF_NODATA:
-                    mask = self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray(
-                        window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
-                        resample_alg=gdal.GRIORA_NearestNeighbour)
-                    invalid |= mask == 0
-        except RuntimeError as exc:
-            raise EngineError(f"Cannot read {Path(self.info.path).name} at window {window.as_tuple()}: "
-                              f"{str(exc).strip()} (the file may be truncated or damaged).") from None
+        if self._lut is not None:
+            alg = gdal.GRIORA_NearestNeighbour
+        elif window.width > n or window.height > n:
+            alg = gdal.GRIORA_Average
+        else:
+            alg = gdal.GRIORA_Bilinear
+        raw = self._read_bands(window, alg)
+        bad: dict[int, np.ndarray] = {}
+        for band_no, nodata in zip(self.info.bands, self.info.nodata):
+            data = raw[band_no]
+            if band_no not in bad and (nodata is not None or data.dtype.kind == "f"):
+                hits = _nodata_hits(data, nodata)
+                bad[band_no] = hits | ~np.isfinite(data) if data.dtype.kind == "f" else hits
+        invalid = np.logical_and.reduce(list(bad.values())) if bad else np.zeros((n, n), dtype=bool)
+        if self._mask:
+            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray,
+                              window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
+                              what=f"Cannot read the mask of {Path(self.info.path).name}")
+            invalid = invalid | (mask == 0)
         if invalid.mean() > self.spec.max_nodata:
             return None
-        return np.dstack(planes)
+        if self._lut is not None:
+            index = raw[self.info.bands[0]].astype(np.intp)
+            rgb = self._lut[np.clip(index, 0, len(self._lut) - 1)]
+            rgb[invalid] = 0
+            return rgb
+        planes = []
+        for band_no, (lo, hi) in zip(self.info.bands, self.stretch):
+            data = raw[band_no]
+            if data.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
+                plane = data.copy()
+            else:
+                scaled = (data.astype(np.float64) - lo) * (255.0 / (hi - lo))
+                plane = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
+                plane = plane.astype(np.uint8)
+            if band_no in bad:
+                plane[bad[band_no]] = 0
+            plane[invalid] = 0
+            planes.append(plane)
+        return np.stack(planes, axis=-1)
 
-    def footprint(self, window: TileWindow) -> tuple[str, str, tuple[float, float, float, float]]:
-        """(WKT in the raster CRS, WKT in WGS84 lon/lat, native bounds) of a window."""
+    def _corners(self, window: TileWindow) -> list[tuple[float, float]]:
+        """The window's four corners in the raster CRS, clockwise from top-left, via the full affine."""
         gt = self.info.transform
-        cols = (window.col_off, window.col_off + window.width)
-        rows = (window.row_off, window.row_off + window.height)
-        corners = [(cols[0], rows[0]), (cols[1], rows[0]), (cols[1], rows[1]), (cols[0], rows[1])]
-        pts = [(gt[0] + c * gt[1] + r * gt[2], gt[3] + c * gt[4] + r * gt[5]) for c, r in corners]
-        wgs = [tuple(self._to_wgs84.TransformPoint(x, y)[:2]) for x, y in pts]
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        return _polygon_wkt(pts), _polygon_wkt(wgs), (min(xs), min(ys), max(xs), max(ys))
+        c0, c1 = window.col_off, window.col_off + window.width
+        r0, r1 = window.row_off, window.row_off + window.height
+        return [(gt[0] + c * gt[1] + r * gt[2], gt[3] + c * gt[4] + r * gt[5])
+                for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
+
+    def bounds(self, window: TileWindow) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of a window in the raster CRS."""
+        xs, ys = zip(*self._corners(window))
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def footprint(self, window: TileWindow) -> tuple[str, str]:
+        """The window's polygon as WKT in the raster CRS and in WGS84 (lon, lat order)."""
+        corners = self._corners(window)
+        with _quiet_gdal():
+            try:
+                lonlat = [tuple(p[:2]) for p in self._to_wgs84.TransformPoints(corners)]
+            except RuntimeError:
+                lonlat = []
+        if len(lonlat) != 4 or not all(math.isfinite(v) for p in lonlat for v in p):
+            raise EngineError(f"Cannot place window {window.as_tuple()} of {Path(self.info.path).name} in "
+                              "latitude/longitude; check the raster's coordinate reference system.")
+        return _polygon_wkt(corners), _polygon_wkt(lonlat)  # type: ignore[arg-type]
 
     def iter_tiles(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                   skip=frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:
-        """Yield (tile, pixels) for every window not in ``skip`` and not mostly nodata."""
+                   skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:
+        """Yield (tile, pixels) for every window, in order, except those in ``skip`` or mostly nodata.
+
+        ``skip`` holds ``(col_off, row_off, width, height)`` tuples (windows already indexed).
+        """
         total = len(self.windows)
-        every = max(1, total // 100)
+        every = max(1, total // 200)
         for i, window in enumerate(self.windows):
             check_cancel(cancel)
             if progress is not None and i % every == 0:
-                progress(i / max(total, 1), f"tile {i + 1} of {total}")
+                progress(i / total, f"tile {i + 1} of {total}")
             if window.as_tuple() in skip:
                 continue
             pixels = self.read(window)
             if pixels is None:
                 continue
-            native, wgs, bounds = self.footprint(window)
-            yield Tile(self.info.path, window, native, wgs, bounds), pixels
+            native, wgs84 = self.footprint(window)
+            yield Tile(self.info.path, window, native, wgs84, self.bounds(window)), pixels
         if progress is not None:
             progress(1.0, f"{total} tiles read")
-
-
-def _polygon_wkt(points) -> str:
-    ring = list(points) + [points[0]]
-    return "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + "))"
-
-
-def _transform_to_wgs84(crs_wkt: str):
-    from osgeo import osr
-
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(crs_wkt)
-    dst.ImportFromEPSG(4326)
-    for srs in (src, dst):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(src, dst)

@@ -1,6 +1,7 @@
 """Search and labelling results as styled vector layers in a "RS-CLIP results" group."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsClassificationJenks, QgsCoordinateReferenceSystem,
@@ -23,56 +24,68 @@ CLASS_COLOURS = ("#1f78b4", "#33a02c", "#b2df8a", "#e31a1c", "#ff7f00", "#6a3d9a
                  "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f", "#666666")
 
 
-def crs_of(tiles) -> QgsCoordinateReferenceSystem:
-    return QgsCoordinateReferenceSystem.fromWkt(common_crs(tiles))
+@dataclass(frozen=True)
+class TileRows:
+    """Attributes and footprint WKT of result tiles in one CRS, prepared off the GUI thread."""
+
+    kind: str
+    fields: tuple
+    crs_wkt: str
+    rows: list  # (attribute list, footprint WKT)
+    classes: tuple = ()
+
+
+def hit_rows(hits: Sequence, kind: str = "search") -> TileRows:
+    """Rows of a search/similar result with rank, score, raster and tile_id (reprojects: run in a task)."""
+    crs_wkt = common_crs([h.tile for h in hits])
+    rows = [([h.rank, float(h.score), h.tile.raster, int(h.tile.id)], tile_geometry_wkt(h.tile, crs_wkt))
+            for h in hits]
+    return TileRows(kind, HIT_FIELDS, crs_wkt, rows)
+
+
+def label_rows(labels: Sequence, classes: Sequence[str]) -> TileRows:
+    """Rows of a labelling result with label, probability, margin, raster and tile_id."""
+    crs_wkt = common_crs([lab.tile for lab in labels])
+    rows = [([lab.label, float(lab.probability), float(lab.margin), lab.tile.raster, int(lab.tile.id)],
+             tile_geometry_wkt(lab.tile, crs_wkt)) for lab in labels]
+    return TileRows("labels", LABEL_FIELDS, crs_wkt, rows, tuple(classes))
 
 
 def tile_geometry(tile, target_crs_wkt: str) -> QgsGeometry:
     return QgsGeometry.fromWkt(tile_geometry_wkt(tile, target_crs_wkt))
 
 
-def _memory_layer(name: str, tiles, fields) -> QgsVectorLayer:
-    crs = crs_of(tiles)
+def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
+    """A styled memory layer of tile polygons: graduated by score, or categorised by class."""
+    crs = QgsCoordinateReferenceSystem.fromWkt(data.crs_wkt)
     layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'EPSG:4326'}", name, "memory")
     if not crs.authid():
         layer.setCrs(crs)
-    layer.dataProvider().addAttributes([QgsField(n, _VARIANTS[k]) for n, k in fields])
+    layer.dataProvider().addAttributes([QgsField(n, _VARIANTS[k]) for n, k in data.fields])
     layer.updateFields()
+    feats = []
+    for attributes, wkt in data.rows:
+        feat = QgsFeature(layer.fields())
+        feat.setAttributes(attributes)
+        feat.setGeometry(QgsGeometry.fromWkt(wkt))
+        feats.append(feat)
+    layer.dataProvider().addFeatures(feats)
+    layer.updateExtents()
+    if data.kind == "labels":
+        style_by_class(layer, data.classes)
+    else:
+        style_by_score(layer)
     return layer
 
 
 def hits_layer(hits: Sequence, name: str) -> QgsVectorLayer:
     """A memory layer of result tiles with rank, score, raster and tile_id, graduated by score."""
-    tiles = [h.tile for h in hits]
-    layer = _memory_layer(name, tiles, HIT_FIELDS)
-    crs_wkt = common_crs(tiles)
-    feats = []
-    for h in hits:
-        f = QgsFeature(layer.fields())
-        f.setAttributes([h.rank, float(h.score), h.tile.raster, int(h.tile.id)])
-        f.setGeometry(tile_geometry(h.tile, crs_wkt))
-        feats.append(f)
-    layer.dataProvider().addFeatures(feats)
-    layer.updateExtents()
-    style_by_score(layer)
-    return layer
+    return build_layer(hit_rows(hits), name)
 
 
 def labels_layer(labels: Sequence, classes: Sequence[str], name: str) -> QgsVectorLayer:
     """A memory layer of labelled tiles, categorised by class with one legend entry each."""
-    tiles = [lab.tile for lab in labels]
-    layer = _memory_layer(name, tiles, LABEL_FIELDS)
-    crs_wkt = common_crs(tiles)
-    feats = []
-    for lab in labels:
-        f = QgsFeature(layer.fields())
-        f.setAttributes([lab.label, float(lab.probability), float(lab.margin), lab.tile.raster, int(lab.tile.id)])
-        f.setGeometry(tile_geometry(lab.tile, crs_wkt))
-        feats.append(f)
-    layer.dataProvider().addFeatures(feats)
-    layer.updateExtents()
-    style_by_class(layer, classes)
-    return layer
+    return build_layer(label_rows(labels, classes), name)
 
 
 def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:

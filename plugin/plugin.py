@@ -5,12 +5,18 @@ them, so QGIS starts as fast with the plugin as without it.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
+
+# triton comes with CUDA builds of torch and bundles its own LLVM; loaded into QGIS next to the
+# LLVM that Mesa's OpenGL drivers bring, it crashes QGIS (seen on QGIS 3.22 under Xvfb). The
+# plugin never compiles kernels, so torch is told triton is absent before anything imports it.
+sys.modules.setdefault("triton", None)
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "rsclip.svg"
 MENU = "&RS-CLIP Search"

@@ -20,7 +20,8 @@ PROCESSING_PATH = "/usr/share/qgis/python/plugins"
 
 
 def prepare_environment() -> None:
-    """Make QGIS's Processing plugin importable and keep Qt quiet about its runtime dir."""
+    """Make QGIS's Processing plugin importable; keep GDAL from writing beside the shared data."""
+    os.environ["GDAL_PAM_ENABLED"] = "NO"  # never write .aux.xml sidecars next to the shared rasters
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rsclip-xdg-"))
     if PROCESSING_PATH not in sys.path:
         sys.path.append(PROCESSING_PATH)

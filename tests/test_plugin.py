@@ -74,7 +74,9 @@ def test_heavy_libraries_are_not_imported_by_loading_the_plugin(tmp_path):
     (tmp_path / "rsclip_search").symlink_to(root, target_is_directory=True)
     code = ("import sys; sys.path.insert(0, %r); import rsclip_search, rsclip_search.plugin.plugin;"
             "import rsclip_search.plugin.controller, rsclip_search.ui.dock;"
-            "heavy = [m for m in ('torch', 'open_clip', 'faiss') if m in sys.modules]; assert not heavy, heavy"
+            "heavy = [m for m in ('torch', 'open_clip', 'faiss') if m in sys.modules]; assert not heavy, heavy;"
+            "assert sys.modules['triton'] is None, 'triton must be blocked before torch loads';"
+            "import torch, open_clip; assert 'triton' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]"
             % str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin"})

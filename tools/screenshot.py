@@ -1,0 +1,62 @@
+"""`make screenshot`: the real QGIS desktop under Xvfb with the dock showing results over NAIP.
+
+The index is built with the tests' tiny random-weight model (the real weights cannot be
+downloaded here), so the ranking in the picture is meaningless; the picture shows the UI.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import site
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAIP = ROOT.parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20160816.tif"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="docs/screenshot.png")
+    parser.add_argument("--query", default="farm fields")
+    args = parser.parse_args(argv)
+    if not NAIP.exists():
+        print(f"The NAIP raster is needed for the screenshot and was not found at {NAIP}.", file=sys.stderr)
+        return 2
+    out = (ROOT / args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rsclip-shot-"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tinymodel import make_tiny_model
+
+    model = make_tiny_model(work / "model")
+    index = work / "index"
+    subprocess.run([sys.executable, "-m", "engine", "index", str(NAIP), "--index", str(index), "--arch",
+                    str(model.config), "--checkpoint", str(model.checkpoint), "--tile-size", "112"],
+                   cwd=ROOT, check=True)
+    profile = work / "profile"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "rsclip_search").symlink_to(ROOT, target_is_directory=True)
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONPATH=os.pathsep.join(site.getsitepackages()),
+               RSCLIP_SHOT_RASTER=str(NAIP), RSCLIP_SHOT_INDEX=str(index), RSCLIP_SHOT_OUT=str(out),
+               RSCLIP_SHOT_QUERY=args.query)
+    env.pop("QT_QPA_PLATFORM", None)
+    subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "rsclip_search"], env=dict(
+        env, QT_QPA_PLATFORM="offscreen"), check=True, capture_output=True)
+    if out.exists():
+        out.unlink()
+    subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--nologo", "--noversioncheck",
+                    "--code", str(ROOT / "tools" / "screenshot_in_qgis.py")], env=env, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=open(work / "qgis.log", "w"))
+    if not out.exists():
+        print("QGIS did not write the screenshot.", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
