@@ -6,6 +6,8 @@ from typing import Generic, TypeVar
 
 from qgis.core import QgsSettings
 
+from ..engine.models.registry import DEFAULT_MODEL
+
 T = TypeVar("T")
 PREFIX = "rsclip_search"
 
@@ -24,7 +26,7 @@ class Setting(Generic[T]):
 
 
 INDEX_DIR = Setting("index/folder", "")
-MODEL = Setting("index/model", "remoteclip-vit-b-32")
+MODEL = Setting("index/model", DEFAULT_MODEL)
 CUSTOM_ARCH = Setting("index/custom_arch", "")
 CUSTOM_CHECKPOINT = Setting("index/custom_checkpoint", "")
 TILE_SIZE = Setting("index/tile_size", 224.0)
@@ -32,7 +34,9 @@ TILE_UNITS = Setting("index/tile_units", "px")
 OVERLAP = Setting("index/overlap", 0.0)
 BATCH_SIZE = Setting("index/batch_size", 32)
 TOP_K = Setting("search/top_k", 20)
-MIN_SCORE = Setting("search/min_score", 0.0)
+#: Below -1 no score can be, so the default means "no minimum".
+MIN_SCORE = Setting("search/min_score", -1.0)
 CLASS_SET = Setting("label/class_set", "worldcover")
 CUSTOM_CLASSES = Setting("label/custom_classes", "")
 TEMPLATES = Setting("label/templates", "")
+RESULTS_DIR = Setting("results/folder", "")

@@ -1,6 +1,7 @@
 """Small previews of result tiles for the dock, read from the rasters through the engine's tiler."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from qgis.PyQt.QtGui import QImage
@@ -9,13 +10,19 @@ from ..engine.errors import EngineError
 from ..engine.tiling import RasterTiler, TileWindow, TilingSpec
 
 
+#: Results past this many get no thumbnail, so a huge top-k stays quick.
+MAX_THUMBNAILS = 200
+
+
 def tile_thumbnails(hits, tiling: dict, size: int = 64) -> dict[int, QImage]:
-    """tile id → QImage, with the index's band choice; a raster that is gone gives no thumbnail."""
+    """tile id → QImage, read as the index reads tiles; a raster that is gone gives no thumbnail.
+
+    QImage (unlike QPixmap) may be made outside the GUI thread, so tasks call this in run().
+    """
     out: dict[int, QImage] = {}
     tilers: dict[str, RasterTiler | None] = {}
-    base = TilingSpec.from_dict(tiling)
-    spec = TilingSpec(size=base.size, units=base.units, bands=base.bands, read_size=size, max_nodata=1.0)
-    for hit in hits:
+    spec = replace(TilingSpec.from_dict(tiling), read_size=size, max_nodata=1.0)
+    for hit in hits[:MAX_THUMBNAILS]:
         path = hit.tile.raster
         if path not in tilers:
             try:

@@ -96,7 +96,7 @@ class SearchDock(QDockWidget):
         self.min_score_spin.setDecimals(3)
         self.min_score_spin.setSpecialValueText("none")
         self.min_score_spin.setMinimum(-1.0)
-        self.min_score_spin.setValue(settings.MIN_SCORE.get() or -1.0)
+        self.min_score_spin.setValue(settings.MIN_SCORE.get())
         opts.addWidget(self.min_score_spin)
         lay.addLayout(opts)
         restrict = QHBoxLayout()
