@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from datetime import datetime
@@ -92,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    notices = logging.getLogger("rsclip_search")
+    if not any(getattr(h, "rsclip_cli", False) for h in notices.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rsclip: %(message)s"))
+        handler.rsclip_cli = True
+        notices.addHandler(handler)
+        notices.setLevel(logging.INFO)
+        notices.propagate = False
     try:
         return COMMANDS[args.command](args)
     except Cancelled as exc:

@@ -68,6 +68,11 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(self.preprocess(tiles))
 
+    def is_truncated(self, text: str) -> bool:
+        """Whether the tokenizer had to cut ``text`` to fit the model's context length."""
+        tokens = self.loaded.tokenizer([text])[0]
+        return bool(tokens[-1] != 0)
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Each text → one unit-length embedding (no templates)."""
         import torch

@@ -201,7 +201,13 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                     report.cancelled = True
                     break
                 except EngineError as exc:
+                    if idx.raster(info.path) is not None:
+                        idx.remove_raster(info.path)  # a damaged file must not half-appear in results
                     report.skipped.append((info.path, str(exc)))
+                    continue
+                if added == 0 and idx.raster(info.path).tiles == 0:
+                    report.skipped.append((info.path, f"{Path(info.path).name} has no tiles with data (every tile is "
+                                                      "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
             idx.vector_store()

@@ -1,6 +1,7 @@
 """Top-k tiles for a text query or for example tiles, over an index's vector store."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -75,7 +76,12 @@ def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: f
     from .prompts import REMOTE_SENSING_TEMPLATES
 
     text = clean_query(query)
-    vec = encoder.encode_prompts([text], templates or REMOTE_SENSING_TEMPLATES)
+    templates = templates or REMOTE_SENSING_TEMPLATES
+    if any(encoder.is_truncated(t.format(text)) for t in templates):
+        logging.getLogger("rsclip_search.engine").warning(
+            "The search text is longer than the model reads (%d tokens); only its beginning is used.",
+            encoder.loaded.context_length)
+    vec = encoder.encode_prompts([text], templates)
     return top_k(index, vec, k, min_score, allowed)
 
 

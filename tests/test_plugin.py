@@ -1,6 +1,8 @@
 """The plugin in a real headless QGIS: load/unload, index through a task, search, click, cancel, actions."""
+import dataclasses
+
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 TIMEOUT = 180_000
@@ -8,6 +10,9 @@ TIMEOUT = 180_000
 
 @pytest.fixture
 def plugin(qgis_iface, plugin_package, qgis_new_project):
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("rsclip_search")  # each test starts from the defaults, not the last test's choices
     qgis_iface.messageBar().clear_messages()
     instance = plugin_package.classFactory(qgis_iface)
     instance.initGui()
@@ -41,28 +46,45 @@ def errors(iface):
     return iface.messageBar().get_messages(Qgis.Critical)
 
 
-def test_load_and_unload_twice_leaves_nothing_behind(qgis_iface, plugin_package, qgis_new_project):
+def test_load_and_unload_twice_leaves_nothing_behind(qgis_iface, plugin_package, qgis_new_project, monkeypatch):
+    from unittest.mock import MagicMock
+
+    # the stub iface's toolbar/menu/dock methods do nothing: record them (tests only)
+    for name in ("addToolBarIcon", "removeToolBarIcon", "addPluginToMenu", "removePluginMenu",
+                 "addDockWidget", "removeDockWidget", "addCustomActionForLayerType",
+                 "removeCustomActionForLayerType"):
+        monkeypatch.setattr(qgis_iface, name, MagicMock(name=name))
     registry = QgsApplication.processingRegistry()
+    project = QgsProject.instance()
+    signals = (project.layersAdded, project.layersRemoved, project.readProject, project.cleared)
+    connected = [project.receivers(signal) for signal in signals]
     for _ in range(2):
-        qgis_iface.addCustomActionForLayerType.reset_mock()
-        qgis_iface.removeCustomActionForLayerType.reset_mock()
+        for name in ("addToolBarIcon", "removeToolBarIcon", "addPluginToMenu", "removePluginMenu",
+                     "addDockWidget", "removeDockWidget", "addCustomActionForLayerType",
+                     "removeCustomActionForLayerType"):
+            getattr(qgis_iface, name).reset_mock()
         plugin = plugin_package.classFactory(qgis_iface)
         plugin.initGui()
         assert registry.providerById("rsclip_search") is not None
-        assert {a.algorithmId() if hasattr(a, "algorithmId") else a.id()
-                for a in registry.providerById("rsclip_search").algorithms()} == {
-            "rsclip_search:build_index", "rsclip_search:search_text", "rsclip_search:label_tiles",
-            "rsclip_search:similar_tiles"}
         assert plugin.dock is not None and plugin.dock.isHidden()
         plugin.action.trigger()
         assert not plugin.dock.isHidden() and plugin.action.isChecked()
+        plugin.action.trigger()
+        assert plugin.dock.isHidden()
         added = [c.args[0] for c in qgis_iface.addCustomActionForLayerType.call_args_list]
-        assert len(added) == 3
+        assert [a.text() for a in added] == ["Index this layer for semantic search", "Search within this layer…",
+                                            "Find tiles similar to selected"]
+        assert qgis_iface.addPluginToMenu.call_args.args == ("&RS-CLIP Search", plugin.action)
+        assert qgis_iface.addToolBarIcon.call_args.args == (plugin.action,)
+        action, dock = plugin.action, plugin.dock
         plugin.unload()
-        removed = [c.args[0] for c in qgis_iface.removeCustomActionForLayerType.call_args_list]
-        assert removed == added
+        assert [c.args[0] for c in qgis_iface.removeCustomActionForLayerType.call_args_list] == added
+        assert qgis_iface.removePluginMenu.call_args.args == ("&RS-CLIP Search", action)
+        assert qgis_iface.removeToolBarIcon.call_args.args == (action,)
+        assert qgis_iface.removeDockWidget.call_args.args == (dock,)
         assert registry.providerById("rsclip_search") is None
         assert plugin.dock is None and plugin.action is None
+        assert [project.receivers(signal) for signal in signals] == connected, "project signals left connected"
 
 
 def test_heavy_libraries_are_not_imported_by_loading_the_plugin(tmp_path):
@@ -90,7 +112,7 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     dock.index_button.click()
     wait_idle(qtbot, plugin)
     assert not errors(qgis_iface), errors(qgis_iface)
-    assert "63 tiles from 1 raster(s)" in dock.status_label.text()
+    assert "63 tiles from 1 raster(s)" in dock.status_label.text() and "built 20" in dock.status_label.text()
 
     dock.top_k_spin.setValue(7)
     qtbot.keyClicks(dock.query_edit, "farm fields")
@@ -119,10 +141,25 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     assert canvas.extent().contains(box)
     assert canvas.extent().center().distance(box.center()) < 1.0
 
+    from rsclip_search.engine import jobs
+    from rsclip_search.plugin.thumbnails import tile_thumbnails
+
+    hit = plugin.controller.hits[tile_id]
+    gone = dataclasses.replace(hit, tile=dataclasses.replace(hit.tile, id=-1, raster=str(tmp_path / "gone.tif")))
+    thumbs = tile_thumbnails([gone, hit], jobs.info(str(tmp_path / "idx")).tiling)
+    assert list(thumbs) == [tile_id], "a raster that is gone has no thumbnail and raises nothing"
+
+    dock.request_save(str(tmp_path / "hits.gpkg"))
+    wait_idle(qtbot, plugin)
+    saved = QgsVectorLayer(str(tmp_path / "hits.gpkg"), "saved", "ogr")
+    assert saved.isValid() and saved.featureCount() == 7
+    assert sorted(f["rank"] for f in saved.getFeatures()) == list(range(1, 8))
+
     dock.query_edit.setText("Farm fields ")
     dock.search_button.click()
     wait_idle(qtbot, plugin)
     assert len(group.findLayers()) == 1, "the same query replaces its previous layer"
+    assert group.findLayers()[0].layer().customProperty("rsclip/query") == "farm fields"
 
     dock.results_list.setCurrentRow(0)
     dock.similar_button.click()
@@ -139,9 +176,18 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     assert labels.featureCount() == 63
     from qgis.core import QgsCategorizedSymbolRenderer
 
+    assert [f.name() for f in labels.fields()] == ["label", "probability", "margin", "raster", "tile_id"]
     renderer = labels.renderer()
     assert isinstance(renderer, QgsCategorizedSymbolRenderer) and len(renderer.categories()) == 10
     assert {f["label"] for f in labels.getFeatures()} <= {c.value() for c in renderer.categories()}
+
+    dock.tabs.setCurrentIndex(0)
+    dock.min_score_spin.setValue(0.999)
+    dock.query_edit.setText("water")
+    dock.search_button.click()
+    wait_idle(qtbot, plugin)
+    assert dock.results_list.count() == 0 and len(group.findLayers()) == 3
+    assert any("No tiles matched" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
 
 
 def test_cancel_midway_keeps_what_was_indexed(plugin, naip_layer, tiny_model, tmp_path, qtbot, qgis_iface):
@@ -159,7 +205,15 @@ def test_cancel_midway_keeps_what_was_indexed(plugin, naip_layer, tiny_model, tm
     info = jobs.info(str(tmp_path / "idx"))
     planned = info.rasters[0].planned
     assert 0 < info.tile_count < planned and info.rasters[0].status == "partial"
-    assert len(jobs.search(str(tmp_path / "idx"), "trees", top_k=3)) == 3
+    assert f"{info.tile_count} tiles" in dock.status_label.text()
+    dock.top_k_spin.setValue(3)
+    qtbot.keyClicks(dock.query_edit, "trees")
+    qtbot.keyClick(dock.query_edit, Qt.Key_Return)
+    wait_idle(qtbot, plugin)
+    assert not errors(qgis_iface), errors(qgis_iface)
+    layer = QgsProject.instance().layerTreeRoot().findGroup("RS-CLIP results").findLayers()[0].layer()
+    indexed = {t.id for t in jobs.tiles(str(tmp_path / "idx"))}
+    assert layer.featureCount() == 3 and {f["tile_id"] for f in layer.getFeatures()} <= indexed
 
 
 def test_layer_actions_index_and_search_within(plugin, naip_layer, tiny_model, tmp_path, qtbot, qgis_iface):
@@ -179,6 +233,7 @@ def test_layer_actions_index_and_search_within(plugin, naip_layer, tiny_model, t
     assert {f["raster"] for f in layer.getFeatures()} == {naip_layer.source()}
     qgis_iface.setActiveLayer(layer)
     layer.selectByIds([next(layer.getFeatures()).id()])
+    qgis_iface.addCustomActionForLayer.assert_any_call(plugin.layer_actions.similar_action, layer)
     plugin.layer_actions.similar_action.trigger()
     wait_idle(qtbot, plugin)
     assert any(lyr.layer().customProperty("rsclip/kind") == "similar"
@@ -201,7 +256,8 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "faiss") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "faiss") else real(name, *a))
     plugin = plugin_package.classFactory(qgis_iface)
     plugin.initGui()
     try:
@@ -210,3 +266,59 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
         assert not plugin.dock.tabs.isEnabled()
     finally:
         plugin.unload()
+
+
+def test_unexpected_errors_are_logged_and_reported_briefly(plugin, qtbot, qgis_iface):
+    from rsclip_search.plugin.log import get_logger
+    from rsclip_search.plugin.tasks import BaseTask
+
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(lambda text, tag, level: logged.append((tag, text)))
+
+    def broken(progress, cancel):
+        progress(0.5, "half way")
+        raise ZeroDivisionError("a bug")
+
+    plugin.controller.start(BaseTask("Broken job", broken, plugin.controller._done))
+    wait_idle(qtbot, plugin)
+    assert errors(qgis_iface) == ["RS-CLIP Search:Broken job failed with an unexpected error; "
+                                  "details are in the Log Messages panel."]
+    qtbot.waitUntil(lambda: any("ZeroDivisionError: a bug" in text for _, text in logged))
+    assert {tag for tag, text in logged if "ZeroDivisionError" in text} == {"RS-CLIP Search"}
+    get_logger()
+    handlers = [h for h in get_logger().handlers if type(h).__name__ == "QgsMessageLogHandler"]
+    assert len(handlers) == 1
+
+
+def test_index_folder_defaults_to_beside_the_project(plugin, naip_layer, tmp_path):
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "farms.qgz"))
+    project.clear()
+    assert project.read(str(tmp_path / "farms.qgz"))
+    dock = plugin.show_dock()
+    assert dock.index_dir() == str(tmp_path / "farms_rsclip_index")
+    assert [dock.rasters_list.item(i).text() for i in range(dock.rasters_list.count())] == ["NAIP 2016"]
+
+
+def test_unload_while_indexing_cancels_quietly(qgis_iface, plugin_package, qgis_new_project, naip_layer, tiny_model,
+                                               tmp_path, qtbot):
+    import gc
+
+    plugin = plugin_package.classFactory(qgis_iface)
+    plugin.initGui()
+    qgis_iface.messageBar().clear_messages()
+    dock = plugin.show_dock()
+    use_tiny_model(dock, tiny_model, tmp_path / "idx", 16)
+    dock.index_button.click()
+    task = plugin.controller.index_task
+    qtbot.waitUntil(lambda: task.progress() > 5, timeout=TIMEOUT)
+    manager = QgsApplication.taskManager()
+    task_id = manager.taskId(task)
+    del task
+    plugin.unload()
+    gc.collect()
+    qtbot.waitUntil(lambda: manager.task(task_id) is None, timeout=TIMEOUT)
+    assert not qgis_iface.messageBar().get_messages(Qgis.Critical)
+    from rsclip_search.engine import jobs
+
+    assert jobs.info(str(tmp_path / "idx")).rasters[0].status == "partial", "unloading cancelled the task"

@@ -1,14 +1,57 @@
-"""The toolbox algorithms through processing.run on a real headless QGIS."""
+"""The toolbox algorithms through processing.run on a real headless QGIS, with the tiny model on real rasters."""
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer
+from qgis.core import (QgsApplication, QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem,
+                       QgsCoordinateTransform, QgsDistanceArea, QgsFeature, QgsGeometry, QgsGraduatedSymbolRenderer,
+                       QgsPointXY, QgsProcessingException, QgsProcessingFeatureSourceDefinition,
+                       QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 NAIP = DATA / "naip" / "naip_m_4709963_se_14_20160816.tif"
 LANDSAT = DATA / "landsat" / "landsat_1990.tif"
-pytestmark = pytest.mark.skipif(not NAIP.exists(), reason=f"shared test imagery not found at {DATA}")
+pytestmark = pytest.mark.skipif(not (NAIP.exists() and LANDSAT.exists()),
+                                reason=f"shared test imagery not found at {DATA}")
+# NAIP 934x723 px at 224 px → 5 x 4 tiles; Landsat 697x377 → 4 x 2 (neither has nodata-only tiles).
+NAIP_TILES, LANDSAT_TILES = 20, 8
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps what an algorithm reported; cancels once progress passes ``cancel_at`` percent."""
+
+    def __init__(self, cancel_at: float | None = None) -> None:
+        super().__init__()
+        self.cancel_at = cancel_at
+        self.progress_values: list[float] = []
+        self.texts: list[str] = []
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+
+    def setProgress(self, value: float) -> None:  # noqa: N802 (called from Python by the engine adapter)
+        self.progress_values.append(value)
+        if self.cancel_at is not None and value > self.cancel_at:
+            self.cancel()
+        super().setProgress(value)
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
+        super().setProgressText(text)
+
+    def pushInfo(self, text):  # noqa: N802
+        self.infos.append(text)
+        super().pushInfo(text)
+
+    def pushWarning(self, text):  # noqa: N802
+        self.warnings.append(text)
+        super().pushWarning(text)
+
+
+def run(alg: str, params: dict, feedback=None) -> dict:
+    import processing
+
+    return processing.run(f"rsclip_search:{alg}", {"OUTPUT": "TEMPORARY_OUTPUT", **params}, feedback=feedback)
 
 
 @pytest.fixture(scope="module")
@@ -17,119 +60,293 @@ def provider(qgis_processing, plugin_package):
 
     registry = QgsApplication.processingRegistry()
     prov = RsClipProvider()
-    registry.addProvider(prov)
+    assert registry.addProvider(prov)
     yield prov
     registry.removeProvider(prov)
 
 
 @pytest.fixture(scope="module")
-def built(provider, tiny_model, tmp_path_factory):
-    import processing
+def custom_model(tiny_model) -> dict:
+    return {"MODEL": "custom", "ARCH": str(tiny_model.config), "CHECKPOINT": str(tiny_model.checkpoint)}
 
+
+@pytest.fixture(scope="module")
+def built(provider, custom_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("proc") / "idx"
-    out = processing.run("rsclip_search:build_index", {
-        "INPUT": [str(NAIP), str(LANDSAT)], "INDEX": str(folder), "MODEL": len(_models()) - 1,
-        "ARCH": str(tiny_model.config), "CHECKPOINT": str(tiny_model.checkpoint), "TILE_SIZE": 224,
-        "TILE_UNITS": 0, "OVERLAP": 0.0, "OUTPUT": "TEMPORARY_OUTPUT"})
-    return folder, out
+    feedback = RecordingFeedback()
+    out = run("build_index", {"INPUT": [str(NAIP), str(LANDSAT)], "INDEX": str(folder), **custom_model,
+                              "TILE_SIZE": 224, "TILE_UNITS": "pixels", "OVERLAP": 0.0}, feedback)
+    return folder, out, feedback
 
 
-def _models():
-    from rsclip_search.engine.models import REGISTRY
+@pytest.fixture
+def project_layer(qgis_new_project):
+    """Adds layers to the project (where feature-source definitions look them up) and removes them after."""
+    added = []
 
-    return [*REGISTRY, "custom"]
+    def add(layer):
+        QgsProject.instance().addMapLayer(layer)
+        added.append(layer.id())
+        return layer
+
+    yield add
+    QgsProject.instance().removeMapLayers([i for i in added if QgsProject.instance().mapLayer(i)])
 
 
-def in_extent(layer, raster_path):
-    raster = QgsRasterLayer(str(raster_path), "r")
-    extent = raster.extent().buffered(raster.rasterUnitsPerPixelX() * 0.01)
-    return all(extent.contains(f.geometry().boundingBox()) for f in layer.getFeatures())
+def raster_extent(path: Path, crs: QgsCoordinateReferenceSystem) -> QgsRectangle:
+    raster = QgsRasterLayer(str(path), "r")
+    extent = raster.extent()
+    if raster.crs() != crs:
+        extent = QgsCoordinateTransform(raster.crs(), crs, QgsProject.instance()).transformBoundingBox(extent)
+    return extent
+
+
+def tiles_inside_their_rasters(layer: QgsVectorLayer) -> bool:
+    """Every feature's footprint, brought back into its raster's CRS, lies within the raster (±1 % of a pixel)."""
+    for feat in layer.getFeatures():
+        raster = QgsRasterLayer(feat["raster"], "r")
+        geom = QgsGeometry(feat.geometry())
+        geom.transform(QgsCoordinateTransform(layer.crs(), raster.crs(), QgsProject.instance()))
+        if not raster.extent().buffered(raster.rasterUnitsPerPixelX() * 0.01).contains(geom.boundingBox()):
+            return False
+    return True
+
+
+def ids(layer) -> list[int]:
+    return [f["tile_id"] for f in layer.getFeatures()]
 
 
 def test_build_index_outputs_folder_and_footprints(built):
-    folder, out = built
+    from rsclip_search.engine import jobs
+
+    folder, out, feedback = built
     assert out["INDEX"] == str(folder)
     layer = out["OUTPUT"]
-    # NAIP 934x723 at 224 px → 5 x 4 tiles; Landsat 697x377 → 4 x 2 tiles (no nodata tiles in either).
-    assert layer.featureCount() == 20 + 8
+    assert layer.featureCount() == NAIP_TILES + LANDSAT_TILES == jobs.info(folder).tile_count
     assert [f.name() for f in layer.fields()] == ["raster", "tile_id"]
     assert layer.crs().authid() == "EPSG:26914", "the CRS most tiles share"
-    assert {f["raster"] for f in layer.getFeatures()} == {str(NAIP), str(LANDSAT)}
+    rasters = [f["raster"] for f in layer.getFeatures()]
+    assert rasters.count(str(NAIP)) == NAIP_TILES and rasters.count(str(LANDSAT)) == LANDSAT_TILES
+    assert len(set(ids(layer))) == layer.featureCount()
+    assert tiles_inside_their_rasters(layer), "Landsat tiles reprojected to UTM must still cover Landsat"
+    assert max(feedback.progress_values) == pytest.approx(100.0)
+    assert any(NAIP.name in t for t in feedback.texts) and not feedback.warnings
 
 
-def test_search_text_fields_geometry_and_crs(built):
-    import processing
+def test_build_in_metres_with_bands_into_a_temporary_folder_skipping_an_unusable_raster(provider, custom_model,
+                                                                                          tmp_path):
+    from osgeo import gdal
 
-    folder, _ = built
-    out = processing.run("rsclip_search:search_text", {"INDEX": str(folder), "QUERY": "farmland", "TOP_K": 5,
-                                                       "OUTPUT": "TEMPORARY_OUTPUT"})
+    from rsclip_search.engine import jobs
+    from rsclip_search.engine.index import is_index
+
+    no_crs = tmp_path / "no_crs.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(no_crs), 64, 64, 3, gdal.GDT_Byte)
+    ds.GetRasterBand(1).Fill(120)
+    ds = None
+    feedback = RecordingFeedback()
+    out = run("build_index", {"INPUT": [str(LANDSAT), str(no_crs)], "INDEX": "TEMPORARY_OUTPUT", **custom_model,
+                              "TILE_SIZE": 10000, "TILE_UNITS": "metres", "BANDS": "3, 2, 1"}, feedback)
+    assert is_index(out["INDEX"]) and Path(out["INDEX"]).name != "TEMPORARY_OUTPUT"
+    assert jobs.info(out["INDEX"]).tiling["bands"] == [3, 2, 1]
+    assert len(feedback.warnings) == 1 and no_crs.name in feedback.warnings[0]
+    assert "coordinate reference system" in feedback.warnings[0]
     layer = out["OUTPUT"]
+    assert layer.crs().authid() == "EPSG:4326" and {f["raster"] for f in layer.getFeatures()} == {str(LANDSAT)}
+    # ~62 km x 34 km at ~90 m pixels: 10 km tiles are ~112 px → 6 x 3 tiles plus a last column and row snapped
+    # to the raster's edges = 7 x 4, each about 10 km wide on the ground.
+    assert layer.featureCount() == 28
+    measure = QgsDistanceArea()
+    measure.setSourceCrs(WGS84, QgsProject.instance().transformContext())
+    measure.setEllipsoid("WGS84")
+    for feat in layer.getFeatures():
+        ring = feat.geometry().asPolygon()[0]
+        assert measure.measureLine(ring[0], ring[1]) == pytest.approx(10000, rel=0.02)
+    assert tiles_inside_their_rasters(layer)
+
+
+def test_rerun_keeps_the_recorded_model_and_tiling_and_adds_nothing(built):
+    from rsclip_search.engine import jobs
+
+    folder, _, _ = built
+    feedback = RecordingFeedback()
+    out = run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(folder), "TILE_SIZE": 100}, feedback)
+    assert any("built with tiny-clip.json + tiny-clip.pt" in i for i in feedback.infos)
+    assert any("0 new tiles" in i and "1 unchanged" in i for i in feedback.infos)
+    assert out["OUTPUT"].featureCount() == NAIP_TILES, "footprints of the rasters given"
+    assert jobs.info(folder).tile_count == NAIP_TILES + LANDSAT_TILES
+
+
+def test_cancel_keeps_the_tiles_indexed_so_far(provider, custom_model, tmp_path):
+    from rsclip_search.engine import jobs
+
+    feedback = RecordingFeedback(cancel_at=30)
+    out = run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(tmp_path / "idx"), **custom_model,
+                              "BATCH_SIZE": 2}, feedback)
+    kept = jobs.info(tmp_path / "idx").tile_count
+    assert 0 < kept < NAIP_TILES
+    assert out["OUTPUT"].featureCount() == kept
+    assert any("Cancelled" in w for w in feedback.warnings)
+
+
+def test_search_text_fields_order_geometry_and_crs(built):
+    folder, _, _ = built
+    layer = run("search_text", {"INDEX": str(folder), "QUERY": "farmland", "TOP_K": 5})["OUTPUT"]
     assert layer.featureCount() == 5
     assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id"]
-    assert [f["rank"] for f in layer.getFeatures()] == [1, 2, 3, 4, 5]
+    feats = list(layer.getFeatures())
+    assert [f["rank"] for f in feats] == [1, 2, 3, 4, 5]
+    assert [f["score"] for f in feats] == sorted((f["score"] for f in feats), reverse=True)
+    assert layer.crs().authid() in ("EPSG:26914", "EPSG:4326") and tiles_inside_their_rasters(layer)
+
+
+def test_min_score_drops_weaker_tiles(built):
+    folder, _, _ = built
+    scores = [f["score"] for f in run("search_text", {"INDEX": str(folder), "QUERY": "forest",
+                                                      "TOP_K": 100})["OUTPUT"].getFeatures()]
+    assert len(scores) == NAIP_TILES + LANDSAT_TILES
+    cut = scores[2] - 1e-6  # scores are written with 6 decimals
+    kept = [f["score"] for f in run("search_text", {"INDEX": str(folder), "QUERY": "forest", "TOP_K": 100,
+                                                    "MIN_SCORE": cut})["OUTPUT"].getFeatures()]
+    assert kept == [s for s in scores if s >= cut] and len(kept) >= 3
 
 
 def test_search_restricted_to_an_extent_returns_only_naip(built):
-    import processing
-
-    folder, _ = built
-    raster = QgsRasterLayer(str(NAIP), "naip")
-    e = raster.extent()
+    folder, _, _ = built
+    e = raster_extent(NAIP, QgsCoordinateReferenceSystem("EPSG:26914"))
     extent = f"{e.xMinimum()},{e.xMaximum()},{e.yMinimum()},{e.yMaximum()} [EPSG:26914]"
-    out = processing.run("rsclip_search:search_text", {"INDEX": str(folder), "QUERY": "road", "TOP_K": 100,
-                                                       "EXTENT": extent, "OUTPUT": "TEMPORARY_OUTPUT"})
-    layer = out["OUTPUT"]
-    assert layer.featureCount() == 20
+    layer = run("search_text", {"INDEX": str(folder), "QUERY": "road", "TOP_K": 100, "EXTENT": extent})["OUTPUT"]
+    assert layer.featureCount() == NAIP_TILES
     assert {f["raster"] for f in layer.getFeatures()} == {str(NAIP)}
-    assert layer.crs().authid() == "EPSG:26914" and in_extent(layer, NAIP)
+    assert layer.crs().authid() == "EPSG:26914" and tiles_inside_their_rasters(layer)
+
+
+def polygon_layer(crs: str, rects: list[QgsRectangle]) -> QgsVectorLayer:
+    layer = QgsVectorLayer(f"Polygon?crs={crs}", "area", "memory")
+    feats = []
+    for rect in rects:
+        feat = QgsFeature()
+        feat.setGeometry(QgsGeometry.fromRect(rect))
+        feats.append(feat)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_search_within_the_selected_polygons_of_an_area_layer(built, project_layer):
+    folder, out, _ = built
+    landsat = raster_extent(LANDSAT, WGS84)
+    west = QgsRectangle(landsat.xMinimum() - 0.1, landsat.yMinimum() - 0.1, landsat.center().x() - 0.05,
+                        landsat.yMaximum() + 0.1)
+    area = project_layer(polygon_layer("EPSG:4326", [west, raster_extent(NAIP, WGS84)]))
+    area.selectByIds([next(area.getFeatures()).id()])
+    layer = run("search_text", {"INDEX": str(folder), "QUERY": "river", "TOP_K": 100,
+                                "AREA": QgsProcessingFeatureSourceDefinition(area.id(), True)})["OUTPUT"]
+    footprints = out["OUTPUT"]
+    to_wgs84 = QgsCoordinateTransform(footprints.crs(), WGS84, QgsProject.instance())
+    expected = set()
+    for feat in footprints.getFeatures():
+        geom = QgsGeometry(feat.geometry())
+        geom.transform(to_wgs84)
+        if geom.intersects(QgsGeometry.fromRect(west)):
+            expected.add(feat["tile_id"])
+    assert 0 < len(expected) < LANDSAT_TILES
+    assert set(ids(layer)) == expected, "only the selected (western Landsat) polygon restricts the search"
 
 
 def test_labels_with_shipped_and_custom_classes(built):
-    import processing
+    from rsclip_search.engine.classsets import load_class_set
 
-    from rsclip_search.engine.classsets import available_class_sets, load_class_set
-
-    folder, _ = built
-    sets = list(available_class_sets())
-    out = processing.run("rsclip_search:label_tiles", {"INDEX": str(folder), "CLASS_SET": sets.index("worldcover"),
-                                                       "OUTPUT": "TEMPORARY_OUTPUT"})
-    layer = out["OUTPUT"]
-    assert layer.featureCount() == 28
+    folder, _, _ = built
+    layer = run("label_tiles", {"INDEX": str(folder), "CLASS_SET": "worldcover"})["OUTPUT"]
+    assert layer.featureCount() == NAIP_TILES + LANDSAT_TILES
     assert [f.name() for f in layer.fields()] == ["label", "probability", "margin", "raster", "tile_id"]
     assert {f["label"] for f in layer.getFeatures()} <= set(load_class_set("worldcover"))
-    out = processing.run("rsclip_search:label_tiles", {"INDEX": str(folder), "CLASS_SET": len(sets),
-                                                       "CLASSES": "water, crops", "TEMPLATE": "an image of {}",
-                                                       "OUTPUT": "TEMPORARY_OUTPUT"})
-    assert {f["label"] for f in out["OUTPUT"].getFeatures()} <= {"water", "crops"}
+    assert all(0 < f["probability"] <= 1 and f["margin"] >= 0 for f in layer.getFeatures())
+    assert layer.crs().authid() == "EPSG:26914" and tiles_inside_their_rasters(layer)
+    layer = run("label_tiles", {"INDEX": str(folder), "CLASS_SET": "custom list", "CLASSES": "water, crops",
+                                "TEMPLATE": "an image of {}; a photo of {}"})["OUTPUT"]
+    assert {f["label"] for f in layer.getFeatures()} <= {"water", "crops"}
 
 
-def test_similar_from_features_and_from_a_point(built):
+def test_loaded_outputs_are_styled_by_class_and_by_score(built, qgis_new_project):
     import processing
 
-    folder, _ = built
-    hits = processing.run("rsclip_search:search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 2,
-                                                        "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    out = processing.run("rsclip_search:similar_tiles", {"INDEX": str(folder), "TILES": hits, "TOP_K": 4,
-                                                         "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    example_ids = {f["tile_id"] for f in hits.getFeatures()}
-    assert out.featureCount() == 4 and not example_ids & {f["tile_id"] for f in out.getFeatures()}
-    raster = QgsRasterLayer(str(NAIP), "naip")
-    c = raster.extent().center()
-    out = processing.run("rsclip_search:similar_tiles", {"INDEX": str(folder), "POINT": f"{c.x()},{c.y()} [EPSG:26914]",
-                                                         "TOP_K": 3, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    assert out.featureCount() == 3
+    folder, _, _ = built
+    out = processing.runAndLoadResults("rsclip_search:label_tiles", {
+        "INDEX": str(folder), "CLASS_SET": "custom list", "CLASSES": "water\nforest\nbuildings",
+        "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = QgsProject.instance().mapLayer(out["OUTPUT"])
+    assert isinstance(layer.renderer(), QgsCategorizedSymbolRenderer)
+    assert layer.renderer().classAttribute() == "label"
+    assert [c.value() for c in layer.renderer().categories()] == ["water", "forest", "buildings"]
+    out = processing.runAndLoadResults("rsclip_search:search_text", {
+        "INDEX": str(folder), "QUERY": "lake", "TOP_K": 10, "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = QgsProject.instance().mapLayer(out["OUTPUT"])
+    assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer) and layer.renderer().classAttribute() == "score"
+
+
+def test_similar_from_features_selected_features_and_a_point(built, project_layer):
+    from rsclip_search.engine import jobs
+
+    folder, _, _ = built
+    hits = run("search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 3})["OUTPUT"]
+    out = run("similar_tiles", {"INDEX": str(folder), "TILES": hits, "TOP_K": 4})["OUTPUT"]
+    assert out.featureCount() == 4 and not set(ids(hits)) & set(ids(out))
+    assert ids(out) == [h.tile.id for h in jobs.similar(folder, ids(hits), 4)]
+
+    hits = project_layer(hits)
+    chosen = next(hits.getFeatures())
+    hits.selectByIds([chosen.id()])
+    out = run("similar_tiles", {"INDEX": str(folder), "TILES": QgsProcessingFeatureSourceDefinition(hits.id(), True),
+                                "TOP_K": 3})["OUTPUT"]
+    assert ids(out) == [h.tile.id for h in jobs.similar(folder, [chosen["tile_id"]], 3)]
+
+    c = raster_extent(NAIP, QgsCoordinateReferenceSystem("EPSG:26914")).center()
+    out = run("similar_tiles", {"INDEX": str(folder), "POINT": f"{c.x()},{c.y()} [EPSG:26914]", "TOP_K": 3})["OUTPUT"]
+    to_wgs84 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:26914"), WGS84, QgsProject.instance())
+    lonlat = to_wgs84.transform(QgsPointXY(c))
+    under = jobs.tiles_at(folder, lonlat.x(), lonlat.y())
+    assert under and ids(out) == [h.tile.id for h in jobs.similar(folder, under, 3)]
+    assert out.crs().authid() in ("EPSG:26914", "EPSG:4326") and tiles_inside_their_rasters(out)
+
+
+def no_tile_id_layer():
+    return polygon_layer("EPSG:4326", [QgsRectangle(0, 0, 1, 1)])
 
 
 @pytest.mark.parametrize("alg,params,message", [
-    ("search_text", {"QUERY": "water"}, "No RS-CLIP Search index"),
-    ("search_text", {"QUERY": "   "}, "search text is empty"),
-    ("label_tiles", {"CLASS_SET": 3, "CLASSES": "water"}, "at least two"),
+    ("search_text", {"INDEX": "missing", "QUERY": "water"}, "No RS-CLIP Search index at"),
+    ("search_text", {"INDEX": "not_index", "QUERY": "water"}, "No RS-CLIP Search index at"),
+    ("search_text", {"QUERY": "   "}, "The search text is empty"),
+    ("search_text", {"QUERY": "water", "EXTENT": "-74.7,-74.6,-8.6,-8.5 [EPSG:4326]", "AREA": "far_area"},
+     "do not overlap"),
+    ("label_tiles", {"CLASS_SET": "crops"}, "CLASS_SET must be one of 'eurosat', 'ucmerced', 'worldcover', "
+                                            "'custom list', not 'crops'"),
+    ("label_tiles", {"CLASS_SET": "custom list", "CLASSES": "water, Water"}, "at least two different classes"),
+    ("label_tiles", {"CLASS_SET": "eurosat", "TEMPLATE": "a photo"}, "has no '{}'"),
     ("similar_tiles", {}, "Give example tiles"),
+    ("similar_tiles", {"TILES": "no_tile_id"}, "has no tile_id field"),
+    ("similar_tiles", {"TILES": "nothing_selected"}, "no features with a tile_id"),
+    ("similar_tiles", {"POINT": "0,0 [EPSG:4326]"}, "No tile of the index lies under the point"),
+    ("build_index", {"MODEL": "custom", "ARCH": "ViT-B-32"}, "MODEL 'custom' needs ARCH"),
+    ("build_index", {"BANDS": "red,green,blue"}, "BANDS 'red,green,blue' must be band numbers"),
+    ("build_index", {"BANDS": "1,2"}, "Give one band"),
+    ("build_index", {"TILE_UNITS": "feet"}, "TILE_UNITS must be one of 'pixels', 'metres'"),
 ])
-def test_invalid_parameters_fail_with_a_readable_message(built, tmp_path, alg, params, message):
-    import processing
-
-    folder, _ = built
-    index = str(tmp_path / "none") if message.startswith("No RS-CLIP") else str(folder)
-    with pytest.raises(QgsProcessingException, match=message):
-        processing.run(f"rsclip_search:{alg}", {"INDEX": index, "OUTPUT": "TEMPORARY_OUTPUT", **params})
+def test_invalid_parameters_fail_with_a_readable_message(built, tmp_path, project_layer, alg, params, message):
+    folder, _, _ = built
+    (tmp_path / "not_index").mkdir()
+    (tmp_path / "not_index" / "notes.txt").write_text("not an index")
+    values = {"missing": str(tmp_path / "missing"), "not_index": str(tmp_path / "not_index"),
+              "far_area": polygon_layer("EPSG:4326", [QgsRectangle(10, 10, 11, 11)]),
+              "no_tile_id": no_tile_id_layer()}
+    if params.get("TILES") == "nothing_selected":
+        hits = project_layer(run("search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 2})["OUTPUT"])
+        params = {"TILES": QgsProcessingFeatureSourceDefinition(hits.id(), True)}
+    params = {k: values.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    if alg == "build_index":
+        params = {"INPUT": [str(NAIP)], "INDEX": str(tmp_path / "new"), **params}
+    with pytest.raises(QgsProcessingException) as err:
+        run(alg, {"INDEX": str(folder), **params})
+    assert message in str(err.value) and "Traceback" not in str(err.value)
+    assert not (tmp_path / "new").exists(), "a refused build creates nothing"
