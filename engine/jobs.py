@@ -195,10 +195,14 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
+                before = rec.tiles if (rec := idx.raster(info.path)) is not None and rec.fingerprint == info.fingerprint else 0
                 try:
                     added = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
                 except Cancelled:
                     report.cancelled = True
+                    now = idx.raster(info.path)
+                    if now is not None and now.tiles > before:
+                        report.added.append((info.path, now.tiles - before))
                     break
                 except EngineError as exc:
                     if idx.raster(info.path) is not None:

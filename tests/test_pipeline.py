@@ -73,3 +73,25 @@ def test_bf16_detection_reads_cpu_flags():
     assert cpu_has_native_bf16({"avx512_bf16", "avx2"}) == on_x86
     assert cpu_has_native_bf16({"amx_bf16"}) == on_x86
     assert not cpu_has_native_bf16({"avx2", "fma"})
+
+
+def test_cancel_mid_raster_reports_the_tiles_it_kept(tiny_model, tmp_path):
+    from engine import jobs
+    from engine.tiling import TilingSpec
+    from rasters import noise, write_raster
+
+    raster = write_raster(tmp_path / "r.tif", noise(3, 256, 256))
+    model = jobs.resolve_model(tmp_path / "idx", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+    seen = []
+
+    def cancel():
+        seen.append(1)
+        return len(seen) > 20
+
+    report = jobs.index_rasters(tmp_path / "idx", [str(raster)], model=model, tiling=TilingSpec(size=16),
+                                batch_size=4, cancel=cancel)
+    assert report.cancelled
+    kept = jobs.info(tmp_path / "idx").tile_count
+    assert 0 < kept < 256
+    assert report.added == [(str(raster.resolve()), kept)]
+    assert f"{kept} new tiles from 1 raster(s)" in report.summary()
