@@ -661,7 +661,7 @@ class RasterTiler:
         ``skip`` holds ``(col_off, row_off, width, height)`` tuples (windows already indexed).
         """
         total = len(self.windows)
-        every = max(1, total // 200)
+        every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
         for i, window in enumerate(self.windows):
             check_cancel(cancel)
             if progress is not None and i % every == 0:

@@ -120,6 +120,19 @@ def test_metre_tiles_on_landsat_in_degrees_are_right_on_the_ground():
             assert haversine_m(lon1, lat1, lon2, lat2) == pytest.approx(3000, rel=0.02)
 
 
+def test_500_m_tiles_on_landsat_are_the_nearest_whole_pixels_to_500_m():
+    """Landsat pixels are ~89 m: 500 m is 5.6 px, so a pixel window can only be within half a pixel."""
+    with RasterTiler(shared(LANDSAT), TilingSpec(size=500, units="m")) as tiler:
+        gt = tiler.info.transform
+        lat = math.radians(gt[3] + gt[5] * tiler.info.height / 2)
+        px_w, px_h = 111320 * math.cos(lat) * gt[1], 110574 * -gt[5]
+        w = tiler.windows[0]
+        assert (w.width, w.height) == (round(500 / px_w), round(500 / px_h)) == (6, 6)
+        (lon0, lat0), (lon1, lat1), (lon2, lat2), _ = list(wkt.loads(tiler.footprint(w)[1]).exterior.coords)[:4]
+        assert abs(haversine_m(lon0, lat0, lon1, lat1) - 500) <= px_w / 2
+        assert abs(haversine_m(lon1, lat1, lon2, lat2) - 500) <= px_h / 2
+
+
 def test_naip_tile_footprints_lie_inside_the_raster():
     path = shared(NAIP)
     extent = wgs84_extent(path).buffer(1e-6)  # ~10 cm, far below a 5 m pixel
@@ -420,6 +433,12 @@ def test_iter_tiles_skips_reports_progress_and_cancels(tmp_path):
         tiles = list(tiler.iter_tiles(progress=lambda f, m: seen.append(f), skip={(0, 0, 32, 32), (32, 32, 32, 32)}))
         assert [t.window.as_tuple() for t, _ in tiles] == [(32, 0, 32, 32), (0, 32, 32, 32)]
         assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+        many: list[float] = []
+        fine = RasterTiler(path, TilingSpec(size=2, read_size=8))
+        with fine:
+            everything = {w.as_tuple() for w in fine.windows}
+            assert list(fine.iter_tiles(progress=lambda f, m: many.append(f), skip=everything)) == []
+        assert len(fine.windows) == 1024 and 50 <= len(many) <= 101 and many == sorted(many)
         with pytest.raises(Cancelled):
             next(tiler.iter_tiles(cancel=lambda: True))
     with pytest.raises(EngineError, match="closed"):
