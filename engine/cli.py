@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--index", required=True, metavar="DIR")
+    add_eval_parser(sub)
     return parser
 
 
@@ -131,7 +132,7 @@ def _source(spec) -> str:
 
 def cmd_index(args) -> int:
     from . import jobs
-    from .tiling import TilingSpec
+    from .tiling import TilingSpec, parse_bands
 
     if args.checkpoint and not args.arch:
         raise EngineError("--checkpoint goes with --arch (the architecture the checkpoint belongs to).")
@@ -150,7 +151,7 @@ def cmd_index(args) -> int:
     tiling = None
     if args.tile_size or args.tile_m or args.overlap or args.bands:
         tiling = TilingSpec(size=args.tile_m or args.tile_size or 224.0, units="m" if args.tile_m else "px",
-                            overlap=args.overlap, bands=_bands(args.bands))
+                            overlap=args.overlap, bands=parse_bands(args.bands))
         tiling.validate()
     report = jobs.index_rasters(args.index, args.rasters, model=model, tiling=tiling,
                                 batch_size=args.batch_size, progress=ProgressBar())
@@ -158,18 +159,6 @@ def cmd_index(args) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(report.summary())
     return 1 if report.skipped else 0
-
-
-def _bands(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        bands = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise EngineError(f"--bands {text!r} must be band numbers like 1,2,3 or 4,3,2.") from None
-    if len(bands) not in (1, 3) or min(bands) < 1:
-        raise EngineError(f"--bands {text!r} must name one band (grey) or three bands (R,G,B), counted from 1.")
-    return bands
 
 
 def cmd_search(args) -> int:
@@ -242,4 +231,48 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "?"
 
 
-COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info}
+def add_eval_parser(sub) -> None:
+    """``eval retrieval`` and ``eval zeroshot``: the benchmarks behind the published numbers."""
+    p = sub.add_parser("eval", help="measure retrieval or zero-shot quality on a benchmark dataset")
+    kinds = p.add_subparsers(dest="eval_kind", required=True, metavar="BENCHMARK")
+    r = kinds.add_parser("retrieval", help="image-text retrieval R@1/5/10 on RSICD, RSITMD or UCM-captions")
+    r.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder (caption JSON + image folder)")
+    r.add_argument("--format", required=True, choices=("rsicd", "rsitmd", "ucm"))
+    r.add_argument("--split", default="test", help="split to evaluate (default test)")
+    z = kinds.add_parser("zeroshot", help="zero-shot classification accuracy on an ImageFolder (a folder per class)")
+    z.add_argument("--dataset", required=True, metavar="DIR", help="folder with one sub-folder of images per class")
+    z.add_argument("--classes-file", metavar="FILE", help="'folder: class name' lines, one class per folder in "
+                   "sorted folder order, or a shipped class set name (e.g. ucmerced)")
+    z.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated)")
+    for q in (r, z):
+        model = q.add_mutually_exclusive_group()
+        model.add_argument("--model", metavar="NAME", help="registry model (see 'models'); default remoteclip-vit-b-32")
+        model.add_argument("--arch", metavar="ARCH", help="open_clip architecture name or model-config JSON path")
+        q.add_argument("--checkpoint", metavar="FILE", help="local checkpoint for --arch")
+        q.add_argument("--limit", type=int, metavar="N", help="only the first N images (quick, deterministic runs)")
+        q.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per model batch")
+        q.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                       help="fp32 (default, as the published numbers), or bf16/auto as indexing would run")
+        q.add_argument("--out", metavar="REPORT.json", help="report file (default eval_<kind>_<dataset>_<time>.json)")
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import eval_retrieval, eval_zeroshot, resolve_eval_model
+    from .prompts import parse_templates
+
+    model = resolve_eval_model(args.model, args.arch, args.checkpoint)
+    common = dict(limit=args.limit, batch_size=args.batch_size, out=args.out, precision=args.precision,
+                  progress=ProgressBar())
+    if args.eval_kind == "retrieval":
+        run = eval_retrieval(args.dataset, args.format, model, split=args.split, **common)
+    else:
+        run = eval_zeroshot(args.dataset, model, classes_file=args.classes_file,
+                            templates=parse_templates(args.templates), **common)
+    print(run.summary)
+    for path in (run.path, *run.extra_files):
+        print(f"rsclip: wrote {path}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info,
+            "eval": cmd_eval}

@@ -5,7 +5,6 @@ result; problems the user can fix raise ``EngineError``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -350,4 +349,4 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
 
 
 def _abs(paths: Sequence[str] | None) -> list[str] | None:
-    return [os.path.abspath(os.path.expanduser(str(p))) for p in paths] if paths else None
+    return [str(Path(p).expanduser().resolve()) for p in paths] if paths else None

@@ -96,6 +96,19 @@ class TilingSpec:
             raise EngineError(f"The recorded tile settings {data!r} are not valid ({exc}).") from None
 
 
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """Bands typed by a user, e.g. "4,3,2" (R,G,B) or "2" (grey); empty means automatic."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        bands = tuple(int(b) for b in str(text).replace(" ", "").split(","))
+    except ValueError:
+        raise EngineError(f"Bands {text!r} must be band numbers like 1,2,3 or 4,3,2.") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise EngineError(f"Bands {text!r} must name one band (grey) or three bands (R,G,B), counted from 1.")
+    return bands
+
+
 @dataclass(frozen=True)
 class TileWindow:
     """A pixel window: offsets of its top-left pixel, and its size."""

@@ -22,6 +22,20 @@ TARGET_RECALL = 0.97
 _CALIBRATION_QUERIES = 200
 
 
+def perturbed_queries(vectors: np.ndarray, rng: np.random.Generator, n: int, cosine: float = 0.6) -> np.ndarray:
+    """Unit queries at about ``cosine`` to random stored vectors.
+
+    Real queries (text, or the mean of example tiles) are not copies of stored vectors; using
+    the vectors themselves would calibrate on easy self-matches and overstate recall.
+    """
+    base = vectors[rng.choice(len(vectors), size=n, replace=False)]
+    noise = rng.standard_normal(base.shape).astype(np.float32)
+    noise -= np.sum(noise * base, axis=1, keepdims=True) * base
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    q = cosine * base + np.sqrt(1 - cosine ** 2) * noise
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
 class VectorStore:
     """Inner-product search keyed by tile id; ``kind`` says how ("flat" or "ivf<nlist>,nprobe=<p>")."""
 
@@ -59,7 +73,7 @@ class VectorStore:
         """Smallest nprobe (doubling) whose recall@k against exact search reaches TARGET_RECALL."""
         import faiss
 
-        queries = vectors[rng.choice(len(vectors), size=min(_CALIBRATION_QUERIES, len(vectors)), replace=False)]
+        queries = perturbed_queries(vectors, rng, min(_CALIBRATION_QUERIES, len(vectors)))
         exact = faiss.IndexFlatIP(vectors.shape[1])
         exact.add(vectors)
         _, truth_pos = exact.search(queries, k)

@@ -1,7 +1,7 @@
 """Right-click actions in the Layers panel: index or search a raster, find tiles like the selected ones."""
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsMapLayerType
+from qgis.core import Qgis, QgsMapLayerType, QgsProject
 from qgis.PyQt.QtWidgets import QAction
 
 from .layers import INDEX_PROPERTY, is_result_layer
@@ -24,13 +24,26 @@ class LayerActions:
         self.installed: list[QAction] = []
 
     def install(self) -> None:
-        for action, kind in ((self.index_action, QgsMapLayerType.RasterLayer),
-                             (self.search_action, QgsMapLayerType.RasterLayer),
-                             (self.similar_action, QgsMapLayerType.VectorLayer)):
-            self.iface.addCustomActionForLayerType(action, MENU, kind, True)
+        """Raster actions on every raster layer; "similar" only on RS-CLIP result layers, as they come."""
+        for action, kind, all_layers in ((self.index_action, QgsMapLayerType.RasterLayer, True),
+                                         (self.search_action, QgsMapLayerType.RasterLayer, True),
+                                         (self.similar_action, QgsMapLayerType.VectorLayer, False)):
+            self.iface.addCustomActionForLayerType(action, MENU, kind, all_layers)
             self.installed.append(action)
+        project = QgsProject.instance()
+        self.attach(list(project.mapLayers().values()))
+        project.layersAdded.connect(self.attach)
+
+    def attach(self, layers) -> None:
+        for layer in layers:
+            if is_result_layer(layer):
+                self.iface.addCustomActionForLayer(self.similar_action, layer)
 
     def remove(self) -> None:
+        try:
+            QgsProject.instance().layersAdded.disconnect(self.attach)
+        except TypeError:
+            pass
         for action in self.installed:
             self.iface.removeCustomActionForLayerType(action)
         self.installed.clear()

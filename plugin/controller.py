@@ -1,7 +1,10 @@
 """Turns the dock's requests into background tasks and their results into map layers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
 from qgis.PyQt.QtCore import QObject
@@ -11,11 +14,26 @@ from ..engine.errors import EngineError
 from ..engine.index import is_index
 from . import settings
 from .deps import install_hint, missing_packages
-from .layers import add_result_layer, hits_layer, labels_layer, tile_extent_in, tile_geometry
+from .layers import TileRows, add_result_layer, build_layer, hit_rows, label_rows, tile_extent_in, tile_geometry
 from .log import get_logger
 from .tasks import BaseTask
 
 TITLE = "RS-CLIP Search"
+
+
+@dataclass(frozen=True)
+class HitsOutcome:
+    """A search or similar-tiles result with everything the GUI needs, prepared in the task."""
+
+    hits: list
+    rows: TileRows
+    thumbnails: dict
+
+
+@dataclass(frozen=True)
+class LabelsOutcome:
+    labels: list
+    rows: TileRows
 
 
 class Controller(QObject):
@@ -28,19 +46,23 @@ class Controller(QObject):
         self.tasks: list[BaseTask] = []
         self.index_task: BaseTask | None = None
         self.hits: dict[int, object] = {}
+        self.last_results: tuple[str, list] | None = None
         self.last_layer = None
+        self.download_dialog = None
         self.log = get_logger()
         dock.searchRequested.connect(self.search)
         dock.similarRequested.connect(self.similar)
         dock.labelRequested.connect(self.label)
         dock.indexRequested.connect(self.index)
-        dock.cancelRequested.connect(self.cancel_indexing)
+        dock.cancelRequested.connect(self.cancel_running)
+        dock.saveRequested.connect(self.save_results)
         dock.resultChosen.connect(self.zoom_to_tile)
         dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
         project = QgsProject.instance()
         project.layersAdded.connect(self.refresh_rasters)
         project.layersRemoved.connect(self.refresh_rasters)
         project.readProject.connect(self.project_changed)
+        project.cleared.connect(self.project_changed)
         self.setup_dock()
 
     # -- state -----------------------------------------------------------------------
@@ -86,21 +108,26 @@ class Controller(QObject):
         except EngineError as exc:
             self.dock.set_status(str(exc))
             return
-        from datetime import datetime
 
-        built = datetime.fromtimestamp(info.updated).strftime("%Y-%m-%d %H:%M")
+        def when(ts: float) -> str:
+            return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+        built = f"built {when(info.created)}"
+        if info.updated - info.created > 60:
+            built += f", updated {when(info.updated)}"
         self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) "
-                             f"· updated {built}")
+                             f"· {built}")
 
     # -- running ---------------------------------------------------------------------
     def notify(self, text: str, level=Qgis.Info) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level=level, duration=8 if level != Qgis.Critical else 0)
         self.log.log({Qgis.Critical: 40, Qgis.Warning: 30}.get(level, 20), text)
 
-    def start(self, task: BaseTask, cancellable: bool = False) -> BaseTask:
+    def start(self, task: BaseTask) -> BaseTask:
+        """Queue a task on QGIS's task manager, with the dock's progress bar and Cancel following it."""
         self.tasks.append(task)
-        task.progressChanged.connect(self.dock.set_progress)
-        self.dock.set_busy(True, cancellable)
+        task.progressChanged.connect(lambda percent: self.dock.set_progress(percent, task.message))
+        self.dock.set_busy(True)
         QgsApplication.taskManager().addTask(task)
         return task
 
@@ -108,8 +135,12 @@ class Controller(QObject):
         """Common end of every task: release it, report errors; True when there is a result."""
         if task in self.tasks:
             self.tasks.remove(task)
-        self.dock.set_busy(bool(self.tasks), any(t is self.index_task for t in self.tasks))
-        if task.error and not task.cancelled:
+        self.dock.set_busy(bool(self.tasks))
+        if task.cancelled:
+            if task.result is None:
+                self.notify(f"{task.description()}: cancelled.", Qgis.Info)
+            return task.result is not None
+        if task.error:
             self.notify(task.error, Qgis.Critical)
             return False
         return task.result is not None
@@ -121,7 +152,17 @@ class Controller(QObject):
         settings.INDEX_DIR.set(folder)
         return folder
 
+    def _index_model(self, folder: str) -> dict | None:
+        """The model an existing index was built with (None if there is no index: the job says so)."""
+        if not is_index(folder):
+            return None
+        try:
+            return jobs.info(folder).model
+        except EngineError:
+            return None
+
     def index(self, params) -> BaseTask | None:
+        """Index the checked rasters; a new index takes the dock's model and tile settings."""
         from ..engine.tiling import TilingSpec
 
         folder = self._folder(params.index_dir)
@@ -131,46 +172,56 @@ class Controller(QObject):
             self.notify("No rasters to index: add raster layers to the project and check them on the Index tab.",
                         Qgis.Warning)
             return None
+        existing = self._index_model(folder)
         try:
-            if is_index(folder):
-                model, tiling = None, None
+            if existing is not None:
+                model, tiling = existing, None
             else:
-                model = jobs.resolve_model(folder, params.model, params.custom_arch, params.custom_checkpoint)
                 tiling = TilingSpec(size=params.tile_size, units=params.tile_units, overlap=params.overlap).validate()
+                # a registry name resolves instantly; a custom checkpoint is hashed inside the task
+                model = jobs.resolve_model(folder, name=params.model) if params.model else None
         except EngineError as exc:
             self.notify(str(exc), Qgis.Critical)
             return None
 
         def job(progress, cancel):
-            return jobs.index_rasters(folder, params.rasters, model=model, tiling=tiling,
+            chosen = model or jobs.resolve_model(folder, arch=params.custom_arch, checkpoint=params.custom_checkpoint)
+            return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
                                       batch_size=params.batch_size, progress=progress, cancel=cancel)
 
-        def model_ready() -> None:
+        def run() -> BaseTask:
             self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
-                                                  job, self._index_done), cancellable=True)
+                                                  job, self._index_done))
+            return self.index_task
 
-        return self.with_weights(model or jobs.info(folder).model, model_ready)
+        return self.with_weights(model, run)
 
-    def with_weights(self, model: dict, then):
-        """Run ``then`` once a registry model's weights are on disk, downloading them first."""
+    def with_weights(self, model: dict | None, then: Callable[[], BaseTask]) -> BaseTask | None:
+        """Run ``then`` once a registry model's weights are on disk, downloading them first.
+
+        The download is a task of its own followed by a cancellable progress dialog; offline,
+        its EngineError says where to put the file by hand.
+        """
         from ..engine.models import REGISTRY, ensure_weights, is_cached
 
-        spec = REGISTRY.get(str(model.get("name"))) if model.get("kind") == "registry" else None
+        spec = REGISTRY.get(str(model.get("name"))) if model and model.get("kind") == "registry" else None
         if spec is None or is_cached(spec):
-            then()
-            return self.index_task
+            return then()
         from ..ui.download_dialog import DownloadDialog
 
         dialog = DownloadDialog(spec.name, self.iface.mainWindow())
+        self.download_dialog = dialog
 
         def done(task: BaseTask) -> None:
-            dialog.close()
+            dialog.finish()
+            self.download_dialog = None
             if self._done(task):
                 then()
 
-        task = BaseTask(f"Downloading {spec.name}", lambda progress, cancel: ensure_weights(spec, progress, cancel), done)
+        task = BaseTask(f"Downloading {spec.name}",
+                        lambda progress, cancel: ensure_weights(spec, progress, cancel), done)
         dialog.follow(task)
-        return self.start(task, cancellable=True)
+        return self.start(task)
 
     def _index_done(self, task: BaseTask) -> None:
         self.index_task = None
@@ -181,9 +232,10 @@ class Controller(QObject):
             self.notify(report.summary(), Qgis.Warning if report.cancelled else Qgis.Success)
         self.refresh_status()
 
-    def cancel_indexing(self) -> None:
-        if self.index_task is not None:
-            self.index_task.cancel()
+    def cancel_running(self) -> None:
+        """The dock's Cancel: stop whatever runs (an index keeps the tiles committed so far)."""
+        for task in list(self.tasks):
+            task.cancel()
 
     def search(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -194,12 +246,14 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
+            hits = jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
                                progress=progress, cancel=cancel)
+            return self._hits_outcome(folder, hits, "search")
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
         title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
-        return self.start(BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title)))
+        return self.with_weights(self._index_model(folder), lambda: self.start(
+            BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -210,33 +264,44 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return jobs.similar(folder, params.tile_ids, params.top_k, params.min_score)
+            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score),
+                                      "similar")
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
         title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
         return self.start(BaseTask(f"Finding tiles {title}", job,
                                    lambda t: self._hits_done(t, folder, "similar", key, title)))
 
+    @staticmethod
+    def _hits_outcome(folder: str, hits: list, kind: str) -> HitsOutcome:
+        """Runs in the task: footprints in one CRS and thumbnails, so the GUI thread only draws."""
+        from .thumbnails import tile_thumbnails
+
+        thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
+        return HitsOutcome(hits, hit_rows(hits, kind), thumbnails)
+
     def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str) -> None:
         if not self._done(task):
             return
-        hits = task.result
+        self.show_hits(task.result, folder, kind, key, title)
+
+    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
+        """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
+        hits = outcome.hits
         if not hits:
             self.dock.show_results([], {})
             self.notify(f"No tiles matched {title}.", Qgis.Info)
-            return
-        from .thumbnails import tile_thumbnails
-
+            return None
         self.hits = {h.tile.id: h for h in hits}
-        layer = add_result_layer(hits_layer(hits, f"RS-CLIP: {title}"), kind, key, folder)
+        self.last_results = ("hits", hits)
+        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP: {title}"), kind, key, folder)
         self.last_layer = layer
-        self.dock.show_results(hits, tile_thumbnails(hits, jobs.info(folder).tiling))
+        self.dock.show_results(hits, outcome.thumbnails)
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
-        canvas = self.iface.mapCanvas()
-        if hasattr(canvas, "flashGeometries"):
-            canvas.flashGeometries([top.geometry()], layer.crs())
+        self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
         self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.Success)
+        return layer
 
     def label(self, params) -> BaseTask | None:
         from ..engine.classsets import load_class_set, parse_classes
@@ -247,25 +312,46 @@ class Controller(QObject):
             return None
         try:
             classes = load_class_set(params.class_set) if params.class_set else parse_classes(params.custom_classes)
-            templates = parse_templates(params.templates)
+            templates = parse_templates(params.templates) if params.templates.strip() else None
         except EngineError as exc:
             self.notify(str(exc), Qgis.Critical)
             return None
 
         def job(progress, cancel):
-            return jobs.label(folder, classes, templates, progress=progress, cancel=cancel)
+            labels = jobs.label(folder, classes, templates, progress=progress, cancel=cancel)
+            return LabelsOutcome(labels, label_rows(labels, classes))
 
         name = params.class_set or "custom classes"
-        return self.start(BaseTask(f"Labelling tiles with {name}", job,
-                                   lambda t: self._labels_done(t, folder, classes, name)))
+        return self.with_weights(self._index_model(folder), lambda: self.start(
+            BaseTask(f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name))))
 
     def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str) -> None:
         if not self._done(task):
             return
-        layer = add_result_layer(labels_layer(task.result, classes, f"RS-CLIP labels: {name}"), "labels",
+        outcome: LabelsOutcome = task.result
+        self.last_results = ("labels", outcome.labels)
+        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
                                  "|".join(classes), folder)
         self.last_layer = layer
         self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.Success)
+
+    def save_results(self, path: str) -> BaseTask | None:
+        """Write the latest search or labelling result to a GeoPackage (in a task: it reprojects)."""
+        from ..engine.export import write_hits_gpkg, write_labels_gpkg
+
+        if self.last_results is None:
+            self.notify("Run a search or labelling first; there is nothing to save yet.", Qgis.Warning)
+            return None
+        kind, items = self.last_results
+        writer = write_labels_gpkg if kind == "labels" else write_hits_gpkg
+        settings.RESULTS_DIR.set(str(Path(path).parent))
+
+        def done(task: BaseTask) -> None:
+            if self._done(task):
+                self.notify(f"Saved {len(items)} tiles to {task.result}.", Qgis.Success)
+
+        return self.start(BaseTask(f"Saving results to {Path(path).name}",
+                                   lambda progress, cancel: writer(path, items), done, can_cancel=False))
 
     def zoom_to_tile(self, tile_id: int) -> None:
         hit = self.hits.get(tile_id)
@@ -276,19 +362,24 @@ class Controller(QObject):
         extent = tile_extent_in(hit.tile, crs)
         canvas.setExtent(extent.buffered(max(extent.width(), extent.height()) * 0.5))
         canvas.refresh()
-        if hasattr(canvas, "flashGeometries"):
-            geom = tile_geometry(hit.tile, hit.tile.crs_wkt)
-            canvas.flashGeometries([geom], _crs(hit.tile.crs_wkt))
+        canvas.flashGeometries([tile_geometry(hit.tile, hit.tile.crs_wkt)], _crs(hit.tile.crs_wkt))
 
     def shutdown(self) -> None:
         """Cancel what is still running (the plugin is being unloaded)."""
         for task in list(self.tasks):
             task.on_done = None
+            try:
+                task.progressChanged.disconnect()
+            except TypeError:
+                pass
             task.cancel()
         self.tasks.clear()
+        if self.download_dialog is not None:
+            self.download_dialog.finish()
+            self.download_dialog = None
         project = QgsProject.instance()
         for signal, slot in ((project.layersAdded, self.refresh_rasters), (project.layersRemoved, self.refresh_rasters),
-                             (project.readProject, self.project_changed)):
+                             (project.readProject, self.project_changed), (project.cleared, self.project_changed)):
             try:
                 signal.disconnect(slot)
             except TypeError:

@@ -78,16 +78,6 @@ def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
     return layer
 
 
-def hits_layer(hits: Sequence, name: str) -> QgsVectorLayer:
-    """A memory layer of result tiles with rank, score, raster and tile_id, graduated by score."""
-    return build_layer(hit_rows(hits), name)
-
-
-def labels_layer(labels: Sequence, classes: Sequence[str], name: str) -> QgsVectorLayer:
-    """A memory layer of labelled tiles, categorised by class with one legend entry each."""
-    return build_layer(label_rows(labels, classes), name)
-
-
 def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:
     """Graduated yellow→red by score (Jenks breaks), semi-transparent so the imagery shows."""
     renderer = QgsGraduatedSymbolRenderer("score")

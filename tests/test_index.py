@@ -34,6 +34,9 @@ class PlantedEncoder:
         self.mapping, self.dim = mapping, dim
         self.loaded = SimpleNamespace(logit_scale=100.0)
 
+    def is_truncated(self, text):
+        return False
+
     def encode_prompts(self, phrases, templates=()):
         out = np.zeros((len(phrases), self.dim), np.float32)
         for i, p in enumerate(phrases):

@@ -254,8 +254,11 @@ def test_user_errors_go_to_the_message_bar(plugin, tmp_path, qtbot, qgis_iface):
 
 def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, monkeypatch, qgis_new_project):
     import importlib.util
+    import sys
+    from pathlib import Path
 
     real = importlib.util.find_spec
+    monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")  # what it is inside QGIS desktop
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("torch", "faiss") else real(name, *a))
     plugin = plugin_package.classFactory(qgis_iface)
@@ -263,6 +266,8 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
     try:
         text = plugin.dock.missing_label.text()
         assert "torch" in text and "faiss-cpu" in text and "pip install" in text
+        python = text.split('"')[1]
+        assert Path(python).is_file() and Path(python).name.startswith("python"), python
         assert not plugin.dock.tabs.isEnabled()
     finally:
         plugin.unload()

@@ -172,7 +172,7 @@ def test_rerun_keeps_the_recorded_model_and_tiling_and_adds_nothing(built):
     feedback = RecordingFeedback()
     out = run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(folder), "TILE_SIZE": 100}, feedback)
     assert any("built with tiny-clip.json + tiny-clip.pt" in i for i in feedback.infos)
-    assert any("0 new tiles" in i and "1 unchanged" in i for i in feedback.infos)
+    assert any("0 new tiles" in t and "1 unchanged" in t for t in feedback.texts), "the engine's summary"
     assert out["OUTPUT"].featureCount() == NAIP_TILES, "footprints of the rasters given"
     assert jobs.info(folder).tile_count == NAIP_TILES + LANDSAT_TILES
 
@@ -209,6 +209,9 @@ def test_min_score_drops_weaker_tiles(built):
     kept = [f["score"] for f in run("search_text", {"INDEX": str(folder), "QUERY": "forest", "TOP_K": 100,
                                                     "MIN_SCORE": cut})["OUTPUT"].getFeatures()]
     assert kept == [s for s in scores if s >= cut] and len(kept) >= 3
+    none = run("search_text", {"INDEX": str(folder), "QUERY": "forest", "MIN_SCORE": 1.0})["OUTPUT"]
+    assert none.isValid() and none.featureCount() == 0
+    assert none.fields().names() == ["rank", "score", "raster", "tile_id"]
 
 
 def test_search_restricted_to_an_extent_returns_only_naip(built):
@@ -329,8 +332,8 @@ def no_tile_id_layer():
     ("similar_tiles", {"TILES": "nothing_selected"}, "no features with a tile_id"),
     ("similar_tiles", {"POINT": "0,0 [EPSG:4326]"}, "No tile of the index lies under the point"),
     ("build_index", {"MODEL": "custom", "ARCH": "ViT-B-32"}, "MODEL 'custom' needs ARCH"),
-    ("build_index", {"BANDS": "red,green,blue"}, "BANDS 'red,green,blue' must be band numbers"),
-    ("build_index", {"BANDS": "1,2"}, "Give one band"),
+    ("build_index", {"BANDS": "red,green,blue"}, "Bands 'red,green,blue' must be band numbers"),
+    ("build_index", {"BANDS": "1,2"}, "must name one band"),
     ("build_index", {"TILE_UNITS": "feet"}, "TILE_UNITS must be one of 'pixels', 'metres'"),
 ])
 def test_invalid_parameters_fail_with_a_readable_message(built, tmp_path, project_layer, alg, params, message):

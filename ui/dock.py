@@ -30,6 +30,7 @@ class SearchDock(QDockWidget):
     cancelRequested = pyqtSignal()
     resultChosen = pyqtSignal(int)
     indexFolderChanged = pyqtSignal(str)
+    saveRequested = pyqtSignal(str)
 
     def __init__(self, parent=None) -> None:
         super().__init__("RS-CLIP Search", parent)
@@ -64,10 +65,17 @@ class SearchDock(QDockWidget):
         self.tabs.addTab(self._label_tab(), "Label")
         self.tabs.addTab(self._index_tab(), "Index")
         outer.addWidget(self.tabs)
+        busy = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.hide()
-        outer.addWidget(self.progress)
+        busy.addWidget(self.progress)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job; an index keeps the tiles embedded so far")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        busy.addWidget(self.cancel_button)
+        outer.addLayout(busy)
         self.setWidget(body)
 
     # -- building ------------------------------------------------------------------
@@ -112,9 +120,15 @@ class SearchDock(QDockWidget):
         self.results_list.setIconSize(QSize(64, 64))
         self.results_list.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.results_list)
+        buttons = QHBoxLayout()
         self.similar_button = QPushButton("Find similar to selected result")
         self.similar_button.clicked.connect(self.request_similar)
-        lay.addWidget(self.similar_button)
+        buttons.addWidget(self.similar_button)
+        self.save_button = QPushButton("Save as GeoPackage…")
+        self.save_button.setToolTip("Write the latest search or labelling result to a GeoPackage")
+        self.save_button.clicked.connect(lambda: self.request_save())
+        buttons.addWidget(self.save_button)
+        lay.addLayout(buttons)
         return tab
 
     def _label_tab(self) -> QWidget:
@@ -173,15 +187,9 @@ class SearchDock(QDockWidget):
         self.overlap_spin.setSingleStep(0.05)
         self.overlap_spin.setValue(settings.OVERLAP.get())
         form.addRow("Overlap", self.overlap_spin)
-        buttons = QHBoxLayout()
         self.index_button = QPushButton("Index checked rasters")
         self.index_button.clicked.connect(self.request_index)
-        buttons.addWidget(self.index_button)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancelRequested.emit)
-        buttons.addWidget(self.cancel_button)
-        form.addRow(buttons)
+        form.addRow(self.index_button)
         return tab
 
     # -- filling ---------------------------------------------------------------------
@@ -228,16 +236,20 @@ class SearchDock(QDockWidget):
         self.restrict_label.setText(f"Within: {name}" if path else "Within: all indexed rasters")
         self.clear_restrict.setVisible(bool(path))
 
-    def set_busy(self, busy: bool, cancellable: bool = False) -> None:
-        for button in (self.search_button, self.label_button, self.index_button, self.similar_button):
+    def set_busy(self, busy: bool) -> None:
+        """While a job runs: no second job from the dock, a progress bar and a Cancel button."""
+        for button in (self.search_button, self.label_button, self.index_button, self.similar_button,
+                       self.save_button):
             button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy and cancellable)
+        self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy)
         if busy:
             self.progress.setValue(0)
+            self.progress.setFormat("%p%")
 
-    def set_progress(self, percent: float) -> None:
+    def set_progress(self, percent: float, message: str = "") -> None:
         self.progress.setValue(int(percent))
+        self.progress.setFormat(f"%p%  {message}" if message else "%p%")
 
     def show_results(self, hits, thumbnails: dict) -> None:
         """Fill the list: rank, score, raster name and a thumbnail per tile."""
@@ -265,6 +277,17 @@ class SearchDock(QDockWidget):
         item = self.results_list.currentItem()
         ids = [int(item.data(TILE_ROLE))] if item is not None else []
         self.similarRequested.emit(SimilarParams(self.index_dir(), ids, self.top_k_spin.value(), self._min_score()))
+
+    def request_save(self, path: str | None = None) -> None:
+        """Ask where to save (unless given) and emit the GeoPackage path."""
+        if path is None:
+            start = str(Path(settings.RESULTS_DIR.get() or Path.home()) / "rsclip_results.gpkg")
+            path, _ = QFileDialog.getSaveFileName(self, "Save results", start, "GeoPackage (*.gpkg)")
+            if not path:
+                return
+            if not path.lower().endswith(".gpkg"):
+                path += ".gpkg"
+        self.saveRequested.emit(path)
 
     def request_label(self) -> None:
         custom = self.class_set_combo.currentText() == CUSTOM_CLASSES
@@ -310,6 +333,7 @@ class SearchDock(QDockWidget):
             self.indexFolderChanged.emit(folder)
 
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Checkpoints (*.pt *.pth *.bin);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
+                                              "Checkpoints (*.pt *.pth *.bin);;All files (*)")
         if path:
             self.checkpoint_edit.setText(path)

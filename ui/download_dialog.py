@@ -10,9 +10,30 @@ class DownloadDialog(QProgressDialog):
         self.setWindowModality(Qt.WindowModal)
         self.setMinimumDuration(0)
         self.setAutoClose(False)
+        self.setAutoReset(False)
+        self._task = None
 
     def follow(self, task) -> None:
         """Mirror the task's progress; Cancel cancels the task (a partial file is kept for resume)."""
-        task.progressChanged.connect(lambda p: self.setValue(int(p)))
+        self._task = task
+        task.progressChanged.connect(self._progress)
         self.canceled.connect(task.cancel)
+        self.setValue(0)
         self.show()
+
+    def _progress(self, percent: float) -> None:
+        self.setValue(int(percent))
+        if self._task is not None and self._task.message:
+            self.setLabelText(self._task.message)
+
+    def finish(self) -> None:
+        """Close without cancelling (the task is over) and let Qt delete the dialog."""
+        if self._task is not None:
+            try:
+                self.canceled.disconnect(self._task.cancel)
+                self._task.progressChanged.disconnect(self._progress)
+            except TypeError:
+                pass
+            self._task = None
+        self.close()
+        self.deleteLater()

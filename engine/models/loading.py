@@ -67,7 +67,7 @@ def resolve_model_ref(name: str | None = None, arch: str | None = None, checkpoi
         spec = get_spec(name)
         return ModelRef("registry", spec.name, spec.arch, None, spec.sha256)
     if not arch or not checkpoint:
-        raise EngineError("A custom model needs both an architecture (--arch) and a checkpoint file (--checkpoint).")
+        raise EngineError("A custom model needs both an architecture and a checkpoint file.")
     _check_arch(arch)
     ckpt = Path(checkpoint).expanduser().resolve()
     if not ckpt.is_file():

@@ -1,32 +1,46 @@
-"""What every RS-CLIP algorithm shares: group, translation, engine callbacks, error wording, output."""
+"""What every RS-CLIP algorithm shares: group, help, engine callbacks, parameter checks, tile output.
+
+Algorithms stay thin: ``read_parameters`` turns parameters into engine arguments (cheap checks only, so
+the dialog can refuse bad input before running), ``processAlgorithm`` calls ``engine.jobs``.
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsGeometry,
-                       QgsProcessingAlgorithm, QgsProcessingException, QgsWkbTypes)
+                       QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum, QgsProperty,
+                       QgsWkbTypes)
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 from qgis.PyQt.QtGui import QIcon
 
 from ...engine.errors import EngineError
 from ...engine.export import common_crs, tile_geometry_wkt
+from ...engine.index import is_index
+from ..deps import install_hint, missing_packages
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "rsclip.svg"
+HELP_URL = "https://github.com/rsclip-search/rsclip-search#processing-toolbox"
+#: Shortest pause between two progress texts, so per-tile messages do not flood the log.
+TEXT_INTERVAL_S = 1.0
 _VARIANTS = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String}
 
 
 class RsClipAlgorithm(QgsProcessingAlgorithm):
-    """Base of the provider's algorithms; subclasses only declare parameters and call the engine."""
+    """Base of the provider's algorithms; subclasses declare parameters, ``read_parameters`` and call the engine."""
 
     def group(self) -> str:
         return self.tr("Semantic search")
 
-    def groupId(self) -> str:  # noqa: N802
+    def groupId(self) -> str:  # noqa: N802 (QGIS's name)
         return "semantic_search"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return HELP_URL
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("RsClipSearch", text)
@@ -34,13 +48,51 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    def read_parameters(self, parameters: dict, context) -> dict:
+        """Engine arguments from the parameters; raises QgsProcessingException on bad input.
+
+        Runs from ``checkParameterValues`` (before the dialog starts the algorithm) and again
+        in ``processAlgorithm``, so it must stay quick: no model loading, no raster reads.
+        """
+        return {}
+
+    def checkParameterValues(self, parameters: dict, context):  # noqa: N802
+        problem = self.enum_problem(parameters)
+        if problem:
+            return False, problem
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            self.read_parameters(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        return True, ""
+
+    def enum_problem(self, parameters: dict) -> str:
+        """A readable sentence when a named choice (e.g. CLASS_SET=foo) is not one of the options."""
+        for param in self.parameterDefinitions():
+            if not isinstance(param, QgsProcessingParameterEnum) or not param.usesStaticStrings():
+                continue
+            value = parameters.get(param.name())
+            if value is None or value == "" or isinstance(value, QgsProperty):
+                continue
+            if str(value) not in param.options():
+                options = ", ".join(f"'{o}'" for o in param.options())
+                return f"{param.name()} must be one of {options}, not '{value}'."
+        return ""
+
     @staticmethod
     def callbacks(feedback) -> dict:
-        """The engine's progress and cancel callbacks, fed from QgsProcessingFeedback."""
+        """The engine's progress and cancel callbacks, fed into QgsProcessingFeedback."""
+        last = [0.0, ""]
 
         def progress(fraction: float, message: str) -> None:
             feedback.setProgress(100.0 * fraction)
-            feedback.setProgressText(message)
+            now = time.monotonic()
+            if message != last[1] and (now - last[0] >= TEXT_INTERVAL_S or fraction >= 1.0):
+                feedback.setProgressText(message)
+                last[:] = [now, message]
 
         return {"progress": progress, "cancel": feedback.isCanceled}
 
@@ -52,7 +104,24 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
         except EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
 
-    def write_tiles(self, parameters, context, tiles: Sequence, fields: Sequence[tuple[str, str]],
+    @staticmethod
+    def require_packages() -> None:
+        """Refuse to run, with the install command, when torch/open_clip/faiss are missing."""
+        missing = missing_packages()
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+
+    def index_folder(self, parameters: dict, context, name: str = "INDEX") -> str:
+        """The INDEX folder of a query algorithm, which must hold an index."""
+        folder = self.parameterAsFile(parameters, name, context)
+        if not folder:
+            raise QgsProcessingException("Choose the index folder (built with 'Build semantic index').")
+        if not is_index(folder):
+            raise QgsProcessingException(f"No RS-CLIP Search index at {folder}; build one with "
+                                         "'Build semantic index' first, or choose the folder that holds it.")
+        return folder
+
+    def write_tiles(self, parameters: dict, context, tiles: Sequence, fields: Sequence[tuple[str, str]],
                     rows: Sequence[dict], name: str = "OUTPUT") -> str:
         """A polygon sink of tiles in the CRS most of them share, with ``fields`` taken from ``rows``."""
         qfields = QgsFields()

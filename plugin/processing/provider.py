@@ -2,8 +2,13 @@
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import ALGORITHMS
 from .base import ICON
+from .build_index import BuildIndex
+from .label_tiles import LabelTiles
+from .search_text import SearchText
+from .similar_tiles import SimilarTiles
+
+ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles)
 
 
 class RsClipProvider(QgsProcessingProvider):
@@ -12,6 +17,9 @@ class RsClipProvider(QgsProcessingProvider):
 
     def name(self) -> str:
         return "RS-CLIP Search"
+
+    def longName(self) -> str:  # noqa: N802 (QGIS's name)
+        return "RS-CLIP Search: natural-language search and zero-shot labels for imagery"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
