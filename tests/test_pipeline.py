@@ -95,3 +95,26 @@ def test_cancel_mid_raster_reports_the_tiles_it_kept(tiny_model, tmp_path):
     assert 0 < kept < 256
     assert report.added == [(str(raster.resolve()), kept)]
     assert f"{kept} new tiles from 1 raster(s)" in report.summary()
+
+
+def test_bf16_and_fp32_embeddings_of_the_same_tiles_agree(tiny_model):
+    from pathlib import Path
+
+    from engine.encoder import Encoder
+    from engine.models import load_model, resolve_model_ref
+    from engine.tiling import RasterTiler, TilingSpec
+
+    naip = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20120731.tif"
+    if not naip.exists():
+        pytest.skip("shared test imagery not found")
+    loaded = load_model(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint)))
+    with RasterTiler(naip, TilingSpec(size=224)) as tiler:
+        tiles = np.stack([pixels for _, pixels in tiler.iter_tiles()])
+    fp32 = Encoder(loaded, "cpu", "fp32").encode_images(tiles)
+    bf16 = Encoder(loaded, "cpu", "bf16").encode_images(tiles)
+    ok, worst = embeddings_agree(fp32, bf16, min_cosine=0.99)
+    assert ok, worst
+    assert np.array_equal(np.argmax(fp32 @ fp32.T, axis=1), np.argmax(bf16 @ fp32.T, axis=1)), \
+        "each bf16 embedding is nearest to its own tile's fp32 embedding"
+    again = Encoder(loaded, "cpu", "fp32").encode_images(tiles)
+    np.testing.assert_allclose(again, fp32, atol=1e-5), "the bf16 copy must not change the shared fp32 model"
