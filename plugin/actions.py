@@ -59,10 +59,7 @@ class LayerActions:
         layer = self._raster()
         if layer is None:
             return
-        dock = self.open_dock()
-        dock.set_rasters([(layer.name(), layer.source())])
-        dock.request_index()
-        self.controller.refresh_rasters()
+        self.open_dock().request_index([layer.source()])
 
     def search_in_layer(self) -> None:
         layer = self._raster()

@@ -67,13 +67,14 @@ class Controller(QObject):
 
     # -- state -----------------------------------------------------------------------
     def setup_dock(self) -> None:
-        from ..engine.classsets import available_class_sets
+        from ..engine.classsets import available_class_sets, load_class_set
         from ..engine.models import REGISTRY
 
         missing = missing_packages()
         self.dock.set_missing(install_hint(missing) if missing else None)
         self.dock.set_models(list(REGISTRY), settings.MODEL.get())
-        self.dock.set_class_sets(list(available_class_sets()), settings.CLASS_SET.get())
+        self.dock.set_class_sets({name: load_class_set(name) for name in available_class_sets()},
+                                settings.CLASS_SET.get())
         self.dock.set_index_dir(self.default_index_dir())
         self.refresh_rasters()
         self.refresh_status()

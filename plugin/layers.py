@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsClassificationJenks, QgsCoordinateReferenceSystem,
-                       QgsCoordinateTransform, QgsFeature, QgsField, QgsFillSymbol, QgsGeometry,
-                       QgsGradientColorRamp, QgsGraduatedSymbolRenderer, QgsProject, QgsRendererCategory,
-                       QgsVectorLayer)
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsCoordinateTransform,
+                       QgsFeature, QgsField, QgsFillSymbol, QgsGeometry, QgsGraduatedSymbolRenderer, QgsMapLayer,
+                       QgsProject, QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtCore import QVariant
-from qgis.PyQt.QtGui import QColor
 
 from ..engine.export import HIT_FIELDS, LABEL_FIELDS, common_crs, tile_geometry_wkt
 
+SEARCH_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "search_results.qml"
 GROUP_NAME = "RS-CLIP results"
 KIND_PROPERTY = "rsclip/kind"
 KEY_PROPERTY = "rsclip/query"
@@ -79,14 +79,19 @@ def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
 
 
 def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:
-    """Graduated yellow→red by score (Jenks breaks), semi-transparent so the imagery shows."""
-    renderer = QgsGraduatedSymbolRenderer("score")
-    renderer.setSourceSymbol(QgsFillSymbol.createSimple({"outline_color": "#202020", "outline_width": "0.3"}))
-    renderer.setClassificationMethod(QgsClassificationJenks())
-    renderer.setSourceColorRamp(QgsGradientColorRamp(QColor("#ffffb2"), QColor("#bd0026")))
+    """Apply resources/styles/search_results.qml, then compute its breaks from this layer's scores.
+
+    The style lives in a .qml so it can be tuned in QGIS's style dock and saved back; its
+    class breaks are data-dependent (scores of different models and queries differ), so
+    they are recomputed here with the style's own method and colour ramp.
+    """
+    message, ok = layer.loadNamedStyle(str(SEARCH_STYLE), QgsMapLayer.Symbology | QgsMapLayer.Labeling
+                                       | QgsMapLayer.Rendering)
+    renderer = layer.renderer()
+    if not ok or not isinstance(renderer, QgsGraduatedSymbolRenderer):
+        raise RuntimeError(f"Cannot apply the plugin's style {SEARCH_STYLE}: {message}")
     renderer.updateClasses(layer, max(1, min(classes, layer.featureCount())))
-    layer.setRenderer(renderer)
-    layer.setOpacity(0.6)
+    layer.triggerRepaint()
 
 
 def style_by_class(layer: QgsVectorLayer, classes: Sequence[str]) -> None:

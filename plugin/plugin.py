@@ -32,6 +32,9 @@ class RsClipSearchPlugin:
         self.provider = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
+        """Register the toolbox algorithms; QGIS calls this alone for qgis_process, initGui calls it too."""
+        if self.provider is not None:
+            return
         from .processing.provider import RsClipProvider
 
         self.provider = RsClipProvider()

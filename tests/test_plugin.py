@@ -2,7 +2,9 @@
 import dataclasses
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransform,
+                       QgsGraduatedSymbolRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings,
+                       QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 
 TIMEOUT = 180_000
@@ -10,8 +12,6 @@ TIMEOUT = 180_000
 
 @pytest.fixture
 def plugin(qgis_iface, plugin_package, qgis_new_project):
-    from qgis.core import QgsSettings
-
     QgsSettings().remove("rsclip_search")  # each test starts from the defaults, not the last test's choices
     qgis_iface.messageBar().clear_messages()
     instance = plugin_package.classFactory(qgis_iface)
@@ -128,6 +128,12 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     extent = naip_layer.extent().buffered(0.01)
     assert all(extent.contains(f.geometry().boundingBox()) for f in layer.getFeatures())
     assert layer.selectedFeatureCount() == 1 and layer.selectedFeatures()[0]["rank"] == 1
+    renderer = layer.renderer()  # the shipped search_results.qml, with breaks fitted to these scores
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "score"
+    scores = [f["score"] for f in layer.getFeatures()]
+    assert len(renderer.ranges()) == 5 and all(renderer.rangeForValue(s) is not None for s in scores)
+    assert renderer.ranges()[0].lowerValue() == pytest.approx(min(scores))
+    assert layer.labelsEnabled() and layer.labeling().settings().fieldName == "rank"
     assert dock.results_list.count() == 7
     assert not dock.results_list.item(0).icon().isNull(), "each result shows a thumbnail"
 
@@ -188,6 +194,79 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     wait_idle(qtbot, plugin)
     assert dock.results_list.count() == 0 and len(group.findLayers()) == 3
     assert any("No tiles matched" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
+
+
+def raster_items(dock):
+    return {dock.rasters_list.item(i).text(): dock.rasters_list.item(i) for i in range(dock.rasters_list.count())}
+
+
+def test_checked_rasters_in_two_crs_then_zoom_in_a_third(plugin, naip_layer, tiny_model, tmp_path, qtbot,
+                                                         qgis_iface):
+    from rasters import noise, write_raster
+    from rsclip_search.engine import jobs
+
+    def add_raster(name, seed, west):
+        """224 x 224 px in WGS84 just east of the NAIP tile (EPSG:26914)."""
+        step = 0.02 / 224
+        path = write_raster(tmp_path / f"{name}.tif", noise(3, 224, 224, seed=seed), epsg=4326,
+                            transform=(west, step, 0.0, 47.02, 0.0, -step))
+        layer = QgsRasterLayer(str(path), name)
+        QgsProject.instance().addMapLayer(layer)
+        return layer
+
+    east = add_raster("East", 1, -99.12)
+    dock = plugin.show_dock()
+    use_tiny_model(dock, tiny_model, tmp_path / "idx", 112)
+    assert set(raster_items(dock)) == {"NAIP 2016", "East"}
+    assert all(item.checkState() == Qt.Checked for item in raster_items(dock).values())
+    raster_items(dock)["East"].setCheckState(Qt.Unchecked)
+    add_raster("Far east", 2, -99.10)
+    items = raster_items(dock)
+    assert items["East"].checkState() == Qt.Unchecked, "adding a layer keeps the user's choices"
+    assert items["Far east"].checkState() == Qt.Checked
+    items["Far east"].setCheckState(Qt.Unchecked)
+    dock.index_button.click()
+    wait_idle(qtbot, plugin)
+    assert not errors(qgis_iface), errors(qgis_iface)
+    folder = str(tmp_path / "idx")
+    assert [r.path for r in jobs.info(folder).rasters] == [naip_layer.source()], "only checked rasters"
+
+    qgis_iface.setActiveLayer(east)
+    plugin.layer_actions.index_action.trigger()
+    wait_idle(qtbot, plugin)
+    assert not errors(qgis_iface), errors(qgis_iface)
+    assert {r.path: r.tiles for r in jobs.info(folder).rasters} == {naip_layer.source(): 63, east.source(): 4}
+    assert raster_items(dock)["East"].checkState() == Qt.Unchecked
+
+    dock.top_k_spin.setValue(67)
+    dock.query_edit.setText("anything at all")
+    dock.search_button.click()
+    wait_idle(qtbot, plugin)
+    assert not errors(qgis_iface), errors(qgis_iface)
+    layer = QgsProject.instance().layerTreeRoot().findGroup("RS-CLIP results").findLayers()[0].layer()
+    assert layer.crs().authid() == "EPSG:26914", "results are drawn in the CRS most tiles are in"
+    counts = {}
+    for feat in layer.getFeatures():
+        counts[feat["raster"]] = counts.get(feat["raster"], 0) + 1
+    assert counts == {naip_layer.source(): 63, east.source(): 4}
+    to_layer = QgsCoordinateTransform(east.crs(), layer.crs(), QgsProject.instance())
+    for source, extent in ((naip_layer.source(), naip_layer.extent()),
+                           (east.source(), to_layer.transformBoundingBox(east.extent()))):
+        box = extent.buffered(1.0)
+        assert all(box.contains(f.geometry().boundingBox()) for f in layer.getFeatures() if f["raster"] == source)
+
+    canvas = qgis_iface.mapCanvas()
+    mercator = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(mercator)
+    canvas.setExtent(QgsRectangle(0, 0, 10, 10))
+    row = next(i for i in range(dock.results_list.count()) if "East" in dock.results_list.item(i).text())
+    dock.results_list.setCurrentRow(row)
+    tile_id = dock.results_list.item(row).data(Qt.UserRole)
+    tile = plugin.controller.hits[tile_id].tile
+    box = QgsCoordinateTransform(east.crs(), mercator, QgsProject.instance()).transformBoundingBox(
+        QgsRectangle(*tile.bounds))
+    assert canvas.extent().contains(box), "the tile, reprojected into the canvas CRS, is in view"
+    assert canvas.extent().center().distance(box.center()) < 0.05 * box.width()
 
 
 def test_cancel_midway_keeps_what_was_indexed(plugin, naip_layer, tiny_model, tmp_path, qtbot, qgis_iface):
@@ -273,6 +352,48 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
         plugin.unload()
 
 
+def test_plugin_loads_when_the_ml_packages_cannot_be_imported(tmp_path):
+    """A QGIS whose Python lacks torch, open_clip, faiss and shapely still loads the plugin and its toolbox."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from plugin_fixtures import PROCESSING_PATH
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "rsclip_search").symlink_to(root, target_is_directory=True)
+    code = f"""
+import sys
+for name in ("torch", "open_clip", "faiss", "shapely"):
+    sys.modules[name] = None  # import fails, find_spec answers None: as if never installed
+sys.path[:0] = [{str(tmp_path)!r}]
+sys.path.append({PROCESSING_PATH!r})
+from qgis.core import QgsApplication
+app = QgsApplication([], True)
+app.initQgis()
+from unittest.mock import MagicMock
+from qgis.gui import QgsMapCanvas
+from qgis.PyQt.QtWidgets import QMainWindow
+window = QMainWindow()
+iface = MagicMock()
+iface.mainWindow.return_value = window
+iface.mapCanvas.return_value = QgsMapCanvas(window)
+import rsclip_search
+plugin = rsclip_search.classFactory(iface)
+plugin.initGui()
+assert QgsApplication.processingRegistry().providerById("rsclip_search") is not None
+assert not plugin.dock.tabs.isEnabled()
+sys.stdout.write(plugin.dock.missing_label.text())
+plugin.unload()
+"""
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin", "HOME": str(tmp_path),
+           "XDG_RUNTIME_DIR": str(tmp_path), "GDAL_PAM_ENABLED": "NO"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "torch, open_clip_torch, faiss-cpu, shapely" in out.stdout
+    assert "-m pip install" in out.stdout and "restart QGIS" in out.stdout
+
+
 def test_unexpected_errors_are_logged_and_reported_briefly(plugin, qtbot, qgis_iface):
     from rsclip_search.plugin.log import get_logger
     from rsclip_search.plugin.tasks import BaseTask
@@ -327,3 +448,42 @@ def test_unload_while_indexing_cancels_quietly(qgis_iface, plugin_package, qgis_
     from rsclip_search.engine import jobs
 
     assert jobs.info(str(tmp_path / "idx")).rasters[0].status == "partial", "unloading cancelled the task"
+
+
+def test_dock_choices_persist_in_qgis_settings(qgis_iface, plugin_package, qgis_new_project, tmp_path):
+    QgsSettings().remove("rsclip_search")
+    first = plugin_package.classFactory(qgis_iface)
+    first.initGui()
+    try:
+        dock = first.show_dock()
+        dock.set_index_dir("")  # every request stops at "choose an index folder", after saving the choices
+        dock.top_k_spin.setValue(42)
+        dock.min_score_spin.setValue(0.25)
+        dock.search_button.click()
+        dock.class_set_combo.setCurrentText("ucmerced")
+        dock.templates_edit.setText("a photo of {}.")
+        dock.label_button.click()
+        dock.model_combo.setCurrentText("Custom checkpoint…")
+        dock.arch_edit.setText(str(tmp_path / "arch.json"))
+        dock.checkpoint_edit.setText(str(tmp_path / "weights.pt"))
+        dock.tile_size_spin.setValue(300)
+        dock.units_combo.setCurrentIndex(dock.units_combo.findData("m"))
+        dock.overlap_spin.setValue(0.25)
+        dock.index_button.click()
+    finally:
+        first.unload()
+    assert QgsSettings().value("rsclip_search/search/top_k", type=int) == 42
+    second = plugin_package.classFactory(qgis_iface)
+    second.initGui()
+    try:
+        dock = second.dock
+        assert (dock.top_k_spin.value(), dock.min_score_spin.value()) == (42, 0.25)
+        assert dock.class_set_combo.currentText() == "ucmerced" and dock.templates_edit.text() == "a photo of {}."
+        assert "21 classes" in dock.classes_preview.toPlainText()
+        assert dock.model_combo.currentText() == "Custom checkpoint…"
+        assert dock.arch_edit.text() == str(tmp_path / "arch.json")
+        assert dock.checkpoint_edit.text() == str(tmp_path / "weights.pt")
+        assert (dock.tile_size_spin.value(), dock.units_combo.currentData(), dock.overlap_spin.value()) == \
+            (300, "m", 0.25)
+    finally:
+        second.unload()

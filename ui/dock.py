@@ -11,7 +11,7 @@ from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                  QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar,
-                                 QPushButton, QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+                                 QPushButton, QSpinBox, QStackedWidget, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from ..plugin import settings
 from .params import IndexParams, LabelParams, SearchParams, SimilarParams
@@ -36,6 +36,7 @@ class SearchDock(QDockWidget):
         super().__init__("RS-CLIP Search", parent)
         self.setObjectName("RsClipSearchDock")
         self._restrict: tuple[str, str] | None = None
+        self._class_sets: dict[str, list[str]] = {}
         body = QWidget()
         outer = QVBoxLayout(body)
         self.missing_label = QLabel()
@@ -118,6 +119,9 @@ class SearchDock(QDockWidget):
         self.set_restriction(None, None)
         self.results_list = QListWidget()
         self.results_list.setIconSize(QSize(64, 64))
+        self.results_list.setUniformItemSizes(True)
+        self.results_list.setTextElideMode(Qt.ElideMiddle)
+        self.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.results_list.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.results_list)
         buttons = QHBoxLayout()
@@ -133,16 +137,24 @@ class SearchDock(QDockWidget):
 
     def _label_tab(self) -> QWidget:
         tab = QWidget()
-        form = QFormLayout(tab)
+        outer = QVBoxLayout(tab)
+        form = QFormLayout()
+        outer.addLayout(form)
+        outer.addStretch(1)
         self.class_set_combo = QComboBox()
-        self.class_set_combo.currentTextChanged.connect(
-            lambda text: self.classes_edit.setEnabled(text == CUSTOM_CLASSES))
-        form.addRow("Classes", self.class_set_combo)
+        self.class_set_combo.currentTextChanged.connect(self._class_set_changed)
+        form.addRow("Class set", self.class_set_combo)
+        # a shipped set shows its classes; "Custom classes…" shows an editor for the user's own
+        self.classes_stack = QStackedWidget()
+        self.classes_preview = QPlainTextEdit()
+        self.classes_preview.setReadOnly(True)
+        self.classes_stack.addWidget(self.classes_preview)
         self.classes_edit = QPlainTextEdit()
-        self.classes_edit.setPlaceholderText("water, forest, cropland, built-up area")
+        self.classes_edit.setPlaceholderText("water, forest, cropland, built-up area (comma or one per line)")
         self.classes_edit.setPlainText(settings.CUSTOM_CLASSES.get())
-        self.classes_edit.setMaximumHeight(80)
-        form.addRow("Your classes", self.classes_edit)
+        self.classes_stack.addWidget(self.classes_edit)
+        self.classes_stack.setMaximumHeight(120)
+        form.addRow("Classes", self.classes_stack)
         self.templates_edit = QLineEdit(settings.TEMPLATES.get())
         self.templates_edit.setPlaceholderText("default: a satellite image of {}.; an aerial photograph of {}.; …")
         form.addRow("Prompt templates", self.templates_edit)
@@ -188,7 +200,7 @@ class SearchDock(QDockWidget):
         self.overlap_spin.setValue(settings.OVERLAP.get())
         form.addRow("Overlap", self.overlap_spin)
         self.index_button = QPushButton("Index checked rasters")
-        self.index_button.clicked.connect(self.request_index)
+        self.index_button.clicked.connect(lambda: self.request_index())
         form.addRow(self.index_button)
         return tab
 
@@ -199,21 +211,27 @@ class SearchDock(QDockWidget):
         self.model_combo.setCurrentText(current if current in names or current == CUSTOM_MODEL else names[0])
         self._model_changed(self.model_combo.currentText())
 
-    def set_class_sets(self, names: list[str], current: str) -> None:
+    def set_class_sets(self, sets: dict[str, list[str]], current: str) -> None:
+        """Shipped class sets (name → classes) to pick from, plus the user's own list."""
+        self._class_sets = dict(sets)
+        self.class_set_combo.blockSignals(True)
         self.class_set_combo.clear()
-        self.class_set_combo.addItems([*names, CUSTOM_CLASSES])
-        self.class_set_combo.setCurrentText(current if current in names else CUSTOM_CLASSES)
-        self.classes_edit.setEnabled(self.class_set_combo.currentText() == CUSTOM_CLASSES)
+        self.class_set_combo.addItems([*self._class_sets, CUSTOM_CLASSES])
+        self.class_set_combo.setCurrentText(current if current in self._class_sets else CUSTOM_CLASSES)
+        self.class_set_combo.blockSignals(False)
+        self._class_set_changed(self.class_set_combo.currentText())
 
     def set_rasters(self, rasters: list[tuple[str, str]]) -> None:
-        """(layer name, file path) of the project's raster layers, all checked."""
+        """(layer name, file path) of the project's raster layers: new ones checked, others as the user left them."""
+        before = {self.rasters_list.item(i).data(PATH_ROLE): self.rasters_list.item(i).checkState()
+                  for i in range(self.rasters_list.count())}
         self.rasters_list.clear()
         for name, path in rasters:
             item = QListWidgetItem(name)
             item.setToolTip(path)
             item.setData(PATH_ROLE, path)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Checked)
+            item.setCheckState(before.get(path, Qt.Checked))
             self.rasters_list.addItem(item)
 
     def set_index_dir(self, folder: str) -> None:
@@ -256,7 +274,7 @@ class SearchDock(QDockWidget):
         self.results_list.blockSignals(True)
         self.results_list.clear()
         for hit in hits:
-            item = QListWidgetItem(f"{hit.rank}.  score {hit.score:.3f}  ·  {Path(hit.tile.raster).name}")
+            item = QListWidgetItem(f"{hit.rank}.  score {hit.score:.3f}\n{Path(hit.tile.raster).name}")
             item.setToolTip(f"tile {hit.tile.id}, window {hit.tile.window}\n{hit.tile.raster}")
             item.setData(TILE_ROLE, int(hit.tile.id))
             image = thumbnails.get(hit.tile.id)
@@ -297,9 +315,11 @@ class SearchDock(QDockWidget):
         self.labelRequested.emit(LabelParams(self.index_dir(), "" if custom else self.class_set_combo.currentText(),
                                              self.classes_edit.toPlainText(), self.templates_edit.text()))
 
-    def request_index(self) -> None:
-        rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
-                   if self.rasters_list.item(i).checkState() == Qt.Checked]
+    def request_index(self, rasters: list[str] | None = None) -> None:
+        """Index the given raster files, or the checked ones of the list, with the tab's settings."""
+        if rasters is None:
+            rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
+                       if self.rasters_list.item(i).checkState() == Qt.Checked]
         custom = self.model_combo.currentText() == CUSTOM_MODEL
         settings.MODEL.set(self.model_combo.currentText())
         settings.CUSTOM_ARCH.set(self.arch_edit.text())
@@ -320,6 +340,14 @@ class SearchDock(QDockWidget):
     def _current_changed(self, current, _previous) -> None:
         if current is not None:
             self.resultChosen.emit(int(current.data(TILE_ROLE)))
+
+    def _class_set_changed(self, name: str) -> None:
+        classes = self._class_sets.get(name)
+        if classes is None:
+            self.classes_stack.setCurrentWidget(self.classes_edit)
+            return
+        self.classes_preview.setPlainText(f"{len(classes)} classes: " + ", ".join(classes))
+        self.classes_stack.setCurrentWidget(self.classes_preview)
 
     def _model_changed(self, text: str) -> None:
         custom = text == CUSTOM_MODEL
