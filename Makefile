@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test run package bench screenshot clean
+.PHONY: setup apt venv test run package bundle bench screenshot clean
 
 setup: apt venv
 
@@ -34,6 +34,16 @@ run: venv
 
 package:
 	$(PY) tools/package.py --out dist
+
+# An offline bundle for QGIS's Python (Debian: /usr/bin/python3): wheels + model weights + SHA-256 manifest.
+BUNDLE_OUT ?= dist/rsclip-bundle
+BUNDLE_PYTHON ?= /usr/bin/python3
+BUNDLE_VARIANT ?= auto
+BUNDLE_MODELS ?=
+BUNDLE_ZIP ?=
+bundle: venv
+	$(PY) -m engine deps bundle --python $(BUNDLE_PYTHON) --variant $(BUNDLE_VARIANT) --out $(BUNDLE_OUT) \
+		$(foreach m,$(BUNDLE_MODELS),--model $(m)) $(if $(BUNDLE_ZIP),--zip)
 
 bench: venv
 	$(PY) bench/run.py

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--index", required=True, metavar="DIR")
     add_eval_parser(sub)
+    add_deps_parser(sub)
     return parser
 
 
@@ -274,5 +275,66 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def add_deps_parser(sub) -> None:
+    """``deps check|install|bundle|diagnostics``: get the engine's packages into a QGIS's own Python."""
+    p = sub.add_parser("deps", help="check, install or bundle the Python packages the engine needs")
+    kinds = p.add_subparsers(dest="deps_command", required=True, metavar="ACTION")
+    check = kinds.add_parser("check", help="what the Python has, what is missing, and what would be installed")
+    install = kinds.add_parser("install", help="install the packages into a QGIS profile's private folder")
+    bundle = kinds.add_parser("bundle", help="write an offline bundle: wheels + model weights + SHA-256 manifest")
+    diag = kinds.add_parser("diagnostics", help="print the diagnostics report")
+    for q in (check, install, bundle):
+        q.add_argument("--python", metavar="EXE", help="the QGIS Python to install for (default: this Python)")
+        q.add_argument("--variant", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="torch build: cpu, cuda, or auto (cuda where an NVIDIA driver answers)")
+        q.add_argument("--index-url", metavar="URL", help="package index to use instead of PyPI (e.g. a mirror)")
+    for q in (check, install, diag):
+        q.add_argument("--profile", metavar="DIR", help="QGIS profile folder (e.g. ~/.local/share/QGIS/QGIS3/"
+                       "profiles/default)")
+    install.add_argument("--bundle", metavar="PATH", help="install from this offline bundle (folder or .zip)")
+    install.add_argument("--proxy", metavar="URL", help="HTTP(S) proxy for pip, e.g. http://user:pw@host:3128")
+    install.add_argument("--yes", action="store_true", help="do not ask before installing")
+    bundle.add_argument("--out", required=True, metavar="PATH", help="bundle folder to create")
+    bundle.add_argument("--zip", action="store_true", help="write PATH.zip instead of a folder")
+    bundle.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="also carry this registry model's weights (repeatable)")
+    diag.add_argument("--index", metavar="DIR", help="index folder to describe")
+
+
+def cmd_deps(args) -> int:
+    from .deps import build_bundle, deps_dir, install, plan_install, probe_host
+    from .deps.diagnostics import engine_report
+
+    if args.deps_command == "diagnostics":
+        host = probe_host()
+        folder = deps_dir(args.profile, host) if args.profile else None
+        if folder is not None:
+            from .deps import activate
+
+            activate(folder)
+        print(engine_report(args.profile, folder, args.index), end="")
+        return 0
+    host = probe_host(args.python)
+    if args.deps_command == "bundle":
+        path = build_bundle(Path(args.out), host, args.variant, args.model, args.zip, args.index_url,
+                            progress=ProgressBar())
+        print(f"rsclip: wrote the bundle {path}", file=sys.stderr)
+        return 0
+    if not args.profile:
+        raise EngineError("Give the QGIS profile folder with --profile.")
+    plan = plan_install(host, args.profile, args.variant, getattr(args, "bundle", None), args.index_url,
+                        getattr(args, "proxy", None))
+    print(plan.describe())
+    if args.deps_command == "check":
+        return 0
+    if not args.yes and input("Install? [y/N] ").strip().lower() not in ("y", "yes"):
+        print("rsclip: nothing installed.", file=sys.stderr)
+        return 1
+    result = install(plan, on_line=lambda line: print(line, file=sys.stderr), progress=ProgressBar())
+    print(f"rsclip: installed {len(result.installed)} packages into {result.target} in {result.seconds:.0f} s"
+          + (f"; model weights: {', '.join(result.models)}" if result.models else ""), file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info,
-            "eval": cmd_eval}
+            "eval": cmd_eval, "deps": cmd_deps}

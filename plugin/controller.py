@@ -49,6 +49,7 @@ class Controller(QObject):
         self.last_results: tuple[str, list] | None = None
         self.last_layer = None
         self.download_dialog = None
+        self.installer = None
         self.log = get_logger()
         dock.searchRequested.connect(self.search)
         dock.similarRequested.connect(self.similar)
@@ -57,6 +58,8 @@ class Controller(QObject):
         dock.cancelRequested.connect(self.cancel_running)
         dock.saveRequested.connect(self.save_results)
         dock.resultChosen.connect(self.zoom_to_tile)
+        dock.installRequested.connect(self.open_installer)
+        dock.diagnosticsRequested.connect(self.copy_diagnostics)
         dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
         project = QgsProject.instance()
         project.layersAdded.connect(self.refresh_rasters)
@@ -118,6 +121,39 @@ class Controller(QObject):
             built += f", updated {when(info.updated)}"
         self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) "
                              f"· {built}")
+
+    # -- dependencies and diagnostics ---------------------------------------------------
+    def open_installer(self):
+        """The "Install dependencies…" dialog; after an install the dock re-checks what is missing."""
+        from .install import InstallController
+
+        if self.installer is None:
+            self.installer = InstallController(self.iface, self.setup_dock, self)
+        return self.installer.open()
+
+    def diagnostics(self) -> str:
+        from qgis.core import Qgis as QgisInfo
+        from qgis.PyQt.QtCore import QT_VERSION_STR
+
+        from ..engine.deps.diagnostics import engine_report
+        from .deps import private_folder, profile_dir, qgis_python
+        from .log import recent_problems
+
+        header = [f"QGIS: {QgisInfo.QGIS_VERSION} ({QgisInfo.QGIS_RELEASE_NAME}), Qt {QT_VERSION_STR}",
+                  f"QGIS's Python: {qgis_python()}"]
+        return engine_report(profile_dir(), private_folder(), self.dock.index_dir() or None, recent_problems(),
+                             header)
+
+    def copy_diagnostics(self) -> str:
+        """Put the diagnostics report on the clipboard (and in the log) for a bug report."""
+        from qgis.PyQt.QtWidgets import QApplication
+
+        report = self.diagnostics()
+        QApplication.clipboard().setText(report)
+        self.log.info("Diagnostics:\n%s", report)
+        self.iface.messageBar().pushMessage(TITLE, "Diagnostics copied to the clipboard (also in the Log Messages "
+                                            "panel).", level=Qgis.Info, duration=6)
+        return report
 
     # -- running ---------------------------------------------------------------------
     def notify(self, text: str, level=Qgis.Info) -> None:
@@ -378,6 +414,9 @@ class Controller(QObject):
         if self.download_dialog is not None:
             self.download_dialog.finish()
             self.download_dialog = None
+        if self.installer is not None:
+            self.installer.shutdown()
+            self.installer = None
         project = QgsProject.instance()
         for signal, slot in ((project.layersAdded, self.refresh_rasters), (project.layersRemoved, self.refresh_rasters),
                              (project.readProject, self.project_changed), (project.cleared, self.project_changed)):

@@ -1,18 +1,23 @@
-"""Which Python packages the engine needs are missing from QGIS's Python, and how to get them."""
+"""The plugin's side of its Python packages: the private folder in the QGIS profile, what is missing, the hint.
+
+The folder is activated when the plugin is constructed, before anything imports torch, so
+packages installed by "Install dependencies…" (or ``engine deps install``) are used by the
+dock, the toolbox and qgis_process alike.
+"""
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
 
-#: import name → pip package name
-REQUIRED = {"torch": "torch", "open_clip": "open_clip_torch", "faiss": "faiss-cpu", "shapely": "shapely",
-            "osgeo": "GDAL"}
+from qgis.core import QgsApplication
 
+from ..engine.deps import Activation, activate, current_host, deps_dir
+from ..engine.deps.pins import IMPORTS
 
-def missing_packages() -> list[str]:
-    """pip names of required packages that cannot be imported here."""
-    return [pip for mod, pip in REQUIRED.items() if importlib.util.find_spec(mod) is None]
+#: import name → pip package name of everything the engine needs; GDAL comes with QGIS.
+REQUIRED = {**IMPORTS, "osgeo": "GDAL"}
+PACKAGE = Path(__file__).absolute().parents[1]  # not resolved: the folder QGIS imports it by
 
 
 def qgis_python() -> str:
@@ -22,19 +27,38 @@ def qgis_python() -> str:
         return str(exe)
     major, minor = sys.version_info[:2]
     prefix = Path(sys.exec_prefix)
-    for candidate in (prefix / "python.exe", prefix / "bin" / f"python{major}.{minor}", prefix / "bin" / "python3"):
+    for candidate in (prefix / "python.exe", prefix / "bin" / f"python{major}.{minor}", prefix / "bin" / "python3",
+                      Path("/usr/bin") / f"python{major}.{minor}"):
         if candidate.is_file():
             return str(candidate)
     return f"python{major}"
 
 
+def profile_dir() -> Path:
+    """The active QGIS profile folder (``QGIS_CUSTOM_CONFIG_PATH`` moves it)."""
+    return Path(QgsApplication.qgisSettingsDirPath())
+
+
+def private_folder() -> Path:
+    """Where the installer puts packages for this QGIS's Python."""
+    return deps_dir(profile_dir(), current_host(qgis_python()))
+
+
+def activate_private_packages() -> Activation:
+    return activate(private_folder())
+
+
+def missing_packages() -> list[str]:
+    """pip names of required packages that cannot be imported here."""
+    return [pip for mod, pip in REQUIRED.items() if importlib.util.find_spec(mod) is None]
+
+
 def install_hint(missing: list[str]) -> str:
-    """A sentence the dock shows: what is missing and the command that installs it."""
-    pins = {"torch": "torch", "open_clip_torch": "open_clip_torch", "faiss-cpu": "faiss-cpu", "shapely": "shapely",
-            "GDAL": "GDAL"}
-    packages = " ".join(pins[m] for m in missing if m != "GDAL")
-    text = (f"RS-CLIP Search needs these Python packages, missing from QGIS's Python: {', '.join(missing)}. "
-            f"Install them with QGIS's own Python: \"{qgis_python()}\" -m pip install \"numpy<2\" {packages}")
+    """A sentence for the user: what is missing and the two ways to install it."""
+    text = f"RS-CLIP Search needs these Python packages, missing from QGIS's Python: {', '.join(missing)}."
     if "GDAL" in missing:
-        text += " (GDAL's Python bindings come with QGIS; reinstall QGIS with Python support)"
-    return text + ", then restart QGIS."
+        return text + " GDAL's Python bindings come with QGIS: reinstall QGIS with Python support."
+    return (text + " Install them with \"Install dependencies…\" in the RS-CLIP Search panel, or from a terminal: "
+            f"cd \"{PACKAGE.parent}\" && \"{qgis_python()}\" -m {PACKAGE.name}.engine deps install "
+            f"--profile \"{profile_dir()}\" (it uses pip install --target into the profile; add --bundle PATH "
+            "to install offline).")

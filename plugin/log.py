@@ -1,5 +1,9 @@
-"""One logger for the plugin, with a single handler into QGIS's Log Messages panel."""
+"""One logger for the plugin, with a single handler into QGIS's Log Messages panel.
+
+The handler also keeps the last warnings and errors, which the diagnostics report lists.
+"""
 import logging
+from collections import deque
 
 from qgis.core import Qgis, QgsMessageLog
 
@@ -10,8 +14,15 @@ _LEVELS = {logging.DEBUG: Qgis.Info, logging.INFO: Qgis.Info, logging.WARNING: Q
 
 
 class QgsMessageLogHandler(logging.Handler):
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__()
+        self.recent: deque[str] = deque(maxlen=keep)
+
     def emit(self, record: logging.LogRecord) -> None:
-        QgsMessageLog.logMessage(self.format(record), TAG, _LEVELS.get(record.levelno, Qgis.Info))
+        text = self.format(record)
+        if record.levelno >= logging.WARNING:
+            self.recent.append(f"{record.levelname.lower()}: {text}")
+        QgsMessageLog.logMessage(text, TAG, _LEVELS.get(record.levelno, Qgis.Info))
 
 
 def get_logger() -> logging.Logger:
@@ -24,3 +35,11 @@ def get_logger() -> logging.Logger:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
+
+
+def recent_problems() -> list[str]:
+    """The last warnings and errors the plugin logged, oldest first."""
+    for handler in get_logger().handlers:
+        if isinstance(handler, QgsMessageLogHandler):
+            return list(handler.recent)
+    return []

@@ -24,7 +24,13 @@ MENU = "&RS-CLIP Search"
 
 class RsClipSearchPlugin:
     def __init__(self, iface) -> None:
+        from .deps import activate_private_packages
+        from .log import get_logger
+
         self.iface = iface
+        self.activation = activate_private_packages()
+        if self.activation.active:
+            get_logger().info(self.activation.message)
         self.action: QAction | None = None
         self.dock = None
         self.controller = None

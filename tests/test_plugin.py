@@ -343,11 +343,13 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
     plugin = plugin_package.classFactory(qgis_iface)
     plugin.initGui()
     try:
+        import re
+
         text = plugin.dock.missing_label.text()
-        assert "torch" in text and "faiss-cpu" in text and "pip install" in text
-        python = text.split('"')[1]
+        assert "torch" in text and "faiss-cpu" in text and "Install dependencies…" in text
+        python = re.search(r'"([^"]+)" -m rsclip_search\.engine deps install --profile', text).group(1)
         assert Path(python).is_file() and Path(python).name.startswith("python"), python
-        assert not plugin.dock.tabs.isEnabled()
+        assert not plugin.dock.tabs.isEnabled() and not plugin.dock.install_button.isHidden()
     finally:
         plugin.unload()
 
@@ -391,7 +393,7 @@ plugin.unload()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "torch, open_clip_torch, faiss-cpu, shapely" in out.stdout
-    assert "-m pip install" in out.stdout and "restart QGIS" in out.stdout
+    assert "Install dependencies…" in out.stdout and "-m rsclip_search.engine deps install" in out.stdout
 
 
 def test_unexpected_errors_are_logged_and_reported_briefly(plugin, qtbot, qgis_iface):

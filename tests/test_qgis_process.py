@@ -116,5 +116,5 @@ def test_missing_packages_are_named_with_the_install_command(profile_env, tmp_pa
     (tmp_path / "index.sqlite").write_bytes(b"")  # passes the parameter check; the packages are checked next
     code, log = qgis_process(env, "rsclip_search:search_text", "--", f"INDEX={tmp_path}", "QUERY=water",
                              f"OUTPUT={tmp_path / 'x.gpkg'}")
-    assert code != 0 and "RS-CLIP Search needs these Python packages" in log and "pip install" in log, log
+    assert code != 0 and "RS-CLIP Search needs these Python packages" in log and "deps install" in log, log
     assert "Traceback" not in log

@@ -31,6 +31,8 @@ class SearchDock(QDockWidget):
     resultChosen = pyqtSignal(int)
     indexFolderChanged = pyqtSignal(str)
     saveRequested = pyqtSignal(str)
+    installRequested = pyqtSignal()
+    diagnosticsRequested = pyqtSignal()
 
     def __init__(self, parent=None) -> None:
         super().__init__("RS-CLIP Search", parent)
@@ -45,6 +47,12 @@ class SearchDock(QDockWidget):
         self.missing_label.setStyleSheet("color: #a40000;")
         self.missing_label.hide()
         outer.addWidget(self.missing_label)
+        self.install_button = QPushButton("Install dependencies…")
+        self.install_button.setToolTip("Install torch, open_clip, faiss and shapely for QGIS's Python, into a folder "
+                                       "of your QGIS profile (from the internet or an offline bundle)")
+        self.install_button.clicked.connect(self.installRequested.emit)
+        self.install_button.hide()
+        outer.addWidget(self.install_button)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Index"))
@@ -76,6 +84,13 @@ class SearchDock(QDockWidget):
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         busy.addWidget(self.cancel_button)
+        busy.addStretch(1)
+        self.diagnostics_button = QToolButton()
+        self.diagnostics_button.setText("Diagnostics")
+        self.diagnostics_button.setToolTip("Copy a report of versions, device, folders and last errors to the "
+                                           "clipboard, for a bug report")
+        self.diagnostics_button.clicked.connect(self.diagnosticsRequested.emit)
+        busy.addWidget(self.diagnostics_button)
         outer.addLayout(busy)
         self.setWidget(body)
 
@@ -247,6 +262,7 @@ class SearchDock(QDockWidget):
         """Show what is missing and disable the tabs, or hide the note."""
         self.missing_label.setText(text or "")
         self.missing_label.setVisible(bool(text))
+        self.install_button.setVisible(bool(text))
         self.tabs.setEnabled(not text)
 
     def set_restriction(self, name: str | None, path: str | None) -> None:

@@ -42,3 +42,11 @@ class LabelParams:
     class_set: str = ""
     custom_classes: str = ""
     templates: str = ""
+
+
+@dataclass(frozen=True)
+class InstallParams:
+    """How to install the packages: torch build (auto, cpu, cuda) and an offline bundle (empty: internet)."""
+
+    variant: str = "auto"
+    bundle: str = ""

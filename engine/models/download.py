@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -69,6 +70,22 @@ def is_cached(spec: ModelSpec) -> bool:
         return False
     recorded = side.read_text().strip()
     return spec.sha256 is None or recorded == spec.sha256
+
+
+def adopt_weights(spec: ModelSpec, source: Path, sha256: str, cache: Path | None = None) -> Path:
+    """Put a weights file whose hash was already checked (e.g. from an offline bundle) into the cache."""
+    if spec.sha256 and sha256.lower() != spec.sha256.lower():
+        raise EngineError(f"The weights offered for {spec.name} have SHA-256 {sha256}, not the registry's "
+                          f"{spec.sha256}; they were not installed.")
+    path = cached_weights_path(spec)
+    if cache is not None:
+        path = Path(cache) / spec.name / path.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    shutil.copyfile(source, part)
+    os.replace(part, path)
+    atomic_write_bytes(_sidecar(path), (sha256.lower() + "\n").encode())
+    return path
 
 
 def _request(url: str, method: str = "GET", headers: dict | None = None):

@@ -1,0 +1,156 @@
+"""What the target Python is: version, platform, NumPy, GDAL, pip, and whether an NVIDIA driver is present.
+
+The facts are read by running a few lines in that Python (QGIS's own interpreter may not be
+the one running this code, e.g. when ``make bundle`` prepares a bundle for it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+
+_PROBE = r"""
+import json, platform, sys, sysconfig, importlib.util
+from importlib import metadata
+def version(dist):
+    try:
+        return metadata.version(dist)
+    except Exception:
+        return None
+gdal = None
+try:
+    from osgeo import gdal as _gdal
+    gdal = _gdal.__version__
+except Exception:
+    pass
+pip_wheel = None
+try:
+    import ensurepip, glob, os
+    found = sorted(glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl")))
+    found += sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))
+    pip_wheel = found[-1] if found else None
+except Exception:
+    pass
+print(json.dumps({
+    "pip_wheel": pip_wheel,
+    "python": "%d.%d.%d" % sys.version_info[:3],
+    "implementation": sys.implementation.name,
+    "platform": sysconfig.get_platform(),
+    "machine": platform.machine(),
+    "executable": sys.executable,
+    "numpy": version("numpy"),
+    "gdal": gdal,
+    "has_pip": importlib.util.find_spec("pip") is not None,
+}))
+"""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The Python the packages are for. ``numpy`` is the version QGIS's bindings use (None: none)."""
+
+    python: str
+    platform: str
+    executable: str
+    numpy: str | None = None
+    gdal: str | None = None
+    has_pip: bool = False
+    pip_wheel: str | None = None
+    implementation: str = "cpython"
+    machine: str = ""
+    nvidia: str | None = None
+
+    @property
+    def python_minor(self) -> str:
+        """``3.11`` from ``3.11.2``."""
+        return ".".join(self.python.split(".")[:2])
+
+    @property
+    def tag(self) -> str:
+        """A folder name for packages built for this Python, e.g. ``cp311-linux-x86_64``."""
+        prefix = "cp" if self.implementation == "cpython" else self.implementation
+        return f"{prefix}{self.python_minor.replace('.', '')}-{self.platform.replace('.', '_')}"
+
+    @property
+    def os_family(self) -> str:
+        """``linux``, ``win`` or ``macosx``: what decides which torch build exists."""
+        for family in ("linux", "win", "macosx"):
+            if self.platform.startswith(family):
+                return family
+        return self.platform
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def probe_host(python: str | None = None, timeout: float = 60) -> HostFacts:
+    """Facts about ``python`` (default: the running interpreter), plus the NVIDIA driver check."""
+    exe = python or sys.executable
+    try:
+        out = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+                             env=_clean_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineError(f"Cannot run the Python at {exe} ({exc}).") from None
+    if out.returncode != 0:
+        raise EngineError(f"The Python at {exe} failed to start: {out.stderr.strip()[-300:]}")
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    return HostFacts(nvidia=detect_nvidia(), **facts)
+
+
+def current_host(executable: str | None = None) -> HostFacts:
+    """Facts about the running Python, read in-process (no NVIDIA check): enough to name its folder."""
+    import importlib.util
+    import platform
+    import sysconfig
+    from importlib import metadata
+
+    try:
+        numpy = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        numpy = None
+    return HostFacts(python="%d.%d.%d" % sys.version_info[:3], platform=sysconfig.get_platform(),
+                     executable=executable or sys.executable, numpy=numpy,
+                     has_pip=importlib.util.find_spec("pip") is not None, implementation=sys.implementation.name,
+                     machine=platform.machine())
+
+
+def _clean_env() -> dict:
+    """The environment without a PYTHONPATH that would show packages the target Python does not have."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def detect_nvidia(timeout: float = 15) -> str | None:
+    """The NVIDIA driver version if one is installed and answers, else None.
+
+    ``RSCLIP_NVIDIA`` set to ``none`` (or a version) overrides the check, for machines where
+    nvidia-smi hangs and for tests.
+    """
+    forced = os.environ.get("RSCLIP_NVIDIA")
+    if forced is not None:
+        return None if forced.lower() in ("", "0", "none", "no") else forced
+    smi = shutil.which("nvidia-smi")
+    if smi is None and sys.platform == "win32":
+        candidate = Path(os.environ.get("SystemRoot", r"C:\Windows")) / "System32" / "nvidia-smi.exe"
+        smi = str(candidate) if candidate.is_file() else None
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=timeout)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip().splitlines()[0].strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    proc = Path("/proc/driver/nvidia/version")
+    if proc.is_file():
+        text = proc.read_text(errors="replace")
+        for word in text.split():
+            if word[:1].isdigit() and "." in word:
+                return word
+        return "unknown"
+    return None
