@@ -5,14 +5,12 @@ the full torch install into a QGIS profile is in test_install_qgis.py.
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -111,5 +111,5 @@ def test_install_then_a_fresh_qgis_indexes_with_the_installed_packages(bundle, p
                              str(profile / "profiles" / "default")],
                             cwd=profile / "profiles" / "default" / "python" / "plugins", env=CLEAN_ENV,
                             capture_output=True, text=True, timeout=300).stdout
-    assert f"torch: 2.14.1" in report and f"({private}/torch)" in report, report
+    assert "torch: 2.14.1" in report and f"({private}/torch)" in report, report
     assert "NumPy: 1.24.2 (/usr/lib/python3/dist-packages/numpy)" in report, report

@@ -7,7 +7,6 @@ incomplete copies, not against someone who can rewrite the manifest too.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -19,12 +18,12 @@ from typing import Sequence
 
 from ..atomic import atomic_write_bytes
 from ..errors import EngineError
+from ..models.download import file_sha256
 from ..progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
 from .host import HostFacts
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,6 @@ class BundleManifest:
         return json.dumps(data, indent=1).encode()
 
 
-def sha256_of(path: Path, cancel: CancelFn | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            check_cancel(cancel)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _parse(data: bytes, root: Path, where: str) -> BundleManifest:
     try:
         raw = json.loads(data.decode("utf-8"))
@@ -142,7 +132,7 @@ def verify_bundle(path: Path, host: HostFacts | None = None, progress: ProgressF
         manifest.check_target(host)
     if path.is_file():
         root = Path(tempfile.mkdtemp(prefix="bundle-", dir=workdir))
-        _unzip(path, root, manifest, scaled(progress, 0.0, 0.4), cancel)
+        _unzip(path, root, scaled(progress, 0.0, 0.4), cancel)
         manifest.root = root
         progress = scaled(progress, 0.4, 1.0)
     listed = {item.path for item in manifest.files} | {MANIFEST}
@@ -158,7 +148,7 @@ def verify_bundle(path: Path, host: HostFacts | None = None, progress: ProgressF
             raise EngineError(f"The bundle is incomplete: {item.path} is missing. Copy the bundle again.")
         progress(done / total, f"Checking {PurePosixPath(item.path).name}")
         size = file.stat().st_size
-        got = sha256_of(file, cancel) if size == item.size else None
+        got = file_sha256(file, cancel=cancel) if size == item.size else None
         if got != item.sha256:
             found = f"its SHA-256 is {got}" if got else f"it has {size} bytes instead of {item.size}"
             raise EngineError(f"The bundle file {item.path} is damaged: {found}, but the manifest says "
@@ -168,7 +158,7 @@ def verify_bundle(path: Path, host: HostFacts | None = None, progress: ProgressF
     return manifest
 
 
-def _unzip(path: Path, root: Path, manifest: BundleManifest, progress: ProgressFn, cancel: CancelFn | None) -> None:
+def _unzip(path: Path, root: Path, progress: ProgressFn, cancel: CancelFn | None) -> None:
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
         for n, info in enumerate(members):
@@ -206,7 +196,7 @@ def assemble_bundle(out: Path, wheels: Sequence[Path], target: dict, variant: st
             dest = partial / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, dest)
-            files.append(BundleFile(rel, dest.stat().st_size, sha256_of(dest, cancel), kind))
+            files.append(BundleFile(rel, dest.stat().st_size, file_sha256(dest, cancel=cancel), kind))
         for name, f in models:
             model_entries.append({"name": name, "file": f"models/{name}/{Path(f).name}"})
         manifest = BundleManifest(out, dict(target), variant, list(requirements), list(constraints), files,

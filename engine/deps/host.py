@@ -1,6 +1,6 @@
 """What the target Python is: version, platform, NumPy, GDAL, pip, and whether an NVIDIA driver is present.
 
-The facts are read by running a few lines in that Python (QGIS's own interpreter may not be
+The facts are read by running ``probe.py`` in that Python (QGIS's own interpreter may not be
 the one running this code, e.g. when ``make bundle`` prepares a bundle for it).
 """
 from __future__ import annotations
@@ -14,42 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EngineError
-
-_PROBE = r"""
-import json, platform, sys, sysconfig, importlib.util
-from importlib import metadata
-def version(dist):
-    try:
-        return metadata.version(dist)
-    except Exception:
-        return None
-gdal = None
-try:
-    from osgeo import gdal as _gdal
-    gdal = _gdal.__version__
-except Exception:
-    pass
-pip_wheel = None
-try:
-    import ensurepip, glob, os
-    found = sorted(glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl")))
-    found += sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))
-    pip_wheel = found[-1] if found else None
-except Exception:
-    pass
-print(json.dumps({
-    "pip_wheel": pip_wheel,
-    "python": "%d.%d.%d" % sys.version_info[:3],
-    "implementation": sys.implementation.name,
-    "platform": sysconfig.get_platform(),
-    "machine": platform.machine(),
-    "executable": sys.executable,
-    "numpy": version("numpy"),
-    "gdal": gdal,
-    "has_pip": importlib.util.find_spec("pip") is not None,
-}))
-"""
-
 
 @dataclass(frozen=True)
 class HostFacts:
@@ -93,7 +57,8 @@ def probe_host(python: str | None = None, timeout: float = 60) -> HostFacts:
     """Facts about ``python`` (default: the running interpreter), plus the NVIDIA driver check."""
     exe = python or sys.executable
     try:
-        out = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+        probe = Path(__file__).with_name("probe.py").read_text(encoding="utf-8")
+        out = subprocess.run([exe, "-c", probe], capture_output=True, text=True, timeout=timeout,
                              env=_clean_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"Cannot run the Python at {exe} ({exc}).") from None
@@ -105,19 +70,11 @@ def probe_host(python: str | None = None, timeout: float = 60) -> HostFacts:
 
 def current_host(executable: str | None = None) -> HostFacts:
     """Facts about the running Python, read in-process (no NVIDIA check): enough to name its folder."""
-    import importlib.util
-    import platform
-    import sysconfig
-    from importlib import metadata
+    from .probe import python_facts
 
-    try:
-        numpy = metadata.version("numpy")
-    except metadata.PackageNotFoundError:
-        numpy = None
-    return HostFacts(python="%d.%d.%d" % sys.version_info[:3], platform=sysconfig.get_platform(),
-                     executable=executable or sys.executable, numpy=numpy,
-                     has_pip=importlib.util.find_spec("pip") is not None, implementation=sys.implementation.name,
-                     machine=platform.machine())
+    facts = python_facts(full=False)
+    facts["executable"] = executable or sys.executable
+    return HostFacts(**facts)
 
 
 def _clean_env() -> dict:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..errors import Cancelled, EngineError
+from ..errors import EngineError
 from ..progress import CancelFn, ProgressFn, no_progress, scaled
 from .bundle import BundleManifest, read_manifest, verify_bundle
 from .host import HostFacts
@@ -304,6 +304,3 @@ def activate(folder: Path | str) -> Activation:
                                       "was already loaded.")
     return Activation(True, False, f"The packages in {folder} are ready; no restart is needed.")
 
-
-__all__ = ["Activation", "Cancelled", "InstallPlan", "InstallResult", "activate", "deps_dir", "install",
-           "installed_record", "missing_imports", "plan_install"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..errors import Cancelled, EngineError
-from ..progress import CancelFn, ProgressFn, no_progress
+from ..progress import CancelFn, ProgressFn, check_cancel, no_progress
 from .registry import ModelSpec
 
 CHUNK = 1 << 20
@@ -49,12 +49,14 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def file_sha256(path: Path, progress: ProgressFn | None = None) -> str:
+def file_sha256(path: Path, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> str:
+    """SHA-256 of a file read in chunks (weights and wheels run to gigabytes); honours cancel between chunks."""
     digest = hashlib.sha256()
     size = max(path.stat().st_size, 1)
     done = 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
+            check_cancel(cancel)
             digest.update(chunk)
             done += len(chunk)
             if progress:
