@@ -19,6 +19,7 @@ NAIP = ROOT.parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20090818
 KILLS = 20
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NAIP.exists(), reason="shared test imagery not found")
 def test_sigkill_at_random_points_then_resume(tiny_model, tmp_path):
     folder = tmp_path / "idx"
