@@ -215,6 +215,7 @@ def test_activation_is_a_no_op_without_an_install(tmp_path):
     assert not activate(tmp_path / "nothing").active and sys.path == before
 
 
+@pytest.mark.slow
 @needs_qgis_python
 def test_cli_check_shows_the_plan_for_qgis_python(qgis_host, tmp_path):
     out = subprocess.run([sys.executable, "-m", "engine", "deps", "check", "--python", QGIS_PYTHON, "--variant",
@@ -228,6 +229,7 @@ def test_cli_check_shows_the_plan_for_qgis_python(qgis_host, tmp_path):
     assert bad.returncode == 2 and "No bundle at" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 @needs_qgis_python
 def test_model_weights_in_a_bundle_land_verified_in_the_cache(qgis_host, tmp_path, monkeypatch):
     """Bytes, not a model: what matters is that the file arrives checked and is then trusted as cached."""

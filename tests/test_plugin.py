@@ -353,6 +353,7 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
         plugin.unload()
 
 
+@pytest.mark.slow
 def test_plugin_loads_when_the_ml_packages_cannot_be_imported(tmp_path):
     """A QGIS whose Python lacks torch, open_clip, faiss and shapely still loads the plugin and its toolbox."""
     import subprocess

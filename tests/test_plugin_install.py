@@ -20,6 +20,7 @@ def plugin(qgis_iface, plugin_package, qgis_new_project):
     instance.unload()
 
 
+@pytest.mark.slow
 def test_install_dependencies_from_the_dock_with_a_bundle(qgis_iface, plugin_package, qgis_new_project, tmp_path,
                                                          qtbot, monkeypatch):
     """A package the engine needs is missing; the user installs it from a bundle and the dock comes alive."""
