@@ -47,9 +47,10 @@ requirements: venv
 	$(PY) tools/requirements.py
 
 # The QGIS desktop with the plugin from this working tree, in the dev profile .qgis-dev/ (git-ignored),
-# with a demo project of the rasters in ../shared/data.
+# with a demo project of the rasters in ../shared/data. QGIS_ARGS go to qgis (e.g. --code script.py).
+QGIS_ARGS ?=
 run: venv
-	$(PY) tools/devrun.py
+	$(PY) tools/devrun.py $(if $(QGIS_ARGS),-- $(QGIS_ARGS))
 
 package:
 	$(PY) tools/package.py --out dist
