@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test run package bundle bench screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench screenshot clean
 
 setup: apt venv
 
@@ -29,8 +29,28 @@ test: venv
 	rm -rf .qgis-settings
 	$(PY) -m pytest -q tests
 
+# The edit loop: everything but the tests marked slow (QGIS launches, real pip runs, kill loops).
+test-fast: venv
+	rm -rf .qgis-settings
+	$(PY) -m pytest -q -m "not slow" tests
+
+# ruff (rules in pyproject.toml) over the tree, mypy over the engine; CI runs this too.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format .
+
+# requirements.txt is written from the pins in engine/deps/pins.py.
+requirements: venv
+	$(PY) tools/requirements.py
+
+# The QGIS desktop with the plugin from this working tree, in the dev profile .qgis-dev/ (git-ignored),
+# with a demo project of the rasters in ../shared/data. QGIS_ARGS go to qgis (e.g. --code script.py).
+QGIS_ARGS ?=
 run: venv
-	QT_QPA_PLATFORM= QGIS_PLUGINPATH=$(CURDIR)/build/plugins $(MAKE) package-dev && qgis --nologo --noversioncheck
+	$(PY) tools/devrun.py $(if $(QGIS_ARGS),-- $(QGIS_ARGS))
 
 package:
 	$(PY) tools/package.py --out dist
@@ -45,8 +65,12 @@ bundle: venv
 	$(PY) -m engine deps bundle --python $(BUNDLE_PYTHON) --variant $(BUNDLE_VARIANT) --out $(BUNDLE_OUT) \
 		$(foreach m,$(BUNDLE_MODELS),--model $(m)) $(if $(BUNDLE_ZIP),--zip)
 
-bench: venv
+bench: venv $(VENV)/.bench-installed
 	$(PY) bench/run.py
+
+$(VENV)/.bench-installed: bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
 
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png

@@ -30,7 +30,8 @@ def synthetic_raster(path: Path, size: int, seed: int = 0) -> Path:
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"])
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte,
+                                              ["TILED=YES", "COMPRESS=DEFLATE"])
     ds.SetGeoTransform((500000, 0.5, 0, 5200000, 0, -0.5))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32614)
@@ -110,7 +111,8 @@ def engine_index(raster: Path, model: dict, folder: Path, batch: int) -> tuple[f
     encoder = jobs.get_encoder(model)
     start = time.perf_counter()
     report = jobs.index_rasters(folder, [str(raster)], model=model, tiling=TilingSpec(size=224), batch_size=batch)
-    return report.total_tiles / (time.perf_counter() - start), report.total_tiles, f"{encoder.precision} ({encoder.reason})"
+    precision = f"{encoder.precision} ({encoder.reason})"
+    return report.total_tiles / (time.perf_counter() - start), report.total_tiles, precision
 
 
 def model_only(model: dict, batch: int, batches: int = 6) -> float:
@@ -243,12 +245,14 @@ def write_results(plain_tps, plain_n, eng_tps, eng_n, precision, model_tps, sear
     lines = [
         "# Benchmark results", "",
         f"Machine: {machine()}. Model: ViT-B-32 with random weights (same compute as RemoteCLIP ViT-B-32).",
-        f"Raster: synthetic {args.raster_px}×{args.raster_px} px, 3-band uint8, 224 px tiles; batch {args.batch_size}.", "",
+        f"Raster: synthetic {args.raster_px}×{args.raster_px} px, 3-band uint8, 224 px tiles; "
+        f"batch {args.batch_size}.", "",
         "| indexing | tiles | tiles/s | vs plain loop | share of model-only |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| plain per-tile loop (rasterio → PIL → preprocess → fp32, one tile) | {plain_n} | {plain_tps:.1f} | 1.0× | "
         f"{plain_tps / model_tps:.0%} |",
-        f"| engine `index` ({precision}) | {eng_n} | {eng_tps:.1f} | {eng_tps / plain_tps:.1f}× | {eng_tps / model_tps:.0%} |",
+        f"| engine `index` ({precision}) | {eng_n} | {eng_tps:.1f} | {eng_tps / plain_tps:.1f}× | "
+        f"{eng_tps / model_tps:.0%} |",
         f"| model only (encoder on pre-made batches) | – | {model_tps:.1f} | {model_tps / plain_tps:.1f}× | 100% |", "",
         "| search | index | build s | p50 ms | p95 ms | recall@10 |", "| --- | --- | ---: | ---: | ---: | ---: |",
         *[f"| {s['n']:,} vectors | {s['kind']} | {s['build_s']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | "

@@ -19,7 +19,8 @@ def read_classes_file(path: str | Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise EngineError(f"Cannot read the class list {path}: {exc.strerror if isinstance(exc, OSError) else exc}.") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise EngineError(f"Cannot read the class list {path}: {reason}.") from None
     return _checked([line.split("#", 1)[0].strip() for line in text.splitlines()], str(path))
 
 
@@ -39,7 +40,11 @@ def load_class_set(name: str) -> list[str]:
 def _checked(classes: list[str], where: str) -> list[str]:
     classes = [c for c in classes if c]
     seen: set[str] = set()
-    unique = [c for c in classes if not (c.lower() in seen or seen.add(c.lower()))]
+    unique = []
+    for c in classes:
+        if c.lower() not in seen:
+            seen.add(c.lower())
+            unique.append(c)
     if len(unique) < 2:
         raise EngineError(f"{where[0].upper()}{where[1:]} needs at least two different classes.")
     return unique

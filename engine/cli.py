@@ -93,13 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoticeHandler(logging.StreamHandler):
+    """The CLI's handler of the engine's notices (one per process, however often ``main`` runs)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     notices = logging.getLogger("rsclip_search")
-    if not any(getattr(h, "rsclip_cli", False) for h in notices.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _NoticeHandler) for h in notices.handlers):
+        handler = _NoticeHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("rsclip: %(message)s"))
-        handler.rsclip_cli = True
         notices.addHandler(handler)
         notices.setLevel(logging.INFO)
         notices.propagate = False

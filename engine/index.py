@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,7 +195,8 @@ class TileIndex:
         rows = self.conn.execute(
             "SELECT r.id, r.path, r.fingerprint, r.crs_wkt, r.width, r.height, r.bands, r.status, r.planned,"
             " (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id) FROM rasters r ORDER BY r.id").fetchall()
-        return [RasterRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9]) for r in rows]
+        return [RasterRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9])
+                for r in rows]
 
     def raster(self, path: str) -> RasterRecord | None:
         return next((r for r in self.rasters() if r.path == path), None)
@@ -222,7 +224,9 @@ class TileIndex:
                     "INSERT INTO rasters(path, fingerprint, crs_wkt, width, height, bands, status, planned, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, 'partial', ?, ?)",
                     (path, fingerprint, crs_wkt, width, height, json.dumps(list(bands)), planned, time.time()))
-                return int(cur.lastrowid), set()
+                raster_id = cur.lastrowid
+                assert raster_id is not None, "an INSERT into a rowid table sets lastrowid"
+                return raster_id, set()
         done = self.conn.execute(
             "SELECT col_off, row_off, width, height FROM tiles WHERE raster_id=?", (row[0],)).fetchall()
         return int(row[0]), {tuple(r) for r in done}
@@ -299,8 +303,9 @@ class TileIndex:
             ids = [int(i) for i in ids]
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk:chunk + 500]
-                rows += self.conn.execute(
-                    f"SELECT id, embedding FROM tiles WHERE id IN ({','.join('?' * len(part))}) ORDER BY id", part).fetchall()
+                marks = ",".join("?" * len(part))
+                rows += self.conn.execute(f"SELECT id, embedding FROM tiles WHERE id IN ({marks}) ORDER BY id",
+                                          part).fetchall()
         out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vecs = np.empty((len(rows), self.dim), dtype=np.float32)
         for i, r in enumerate(rows):
@@ -380,7 +385,7 @@ def _file_lock(path: Path) -> Iterator[None]:
     fh = open(path, "a+")
     try:
         try:
-            if os.name == "nt":
+            if sys.platform == "win32":
                 import msvcrt
 
                 msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)

@@ -134,7 +134,8 @@ def same_model(a: dict, b: dict) -> bool:
         return False
     if a.get("kind") == "registry":
         return a.get("name") == b.get("name")
-    return a.get("checkpoint_sha256") == b.get("checkpoint_sha256") and Path(str(a.get("arch"))).name == Path(str(b.get("arch"))).name
+    same_arch = Path(str(a.get("arch"))).name == Path(str(b.get("arch"))).name
+    return a.get("checkpoint_sha256") == b.get("checkpoint_sha256") and same_arch
 
 
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
@@ -194,7 +195,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
-                before = rec.tiles if (rec := idx.raster(info.path)) is not None and rec.fingerprint == info.fingerprint else 0
+                rec = idx.raster(info.path)
+                before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:
                     added = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
                 except Cancelled:
@@ -208,7 +210,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                         idx.remove_raster(info.path)  # a damaged file must not half-appear in results
                     report.skipped.append((info.path, str(exc)))
                     continue
-                if added == 0 and idx.raster(info.path).tiles == 0:
+                record = idx.raster(info.path)
+                if added == 0 and (record is None or record.tiles == 0):
                     report.skipped.append((info.path, f"{Path(info.path).name} has no tiles with data (every tile is "
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue

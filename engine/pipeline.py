@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterator, Sequence
-
-from .progress import CancelFn, ProgressFn
+from typing import Any, Callable, Iterator
 
 _DONE = object()
 
@@ -51,7 +49,7 @@ def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare:
             if items:
                 put((items, prepare(arrays)))
             put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which re-raises it)
             put(exc)
 
     thread = threading.Thread(target=reader, name="rsclip-tile-reader", daemon=True)

@@ -330,9 +330,9 @@ def choose_bands(ds: Any, requested: tuple[int, ...] | None) -> tuple[int, int, 
         return (requested[0],) * 3 if len(requested) == 1 else (requested[0], requested[1], requested[2])
     interp = {i: ds.GetRasterBand(i).GetColorInterpretation() for i in range(1, count + 1)}
     by_colour = {c: i for i, c in sorted(interp.items(), reverse=True)}
-    rgb = [by_colour.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
-    if all(rgb):
-        return (rgb[0], rgb[1], rgb[2])
+    red, green, blue = (by_colour.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand))
+    if red and green and blue:
+        return (red, green, blue)
     usable = [i for i in range(1, count + 1) if interp[i] != gdal.GCI_AlphaBand] or [1]
     if len(usable) >= 3:
         return (usable[0], usable[1], usable[2])
@@ -665,7 +665,7 @@ class RasterTiler:
         if len(lonlat) != 4 or not all(math.isfinite(v) for p in lonlat for v in p):
             raise EngineError(f"Cannot place window {window.as_tuple()} of {Path(self.info.path).name} in "
                               "latitude/longitude; check the raster's coordinate reference system.")
-        return _polygon_wkt(corners), _polygon_wkt(lonlat)  # type: ignore[arg-type]
+        return _polygon_wkt(corners), _polygon_wkt(lonlat)
 
     def iter_tiles(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                    skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:

@@ -136,11 +136,10 @@ class Controller(QObject):
         from qgis.PyQt.QtCore import QT_VERSION_STR
 
         from ..engine.deps.diagnostics import engine_report
-        from .deps import private_folder, profile_dir, qgis_python
+        from .deps import private_folder, profile_dir
         from .log import recent_problems
 
-        header = [f"QGIS: {QgisInfo.QGIS_VERSION} ({QgisInfo.QGIS_RELEASE_NAME}), Qt {QT_VERSION_STR}",
-                  f"QGIS's Python: {qgis_python()}"]
+        header = [f"QGIS: {QgisInfo.QGIS_VERSION} ({QgisInfo.QGIS_RELEASE_NAME}), Qt {QT_VERSION_STR}"]
         return engine_report(profile_dir(), private_folder(), self.dock.index_dir() or None, recent_problems(),
                              header)
 

@@ -7,12 +7,12 @@ dock, the toolbox and qgis_process alike.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 from qgis.core import QgsApplication
 
 from ..engine.deps import Activation, activate, current_host, deps_dir
+from ..engine.deps.host import running_python
 from ..engine.deps.pins import IMPORTS
 
 #: import name → pip package name of everything the engine needs; GDAL comes with QGIS.
@@ -21,17 +21,8 @@ PACKAGE = Path(__file__).absolute().parents[1]  # not resolved: the folder QGIS 
 
 
 def qgis_python() -> str:
-    """QGIS's own Python interpreter: inside QGIS, ``sys.executable`` is the QGIS program itself."""
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
-    major, minor = sys.version_info[:2]
-    prefix = Path(sys.exec_prefix)
-    for candidate in (prefix / "python.exe", prefix / "bin" / f"python{major}.{minor}", prefix / "bin" / "python3",
-                      Path("/usr/bin") / f"python{major}.{minor}"):
-        if candidate.is_file():
-            return str(candidate)
-    return f"python{major}"
+    """QGIS's own Python interpreter (inside QGIS, ``sys.executable`` is just the first python3 on PATH)."""
+    return running_python()[0]
 
 
 def profile_dir() -> Path:

@@ -46,7 +46,7 @@ class BaseTask(QgsTask):
         except EngineError as exc:
             self.error = str(exc)
             return False
-        except Exception:  # a bug: keep the traceback in the log, tell the user briefly
+        except Exception:  # noqa: BLE001 (a bug: keep the traceback in the log, tell the user briefly)
             get_logger().error("%s failed:\n%s", self.description(), traceback.format_exc())
             self.error = f"{self.description()} failed with an unexpected error; details are in the Log Messages panel."
             return False

@@ -2,8 +2,8 @@
 
 pytest-qgis starts one QGIS for the session with its profile in ``.qgis-settings`` at the
 repository root (git-ignored; ``make test`` empties it first so every run starts clean), a
-stub ``iface`` and a real map canvas. The repository is exposed as the importable plugin package ``rsclip_search`` exactly as
-QGIS would install it.
+stub ``iface`` and a real map canvas. The repository is exposed as the importable plugin package
+``rsclip_search`` exactly as QGIS would install it.
 """
 import os
 import sys

@@ -40,6 +40,7 @@ def built_index(tmp_path_factory, tiny_model):
     return folder
 
 
+@pytest.mark.slow
 @needs_data
 def test_index_then_info_reports_model_rasters_and_tiles(built_index, tiny_model):
     code, out, err = run("info", "--index", built_index)
@@ -51,6 +52,7 @@ def test_index_then_info_reports_model_rasters_and_tiles(built_index, tiny_model
     assert "112.0 px" in out
 
 
+@pytest.mark.slow
 @needs_data
 def test_search_json_and_geopackage(built_index, tmp_path):
     from osgeo import ogr
@@ -69,6 +71,7 @@ def test_search_json_and_geopackage(built_index, tmp_path):
     assert [f.GetField("tile_id") for f in lyr] == [r["tile_id"] for r in results]
 
 
+@pytest.mark.slow
 @needs_data
 def test_top_k_larger_than_index_returns_every_tile(built_index):
     code, out, err = run("info", "--index", built_index)
@@ -78,6 +81,7 @@ def test_top_k_larger_than_index_returns_every_tile(built_index):
     assert len(json.loads(out)["results"]) == total
 
 
+@pytest.mark.slow
 @needs_data
 def test_label_with_shipped_set_and_file(built_index, tmp_path):
     from osgeo import ogr
@@ -101,6 +105,7 @@ def test_label_with_shipped_set_and_file(built_index, tmp_path):
     assert len(data["results"]) == len(feats)
 
 
+@pytest.mark.slow
 @needs_data
 def test_reindex_unchanged_is_skipped_and_new_raster_is_added(built_index, tiny_model):
     code, out, err = run("index", NAIP, "--index", built_index)
@@ -113,17 +118,20 @@ def test_reindex_unchanged_is_skipped_and_new_raster_is_added(built_index, tiny_
     assert code == 0 and "63 tiles" in out
 
 
+@pytest.mark.slow
 @needs_data
 def test_index_refuses_another_model_and_other_tiles(built_index, tmp_path):
     from tinymodel import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other", seed=1)
-    code, out, err = run("index", NAIP, "--index", built_index, "--arch", other.config, "--checkpoint", other.checkpoint)
+    code, out, err = run("index", NAIP, "--index", built_index, "--arch", other.config,
+                         "--checkpoint", other.checkpoint)
     assert code == 2 and "was built with" in err and "Traceback" not in err
     code, out, err = run("index", NAIP, "--index", built_index, "--tile-size", "64")
     assert code == 2 and "other tile settings" in err
 
 
+@pytest.mark.slow
 @needs_data
 def test_metre_tiles_on_a_raster_in_degrees(tmp_path, tiny_model):
     code, out, err = run("index", LANDSAT, "--index", tmp_path / "ll", *model_args(tiny_model), "--tile-m", "3000",
@@ -141,6 +149,7 @@ def test_metre_tiles_on_a_raster_in_degrees(tmp_path, tiny_model):
     assert width_m == pytest.approx(3000, rel=0.05) and height_m == pytest.approx(3000, rel=0.05)
 
 
+@pytest.mark.slow
 @needs_data
 def test_single_band_float_dsm_is_indexed_as_grey(tmp_path, tiny_model):
     code, out, err = run("index", DSM, "--index", tmp_path / "dsm", *model_args(tiny_model), "--tile-size", "64")
@@ -148,14 +157,16 @@ def test_single_band_float_dsm_is_indexed_as_grey(tmp_path, tiny_model):
     assert "new tiles from 1 raster(s)" in out
 
 
-def test_bad_inputs_give_one_line_and_leave_the_index_alone(tmp_path, tiny_model):
+@pytest.mark.slow
+def test_bad_inputs_give_one_line_and_leave_the_index_alone(tmp_path, tiny_model, capsys):
     from osgeo import gdal
 
     text = tmp_path / "notes.tif"
     text.write_text("not a raster")
     nocrs = tmp_path / "nocrs.tif"
     ds = gdal.GetDriverByName("GTiff").Create(str(nocrs), 64, 64, 3, gdal.GDT_Byte)
-    ds = None
+    ds.FlushCache()
+    del ds  # closes the file
     cases = [
         (["index", text, "--index", tmp_path / "a", *model_args(tiny_model)], "not a raster GDAL can read"),
         (["index", nocrs, "--index", tmp_path / "a", *model_args(tiny_model)], "no coordinate reference system"),
@@ -169,6 +180,7 @@ def test_bad_inputs_give_one_line_and_leave_the_index_alone(tmp_path, tiny_model
     ]
     for args, expected in cases:
         assert main([str(a) for a in args]) == 2, args
+        assert expected in capsys.readouterr().err, args
     for args, expected in cases[:3]:
         code, out, err = run(*args)
         assert code == 2 and expected in err, (args, err)
@@ -176,6 +188,7 @@ def test_bad_inputs_give_one_line_and_leave_the_index_alone(tmp_path, tiny_model
     assert not (tmp_path / "a").exists(), "a failed first index run must not leave a folder behind"
 
 
+@pytest.mark.slow
 @needs_data
 def test_empty_index_and_bad_raster_keep_an_existing_index(tmp_path, tiny_model, capsys):
     from engine.index import TileIndex

@@ -39,7 +39,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         hub.requests.append((self.command, self.path, self.headers.get("Range")))
         if self.path.startswith("/api/models/"):
             repo = self.path.split("/api/models/")[1].split("?")[0]
-            siblings = [{"rfilename": name.split("/resolve/main/")[1], "lfs": {"sha256": hashlib.sha256(data).hexdigest()}}
+            siblings = [{"rfilename": name.split("/resolve/main/")[1],
+                         "lfs": {"sha256": hashlib.sha256(data).hexdigest()}}
                         for name, data in hub.files.items() if name.startswith(f"/{repo}/")]
             return json.dumps({"siblings": siblings}).encode(), "api"
         return hub.files.get(self.path), "file"

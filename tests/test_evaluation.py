@@ -396,6 +396,7 @@ def test_cli_eval_retrieval_writes_a_report(tmp_path, tiny_model, capsys):
     assert str(out) in captured.err
 
 
+@pytest.mark.slow
 def test_cli_eval_retrieval_subprocess_with_limit_on_ucm_layout(tmp_path, tiny_model):
     root = tmp_path / "ucm"
     rng = np.random.default_rng(2)

@@ -1,7 +1,6 @@
 """Index, search, labelling and GeoPackage export on planted vectors (no model needed)."""
 import json
 import multiprocessing
-import sqlite3
 from types import SimpleNamespace
 
 import numpy as np

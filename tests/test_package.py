@@ -14,7 +14,7 @@ def test_zip_has_one_plugin_folder_and_no_tests_or_caches(tmp_path):
     assert path.name == f"rsclip_search-{package.version()}.zip"
     names = zipfile.ZipFile(path).namelist()
     assert all(n.startswith("rsclip_search/") for n in names)
-    for needed in ("__init__.py", "metadata.txt", "engine/jobs.py", "engine/cli.py",
+    for needed in ("__init__.py", "metadata.txt", "LICENSE", "engine/jobs.py", "engine/cli.py",
                    "resources/classsets/eurosat.txt", "resources/icons/rsclip.svg"):
         assert f"rsclip_search/{needed}" in names, needed
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")
@@ -30,6 +30,7 @@ def test_zip_installs_and_imports_as_a_plugin_package(tmp_path):
     zipfile.ZipFile(path).extractall(plugins)
     code = ("import rsclip_search, rsclip_search.engine.jobs as j, sys;"
             "assert callable(rsclip_search.classFactory);"
+            f"assert rsclip_search.engine.__version__ == {package.version()!r}, 'read from metadata.txt in the zip';"
             "assert 'engine' not in sys.modules, 'the plugin must use its own engine copy'")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(plugins)},
                          capture_output=True, text=True)

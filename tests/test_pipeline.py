@@ -117,4 +117,4 @@ def test_bf16_and_fp32_embeddings_of_the_same_tiles_agree(tiny_model):
     assert np.array_equal(np.argmax(fp32 @ fp32.T, axis=1), np.argmax(bf16 @ fp32.T, axis=1)), \
         "each bf16 embedding is nearest to its own tile's fp32 embedding"
     again = Encoder(loaded, "cpu", "fp32").encode_images(tiles)
-    np.testing.assert_allclose(again, fp32, atol=1e-5), "the bf16 copy must not change the shared fp32 model"
+    np.testing.assert_allclose(again, fp32, atol=1e-5, err_msg="the bf16 copy must not change the shared fp32 model")

@@ -288,6 +288,32 @@ def test_loaded_outputs_are_styled_by_class_and_by_score(built, qgis_new_project
     assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer) and layer.renderer().classAttribute() == "score"
 
 
+@pytest.mark.parametrize("by", ["name", "number", "number as text"])
+def test_enum_options_by_name_or_by_the_number_qgis_process_help_lists(built, tmp_path, tiny_model, by):
+    """``qgis_process help`` lists enum options by number (``- 2: worldcover``); names stay accepted."""
+    from rsclip_search.engine import jobs
+    from rsclip_search.engine.classsets import available_class_sets, load_class_set
+    from rsclip_search.engine.models import REGISTRY
+
+    def choice(options: list, name: str):
+        return {"name": name, "number": options.index(name), "number as text": str(options.index(name))}[by]
+
+    folder, _, _ = built
+    class_sets = [*available_class_sets(), "custom list"]
+    layer = run("label_tiles", {"INDEX": str(folder), "CLASS_SET": choice(class_sets, "ucmerced")})["OUTPUT"]
+    assert {f["label"] for f in layer.getFeatures()} <= set(load_class_set("ucmerced"))
+    layer = run("label_tiles", {"INDEX": str(folder), "CLASS_SET": choice(class_sets, "custom list"),
+                                "CLASSES": "water, crops"})["OUTPUT"]
+    assert {f["label"] for f in layer.getFeatures()} <= {"water", "crops"}
+
+    new = tmp_path / "idx"
+    run("build_index", {"INPUT": [str(LANDSAT)], "INDEX": str(new), "ARCH": str(tiny_model.config),
+                        "CHECKPOINT": str(tiny_model.checkpoint), "MODEL": choice([*REGISTRY, "custom"], "custom"),
+                        "TILE_SIZE": 20_000, "TILE_UNITS": choice(["pixels", "metres"], "metres")})
+    info = jobs.info(new)
+    assert info.model_label == "tiny-clip.json + tiny-clip.pt" and info.tiling["units"] == "m"
+
+
 def test_similar_from_features_selected_features_and_a_point(built, project_layer):
     from rsclip_search.engine import jobs
 
@@ -324,7 +350,9 @@ def no_tile_id_layer():
     ("search_text", {"QUERY": "water", "EXTENT": "-74.7,-74.6,-8.6,-8.5 [EPSG:4326]", "AREA": "far_area"},
      "do not overlap"),
     ("label_tiles", {"CLASS_SET": "crops"}, "CLASS_SET must be one of 'eurosat', 'ucmerced', 'worldcover', "
-                                            "'custom list', not 'crops'"),
+                                            "'custom list' or their numbers 0 to 3, not 'crops'"),
+    ("label_tiles", {"CLASS_SET": "4"}, "CLASS_SET must be one of"),
+    ("label_tiles", {"CLASS_SET": -1}, "not '-1'"),
     ("label_tiles", {"CLASS_SET": "custom list", "CLASSES": "water, Water"}, "at least two different classes"),
     ("label_tiles", {"CLASS_SET": "eurosat", "TEMPLATE": "a photo"}, "has no '{}'"),
     ("similar_tiles", {}, "Give example tiles"),
@@ -335,6 +363,7 @@ def no_tile_id_layer():
     ("build_index", {"BANDS": "red,green,blue"}, "Bands 'red,green,blue' must be band numbers"),
     ("build_index", {"BANDS": "1,2"}, "must name one band"),
     ("build_index", {"TILE_UNITS": "feet"}, "TILE_UNITS must be one of 'pixels', 'metres'"),
+    ("build_index", {"MODEL": "8"}, "MODEL must be one of 'remoteclip-vit-b-32'"),
 ])
 def test_invalid_parameters_fail_with_a_readable_message(built, tmp_path, project_layer, alg, params, message):
     folder, _, _ = built

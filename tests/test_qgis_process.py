@@ -17,6 +17,7 @@ QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
 VENV_PACKAGES = sysconfig.get_paths()["purelib"]
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not Path(QGIS_PROCESS).exists(),
                        reason="qgis_process.bin is not installed (Debian package qgis)"),
     pytest.mark.skipif(not NAIP.exists(), reason="shared test imagery not found at ../shared/data"),

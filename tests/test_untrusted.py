@@ -1,19 +1,53 @@
 """Index folders from elsewhere: nothing in them runs code, damage is reported, stored paths are never written."""
+import contextlib
+import hashlib
+import json
+import os
 import pickle
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine import jobs
 from engine.errors import EngineError
-from engine.index import FAISS_META, FAISS_NAME, TileIndex
+from engine.index import FAISS_META, FAISS_NAME
 from engine.tiling import TilingSpec
 from rasters import noise, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
+_OPENED: set | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Python's audit events name every file opened from Python and every SQLite database connected to."""
+    if _OPENED is None or event not in ("open", "sqlite3.connect") or not args:
+        return
+    if event == "open":
+        mode, flags = args[1], args[2]
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & (os.O_WRONLY | os.O_RDWR))
+        if writing:
+            return
+    if isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.add(Path(os.fsdecode(args[0])).resolve())
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only inside files_read()
+
+
+@contextlib.contextmanager
+def files_read(folder: Path):
+    """The names of the files in ``folder`` the engine opens for reading inside the ``with`` block."""
+    global _OPENED
+    names: set[str] = set()
+    _OPENED = set()
+    try:
+        yield names
+    finally:
+        names.update(p.name for p in _OPENED if p.parent == folder.resolve())
+        _OPENED = None
 
 
 class Marker:
@@ -34,16 +68,25 @@ def index(tiny_model, tmp_path):
 
 
 def test_planted_pickles_are_never_executed(index, tmp_path):
+    """A pickle in each file the engine reads from a folder (the FAISS cache with a matching hash, so it reaches
+    FAISS's reader; then its JSON record): nothing runs, and the cache is rebuilt from the database."""
     Marker.path = str(tmp_path / "pwned")
     payload = pickle.dumps(Marker())
-    (index / "evil.pkl").write_bytes(payload)
+    meta = json.loads((index / FAISS_META).read_text())
     (index / FAISS_NAME).write_bytes(payload)
-    (index / "vectors.npy").write_bytes(payload)
-    assert len(jobs.search(index, "water", top_k=3)) == 3
-    jobs.label(index, ["water", "forest"])
-    jobs.info(index)
-    assert not Path(Marker.path).exists()
+    (index / FAISS_META).write_text(json.dumps({**meta, "sha256": hashlib.sha256(payload).hexdigest()}))
+    with files_read(index) as read:
+        assert len(jobs.search(index, "water", top_k=3)) == 3
+        jobs.label(index, ["water", "forest"])
+        jobs.info(index)
+    assert read == {"index.sqlite", FAISS_NAME, FAISS_META}, "a payload must sit in every file the engine reads"
     assert (index / FAISS_NAME).read_bytes() != payload, "the tampered FAISS cache was rebuilt from the database"
+
+    (index / FAISS_META).write_bytes(payload)
+    with files_read(index) as read:
+        assert len(jobs.search(index, "water", top_k=3)) == 3
+    assert FAISS_META in read and json.loads((index / FAISS_META).read_text())["count"] == meta["count"]
+    assert not Path(Marker.path).exists()
 
 
 def test_engine_source_never_loads_code_from_files():

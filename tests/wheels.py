@@ -34,7 +34,7 @@ def make_wheel(folder: Path, name: str, version: str, files: dict[str, str], req
 
 
 def mini_bundle(out: Path, host: HostFacts, with_pip: bool = False) -> Path:
-    """A bundle whose one requirement, ``rsclipdemo``, needs NumPy: a stand-in NumPy at the host's version rides along."""
+    """A bundle whose one requirement, ``rsclipdemo``, needs NumPy (a stand-in at the host's version rides along)."""
     src = out.with_name(out.name + "-wheels")
     wheels = [make_wheel(src, "rsclipdemo", "1.0", {"rsclipdemo/__init__.py": "ANSWER = 42\n"},
                          requires=("numpy",) if host.numpy else ())]

@@ -12,5 +12,6 @@ from .installer import (Activation, InstallPlan, InstallResult, activate, deps_d
 from .pins import VARIANTS, Requirements, default_variant, requirements_for
 
 __all__ = ["Activation", "BundleManifest", "HostFacts", "InstallPlan", "InstallResult", "Requirements", "VARIANTS",
-           "activate", "assemble_bundle", "build_bundle", "current_host", "default_variant", "deps_dir", "detect_nvidia", "install",
-           "installed_record", "missing_imports", "plan_install", "probe_host", "requirements_for", "verify_bundle"]
+           "activate", "assemble_bundle", "build_bundle", "current_host", "default_variant", "deps_dir",
+           "detect_nvidia", "install", "installed_record", "missing_imports", "plan_install", "probe_host",
+           "requirements_for", "verify_bundle"]

@@ -150,8 +150,8 @@ def verify_bundle(path: Path, host: HostFacts | None = None, progress: ProgressF
         size = file.stat().st_size
         got = file_sha256(file, cancel=cancel) if size == item.size else None
         if got != item.sha256:
-            found = f"its SHA-256 is {got}" if got else f"it has {size} bytes instead of {item.size}"
-            raise EngineError(f"The bundle file {item.path} is damaged: {found}, but the manifest says "
+            problem = f"its SHA-256 is {got}" if got else f"it has {size} bytes instead of {item.size}"
+            raise EngineError(f"The bundle file {item.path} is damaged: {problem}, but the manifest says "
                               f"{item.sha256}. Nothing was installed; copy the bundle again.")
         done += item.size
     progress(1.0, f"All {len(manifest.files)} bundle files match the manifest")

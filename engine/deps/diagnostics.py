@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .host import running_python
 from .installer import installed_record
 
 
@@ -39,6 +40,27 @@ def _torch_lines() -> list[str]:
     return lines
 
 
+def cached_models() -> list[str]:
+    """The registry models whose weights are in the cache and verified; partial downloads are named as such.
+
+    A failed download (offline, cancelled) leaves the model's folder behind, empty or with a ``.part``
+    file: that is no model, and listing it as one misleads whoever reads the report.
+    """
+    from ..models.download import cached_weights_path, is_cached
+    from ..models.registry import REGISTRY
+
+    found = []
+    for spec in REGISTRY.values():
+        folder = cached_weights_path(spec).parent
+        if is_cached(spec):
+            found.append(spec.name)
+        elif folder.is_dir() and any(folder.glob("*.part")):
+            found.append(f"{spec.name}: partial download")
+        elif folder.is_dir() and any(f.is_file() for f in folder.iterdir()):
+            found.append(f"{spec.name}: not verified yet")
+    return found
+
+
 def engine_report(profile_dir: Path | str | None = None, private_folder: Path | str | None = None,
                   index_dir: Path | str | None = None, last_errors: Sequence[str] = (),
                   header: Iterable[str] = ()) -> str:
@@ -46,8 +68,10 @@ def engine_report(profile_dir: Path | str | None = None, private_folder: Path | 
     from .. import __version__
     from ..models.download import cache_dir
 
+    python, program = running_python()
+    where = f"{python}, embedded in {program}" if program else python
     lines = [f"RS-CLIP Search {__version__}", *header,
-             f"Python: {platform.python_version()} ({sys.executable}) on {platform.platform()}",
+             f"Python: {platform.python_version()} ({where}) on {platform.platform()}",
              f"NumPy: {_module_line('numpy')}",
              f"GDAL: {_module_line('osgeo.gdal')}"]
     lines += _torch_lines()
@@ -62,8 +86,7 @@ def engine_report(profile_dir: Path | str | None = None, private_folder: Path | 
     if profile_dir is not None:
         lines.append(f"QGIS profile: {profile_dir}")
     cache = cache_dir()
-    cached = sorted(p.name for p in cache.iterdir() if p.is_dir()) if cache.is_dir() else []
-    lines.append(f"Model cache: {cache} ({', '.join(cached) or 'no models'})")
+    lines.append(f"Model cache: {cache} ({', '.join(cached_models()) or 'no models'})")
     if index_dir:
         index = Path(index_dir) / "index.sqlite"
         state = f"{index.stat().st_size / 1e6:.1f} MB" if index.is_file() else "no index yet"

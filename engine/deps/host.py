@@ -77,6 +77,48 @@ def current_host(executable: str | None = None) -> HostFacts:
     return HostFacts(**facts)
 
 
+def host_program() -> str | None:
+    """The program file of this process (``/usr/bin/qgis.bin`` when QGIS embeds Python), where the OS tells."""
+    if sys.platform.startswith("linux"):
+        try:
+            return os.readlink("/proc/self/exe")
+        except OSError:
+            return None
+    if sys.platform == "win32":
+        import ctypes
+
+        buffer = ctypes.create_unicode_buffer(32768)
+        got = ctypes.windll.kernel32.GetModuleFileNameW(None, buffer, len(buffer))
+        return buffer.value if got else None
+    if sys.platform == "darwin":
+        import ctypes
+
+        size = ctypes.c_uint32(4096)
+        raw = ctypes.create_string_buffer(size.value)
+        if ctypes.CDLL(None)._NSGetExecutablePath(raw, ctypes.byref(size)) == 0:
+            return os.path.realpath(raw.value.decode())
+    return None
+
+
+def running_python() -> tuple[str, str | None]:
+    """The interpreter that runs this code, and the program embedding it (None for a plain ``python``).
+
+    Embedded in QGIS, ``sys.executable`` is merely the first ``python3`` on PATH (a pyenv shim, a
+    virtualenv, another Python version), so the interpreter is found from ``sys.prefix`` instead.
+    """
+    program = host_program()
+    if program is None or Path(program).name.lower().startswith(("python", "pypy")):
+        return sys.executable, None
+    major, minor = sys.version_info[:2]
+    names = ("python.exe",) if sys.platform == "win32" else (f"bin/python{major}.{minor}", f"bin/python{major}")
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_exec_prefix)):
+        for name in names:
+            candidate = Path(prefix) / name
+            if candidate.is_file():
+                return str(candidate), program
+    return f"python{major}.{minor}", program
+
+
 def _clean_env() -> dict:
     """The environment without a PYTHONPATH that would show packages the target Python does not have."""
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}

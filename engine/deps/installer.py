@@ -197,7 +197,7 @@ class _PipProgress:
 
 
 def _pip_failure(plan: InstallPlan, tail: list[str]) -> str:
-    errors = [line.strip() for line in tail if line.strip().startswith("ERROR")] or [l.strip() for l in tail[-3:]]
+    errors = [line.strip() for line in tail if line.strip().startswith("ERROR")] or [line.strip() for line in tail[-3:]]
     detail = " ".join(errors[-3:])[:600]
     if plan.bundle_path is not None:
         hint = "The bundle may have been built for another computer; rebuild it for this QGIS with make bundle."

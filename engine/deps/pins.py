@@ -38,6 +38,9 @@ PIN_SETS = (
            "Python 3.11, NumPy 1.26.4 (this project's development environment)"),
     PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0"}),
 )
+#: The set the development environment runs: ``requirements.txt`` is written from it by
+#: ``tools/requirements.py`` (and a test checks that the two agree), so the pins live only here.
+DEVELOPMENT_PIN_SET = PIN_SETS[1]
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def _version_tuple(version: str) -> tuple[int, int]:
     for piece in version.split(".")[:2]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits or 0))
-    return tuple(parts + [0] * (2 - len(parts)))  # type: ignore[return-value]
+    parts += [0] * (2 - len(parts))
+    return parts[0], parts[1]
 
 
 def pin_set_for(numpy_version: str | None) -> PinSet:

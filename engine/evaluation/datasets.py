@@ -107,11 +107,12 @@ def load_caption_dataset(root: str | Path, fmt: str, split: str = "test", limit:
     chosen = named[:limit] if limit else named
     search_root = root if root.is_dir() else annotation.parent
     image_dir, files = find_image_dir(search_root, annotation, layout, [f for f, _ in chosen])
-    missing = [f for f in [f for f, _ in chosen] if files.resolve(f) is None]
+    found = {f: files.resolve(f) for f, _ in chosen}
+    missing = [f for f, path in found.items() if path is None]
     if missing:
         raise EngineError(f"{len(missing)} of the {len(chosen)} {split!r} images listed in {annotation.name} are "
                           f"missing from {image_dir} (first: {missing[0]}).")
-    images = tuple(CaptionImage(files.resolve(f), caps) for f, caps in chosen)
+    images = tuple(CaptionImage(path, caps) for (_, caps), path in zip(chosen, found.values()) if path is not None)
     return CaptionDataset(fmt, search_root, annotation, image_dir, split, images, len(named),
                           len(grouped) - len(named))
 

@@ -39,7 +39,7 @@ def recall_at_k(sim: np.ndarray, gt: np.ndarray, ks: Sequence[int] = DEFAULT_KS)
     return {int(k): 100.0 * float(np.mean(ranks <= k)) for k in ks}
 
 
-def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: Sequence[int],
+def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: Sequence[int] | np.ndarray,
                       ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Image→text and text→image R@k and their mean (mR), as in the RS retrieval papers.
 
@@ -60,14 +60,15 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image
     return out
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
+                     n_classes: int) -> np.ndarray:
     """(C, C) counts: row = true class, column = predicted class."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return cm
 
 
-def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
     """Percent of predictions equal to the truth."""
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if len(t) == 0:

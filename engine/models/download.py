@@ -14,13 +14,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..errors import Cancelled, EngineError
 from ..progress import CancelFn, ProgressFn, check_cancel, no_progress
 from .registry import ModelSpec
 
 CHUNK = 1 << 20
-_USER_AGENT = "rsclip-search/0.1"
+_USER_AGENT = f"rsclip-search/{__version__}"
 
 
 def cache_dir() -> Path:
@@ -41,7 +42,7 @@ def weights_url(spec: ModelSpec) -> str:
 
 
 def cached_weights_path(spec: ModelSpec) -> Path:
-    filename = Path(spec.hf_file or spec.url.rsplit("/", 1)[-1]).name
+    filename = Path(spec.hf_file or str(spec.url).rsplit("/", 1)[-1]).name
     return cache_dir() / spec.name / filename
 
 

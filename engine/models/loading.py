@@ -122,7 +122,8 @@ def read_state_dict(path: Path) -> dict:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"{path.name} is not a readable PyTorch checkpoint of plain weights ({first[:200]}).") from None
+        raise EngineError(f"{path.name} is not a readable PyTorch checkpoint of plain weights "
+                          f"({first[:200]}).") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -154,7 +155,8 @@ def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None =
     else:
         ckpt = Path(str(ref.checkpoint))
         if not ckpt.is_file():
-            raise EngineError(f"The checkpoint {ckpt} of this index's model is missing; put it back or rebuild the index.")
+            raise EngineError(f"The checkpoint {ckpt} of this index's model is missing; put it back or rebuild "
+                              "the index.")
         if ref.checkpoint_sha256 and file_sha256(ckpt) != ref.checkpoint_sha256:
             raise EngineError(f"The checkpoint {ckpt} changed since the index was built (its SHA-256 differs); "
                               "restore the original file or build a new index.")

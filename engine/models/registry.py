@@ -47,8 +47,9 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("skyclip-vit-b-32", "ViT-B-32", None, None,
               "https://opendatasharing.s3.us-west-2.amazonaws.com/SkyScript/ckpt/SkyCLIP_ViT_B32_top50pct/epoch_20.pt",
               None, "MIT (SkyScript code and models)", _SKYCLIP, "SkyCLIP ViT-B/32 (top 50% SkyScript subset)."),
-    ModelSpec("openai-clip-vit-b-32", "ViT-B-32", "timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin",
-              None, None, "MIT", _OPENAI, "OpenAI CLIP ViT-B/32: generic baseline, not trained on remote sensing."),
+    ModelSpec("openai-clip-vit-b-32", "ViT-B-32", "timm/vit_base_patch32_clip_224.openai",
+              "open_clip_pytorch_model.bin", None, None, "MIT", _OPENAI,
+              "OpenAI CLIP ViT-B/32: generic baseline, not trained on remote sensing."),
 )}
 
 DEFAULT_MODEL = "remoteclip-vit-b-32"

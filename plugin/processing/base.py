@@ -60,7 +60,7 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
         problem = self.enum_problem(parameters)
         if problem:
             return False, problem
-        ok, message = super().checkParameterValues(parameters, context)
+        ok, message = super().checkParameterValues(self.enum_names(parameters), context)
         if not ok:
             return ok, message
         try:
@@ -69,18 +69,41 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
             return False, str(exc)
         return True, ""
 
+    def static_enums(self) -> list[QgsProcessingParameterEnum]:
+        """The enum parameters whose values are option names (stable across versions, unlike positions)."""
+        return [p for p in self.parameterDefinitions()
+                if isinstance(p, QgsProcessingParameterEnum) and p.usesStaticStrings()]
+
     def enum_problem(self, parameters: dict) -> str:
-        """A readable sentence when a named choice (e.g. CLASS_SET=foo) is not one of the options."""
-        for param in self.parameterDefinitions():
-            if not isinstance(param, QgsProcessingParameterEnum) or not param.usesStaticStrings():
-                continue
+        """A readable sentence when a named choice (e.g. CLASS_SET=foo) is neither an option nor its number."""
+        for param in self.static_enums():
             value = parameters.get(param.name())
             if value is None or value == "" or isinstance(value, QgsProperty):
                 continue
-            if str(value) not in param.options():
+            if enum_option(param, value) is None:
                 options = ", ".join(f"'{o}'" for o in param.options())
-                return f"{param.name()} must be one of {options}, not '{value}'."
+                return (f"{param.name()} must be one of {options} or their numbers 0 to {len(param.options()) - 1}, "
+                        f"not '{value}'.")
         return ""
+
+    def enum_names(self, parameters: dict) -> dict:
+        """``parameters`` with enum option numbers replaced by the option names QGIS's own checks expect."""
+        named = dict(parameters)
+        for param in self.static_enums():
+            option = enum_option(param, named.get(param.name()))
+            if option is not None:
+                named[param.name()] = option
+        return named
+
+    def enum_choice(self, parameters: dict, name: str, context) -> str:
+        """A static-string enum's option, given by name or by number (``qgis_process help`` lists numbers).
+
+        QGIS's own ``parameterAsEnumString`` silently falls back to the default for a number.
+        """
+        problem = self.enum_problem({name: parameters.get(name)})
+        if problem:
+            raise QgsProcessingException(problem)
+        return self.parameterAsEnumString(self.enum_names(parameters), name, context)
 
     @staticmethod
     def callbacks(feedback) -> dict:
@@ -138,3 +161,18 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
             feat.setGeometry(QgsGeometry.fromWkt(tile_geometry_wkt(tile, crs_wkt)))
             sink.addFeature(feat, QgsFeatureSink.FastInsert)
         return dest
+
+
+def enum_option(param: QgsProcessingParameterEnum, value) -> str | None:
+    """The option ``value`` names: the option itself, or its position as a number (0 or "0"); else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    options = param.options()
+    text = str(value).strip()
+    if text in options:
+        return text
+    try:
+        position = int(text)
+    except ValueError:
+        return None
+    return options[position] if 0 <= position < len(options) else None

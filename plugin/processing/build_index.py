@@ -74,14 +74,14 @@ class BuildIndex(RsClipAlgorithm):
     def read_parameters(self, parameters: dict, context) -> dict:
         from ...engine.tiling import TilingSpec, parse_bands
 
-        model = self.parameterAsEnumString(parameters, "MODEL", context)
+        model = self.enum_choice(parameters, "MODEL", context)
         arch = self.parameterAsString(parameters, "ARCH", context).strip() or None
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context) or None
         if model == CUSTOM and not (arch and checkpoint):
             raise QgsProcessingException("MODEL 'custom' needs ARCH (an open_clip architecture or model-config "
                                          "JSON) and CHECKPOINT (its weights file).")
         tiling = TilingSpec(size=self.parameterAsDouble(parameters, "TILE_SIZE", context),
-                            units=UNITS[self.parameterAsEnumString(parameters, "TILE_UNITS", context)],
+                            units=UNITS[self.enum_choice(parameters, "TILE_UNITS", context)],
                             overlap=self.parameterAsDouble(parameters, "OVERLAP", context),
                             bands=self.engine(parse_bands, self.parameterAsString(parameters, "BANDS", context)))
         self.engine(tiling.validate)

@@ -53,7 +53,7 @@ class LabelTiles(RsClipAlgorithm):
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)
-        choice = self.parameterAsEnumString(parameters, "CLASS_SET", context)
+        choice = self.enum_choice(parameters, "CLASS_SET", context)
         if choice == CUSTOM_LIST:
             classes = self.engine(parse_classes, self.parameterAsString(parameters, "CLASSES", context))
         else:
