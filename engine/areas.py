@@ -232,7 +232,7 @@ def make_areas(matrix: IndexMatrix, scores: np.ndarray, threshold: float, crs_wk
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    check_threshold(scores, threshold)
+    threshold = check_threshold(scores, threshold)
     rows = np.flatnonzero(scores >= threshold)
     crs_wkt = crs_wkt or _majority_crs(matrix, rows)
     # 1. components within each raster, from the windows

@@ -88,6 +88,9 @@ def play_round(idx, name: str, top_k: int = 20, next_k: int = 10, use_marks: boo
     from .progress import check_cancel
 
     concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
+    if use_marks and not (concept.accepted or concept.rejected):  # refuse before reading a big matrix
+        raise EngineError(f"The concept '{concept.name}' has no accepted or rejected tiles yet; accept or reject "
+                          "some results, then refine.")
     matrix = index_matrix(idx, progress)
     check_cancel(cancel)
     start = time.perf_counter()

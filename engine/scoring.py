@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 
 from .errors import EngineError
@@ -45,6 +43,8 @@ LOGISTIC_L2 = 0.1
 #: The least slope the seed direction keeps in the prior: logits per standard deviation of seed scores.
 PRIOR_LOGITS_PER_STD = 1.0
 NEWTON_STEPS = 30
+#: Thresholds this close outside the scores' range count as its ends (scores are printed with 6 decimals).
+THRESHOLD_SLACK = 1e-6
 
 METHOD_TEXT = "text"
 METHOD_ROCCHIO = "rocchio"
@@ -365,13 +365,16 @@ def score_histogram(scores: np.ndarray, bins: int = 50) -> tuple[np.ndarray, np.
 
 
 def check_threshold(scores: np.ndarray, threshold: float) -> float:
-    """The threshold, if some tiles score at or above it and it is not below every score."""
+    """The threshold, if it lies within the scores (so some tiles, not all by accident, are kept).
+
+    Scores are printed with 6 decimals, so a threshold within ``THRESHOLD_SLACK`` of either end
+    is taken as that end rather than refused.
+    """
     lo, hi = float(scores.min()), float(scores.max())
-    if not np.isfinite(threshold) or threshold > hi or threshold < lo:
+    threshold = float(threshold)
+    if not np.isfinite(threshold) or threshold > hi + THRESHOLD_SLACK or threshold < lo - THRESHOLD_SLACK:
         raise EngineError(f"The threshold {threshold:g} is outside the scores, which run from {lo:.4f} to "
                           f"{hi:.4f}; choose a threshold in that range.")
-    return float(threshold)
+    return min(max(threshold, lo), hi)
 
 
-def folder_key(folder) -> str:
-    return str(Path(folder).expanduser().resolve())
