@@ -204,7 +204,8 @@ def equal_area_m2(geoms: np.ndarray, crs_wkt: str) -> np.ndarray:
         return np.zeros(0)
     wgs84 = 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],' \
             'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]'
-    centre = shapely.centroid(shapely.union_all(shapely.envelope(geoms)))
+    bounds = shapely.bounds(geoms)
+    centre = shapely.points(0.5 * (bounds[:, 0].min() + bounds[:, 2].max()), 0.5 * (bounds[:, 1].min() + bounds[:, 3].max()))
     lon, lat = shapely.get_coordinates(_transform(np.array([centre], dtype=object), crs_wkt, wgs84))[0]
     from osgeo import osr
 
@@ -239,11 +240,17 @@ def make_areas(matrix: IndexMatrix, scores: np.ndarray, threshold: float, crs_wk
     labels = np.empty(len(rows), np.int64)
     rids = matrix.raster_ids[rows]
     next_label = 0
+    overlapping: set[int] = set()  # components with overlapping tiles (the others are coverages: faster union)
     for rid in np.unique(rids):
         part = np.flatnonzero(rids == rid)
-        a, b = touching_pairs(matrix.windows[rows[part]])
+        windows = matrix.windows[rows[part]]
+        a, b = touching_pairs(windows)
         lab = components(len(part), a, b)
         labels[part] = lab + next_label
+        wa, wb = windows[a], windows[b]
+        inner = ((np.minimum(wa[:, 0] + wa[:, 2], wb[:, 0] + wb[:, 2]) > np.maximum(wa[:, 0], wb[:, 0]))
+                 & (np.minimum(wa[:, 1] + wa[:, 3], wb[:, 1] + wb[:, 3]) > np.maximum(wa[:, 1], wb[:, 1])))
+        overlapping.update((lab[a[inner]] + next_label).tolist())
         next_label += int(lab.max()) + 1 if len(lab) else 0
     timings["connect_s"] = time.perf_counter() - t0
     # 2. each component's outline: the union of its pixel boxes, moved into the output CRS
@@ -262,9 +269,15 @@ def make_areas(matrix: IndexMatrix, scores: np.ndarray, threshold: float, crs_wk
         geo = matrix.rasters[rid]
         pixel = np.empty(len(gis), dtype=object)
         for n, gi in enumerate(gis):
-            w = matrix.windows[rows[groups[gi]]]
+            group = groups[gi]
+            w = matrix.windows[rows[group]]
             boxes = shapely.box(w[:, 0], w[:, 1], w[:, 0] + w[:, 2], w[:, 1] + w[:, 3])
-            pixel[n] = boxes[0] if len(boxes) == 1 else shapely.union_all(boxes)
+            if len(boxes) == 1:
+                pixel[n] = boxes[0]
+            elif int(labels[group[0]]) in overlapping:
+                pixel[n] = shapely.union_all(boxes)
+            else:
+                pixel[n] = shapely.coverage_union_all(boxes)
         outlines[gis] = _transform(_pixel_to_crs(pixel, geo.affine), geo.crs_wkt, crs_wkt)
     # 3. components of different rasters that touch or overlap are one place
     if len(by_raster) > 1 and len(outlines) > 1:

@@ -300,7 +300,7 @@ def _prior_slope(vecs: np.ndarray, seed: np.ndarray) -> float:
     the seed's scores over the index (from a sample), so the prior's strength does not depend on the
     model's cosine range."""
     rng = np.random.default_rng(0)
-    sample = vecs[rng.choice(len(vecs), size=20000, replace=False)] if len(vecs) > 20000 else vecs
+    sample = vecs[np.sort(rng.integers(0, len(vecs), 20000))] if len(vecs) > 20000 else vecs
     spread = float(np.std(sample @ seed))
     return PRIOR_LOGITS_PER_STD / max(spread, 1e-6)
 

@@ -271,7 +271,7 @@ def test_the_loop_through_the_jobs_and_marks_surviving_a_reindex(planted_index):
     jobs.concept_create(folder, "hidden", query="hidden thing")
     first = jobs.concept_score(folder, "hidden", top_k=10, next_k=5)
     assert first.method == METHOD_TEXT and len(first.best) == 10 and len(first.next) == 5
-    assert first.tile_count == len(small.matrix) and first.count_above(first.sorted_scores[0]) == len(small.matrix)
+    assert first.tile_count == len(small.matrix) and first.count_above(float(first.scores.scores.min())) == len(small.matrix)
     truth_ids = set((np.flatnonzero(small.truth) + 1).tolist())
     for _ in range(3):
         rnd = jobs.concept_score(folder, "hidden", top_k=10)
@@ -315,7 +315,7 @@ def test_areas_gpkg_records_the_concept(planted_index, tmp_path):
     jobs.concept_create(folder, "hidden", query="hidden thing", examples=[int(np.flatnonzero(small.truth)[0]) + 1])
     jobs.concept_mark(folder, "hidden", reject=[int(np.flatnonzero(~small.truth)[0]) + 1])
     rnd = jobs.concept_score(folder, "hidden")
-    threshold = float(rnd.sorted_scores[-30])
+    threshold = float(np.sort(rnd.scores.scores)[-30])
     out = jobs.concept_areas(folder, "hidden", threshold, tmp_path / "areas.gpkg")
     assert out.path == tmp_path / "areas.gpkg" and "area(s) of 'hidden'" in out.summary()
     ds = ogr.Open(str(out.path))
