@@ -66,6 +66,15 @@ class ConceptAreas:
     round: ConceptRound
     result: object                  # engine.areas.AreasResult
     path: Path | None = None
+    matrix: IndexMatrix | None = field(default=None, repr=False)
+
+    def area_rows(self) -> list[tuple[dict, str]]:
+        """(attributes of ``engine.areas.AREA_FIELDS``, outline WKT) per area, biggest first."""
+        return area_rows(self.round, self.result)
+
+    def tile_rows(self) -> list[tuple[dict, str]]:
+        """(attributes of ``engine.areas.AREA_TILE_FIELDS``, footprint WKT) per tile of the areas."""
+        return area_tile_rows(self.matrix, self.round, self.result)
 
     def summary(self) -> str:
         r = self.result
@@ -136,7 +145,7 @@ def areas_of_round(idx, rnd: ConceptRound, threshold: float | None, out: str | P
     threshold = rnd.threshold if threshold is None else float(threshold)
     result = make_areas(matrix, rnd.scores.scores, threshold)
     path = write_areas(out, matrix, rnd, result) if out else None
-    return ConceptAreas(rnd, result, path)
+    return ConceptAreas(rnd, result, path, matrix)
 
 
 def area_metadata(rnd: ConceptRound, threshold: float) -> dict:
