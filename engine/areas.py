@@ -2,18 +2,23 @@
 
 Rule: two tiles above the threshold belong to the same area when their footprints touch (an
 edge or a corner) or overlap. Within a raster this is decided on the pixel windows (closed
-intervals in both axes), with a sort-and-search over the windows' grid positions and a
-union-find, never by intersecting polygons; areas of different rasters (a mosaic, or several
-dates of one place) whose outlines touch or overlap are then merged too.
+intervals in both axes) with a sort-and-search over the windows' grid positions and a
+union-find, all as array operations over every raster at once, never by intersecting polygons;
+areas of different rasters (a mosaic, or several dates of one place) whose outlines touch or
+overlap are then merged too.
 
 Each area reports its tile count, its best and mean tile score and its area on the ground in m²
 and ha. The area is that of the union of its tiles' footprints, so overlapping tiles (tiles cut
-with overlap, or two dates of one place) are never counted twice; it is measured in a Lambert
-azimuthal equal-area projection centred on the result, i.e. true ellipsoidal area whatever the
-rasters' CRS (degrees included). Shapely is used only to draw each area's outline.
+with overlap, or two dates of one place) are never counted twice. It is ground (ellipsoidal)
+area: in degrees, from the WGS84 ellipsoid's radii at each area's latitude; in a projected CRS,
+the planar area times the projection's areal scale at the centre of each raster's areas (for UTM
+the correction is under 0.1 %). Shapely only draws the
+outlines: the union of each area's tile boxes in pixel space (vectorised over areas of similar
+size), moved into the CRS by the raster's affine.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -33,11 +38,15 @@ AREA_FIELDS = (("area_id", "int"), ("tiles", "int"), ("best_score", "real"), ("m
                ("marks", "int"), ("threshold", "real"))
 AREA_TILE_FIELDS = (("tile_id", "int"), ("score", "real"), ("area_id", "int"), ("verdict", "str"), ("raster", "str"),
                     ("concept", "str"))
+WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
+             'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
+#: Areas up to these many tiles are unioned together as rows of one padded array (one GEOS call per size class).
+_SIZE_CLASSES = (4, 16, 64, 256)
 
 
 @dataclass(frozen=True)
 class Area:
-    """One place: its tiles (matrix rows), scores, size on the ground and outline (WKT in the result's CRS)."""
+    """One place: its tiles (matrix rows), scores, size on the ground and outline (in the result's CRS)."""
 
     id: int
     rows: np.ndarray
@@ -45,7 +54,7 @@ class Area:
     mean_score: float
     area_m2: float
     rasters: tuple[str, ...]
-    outline_wkt: str
+    outline: object = field(repr=False)  # a shapely (Multi)Polygon
 
     @property
     def tiles(self) -> int:
@@ -55,6 +64,12 @@ class Area:
     def area_ha(self) -> float:
         return self.area_m2 / 10_000.0
 
+    @property
+    def outline_wkt(self) -> str:
+        import shapely
+
+        return shapely.to_wkt(self.outline, rounding_precision=-1)
+
 
 @dataclass
 class AreasResult:
@@ -63,7 +78,7 @@ class AreasResult:
     threshold: float
     crs_wkt: str
     areas: list[Area]
-    tile_rows: np.ndarray          # rows of the tiles at or above the threshold
+    tile_rows: np.ndarray          # rows of the tiles at or above the threshold, ascending
     tile_area: np.ndarray          # area id of each of those rows
     timings: dict = field(default_factory=dict)
 
@@ -76,21 +91,26 @@ class AreasResult:
 
 
 # -- connectivity -----------------------------------------------------------------------------
-def touching_pairs(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) of pixel windows (col, row, width, height) that touch or overlap.
+def touching_pairs(windows: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j) of pixel windows (col, row, width, height) of the same group (raster) that
+    touch or overlap.
 
-    Windows are ranked by their distinct column and row offsets; a window can only touch those
-    a few ranks away (one for edge-to-edge tiles, more with overlap), so each rank offset is one
-    vectorised look-up in the sorted grid keys, checked exactly on the intervals afterwards.
+    Windows are ranked by their distinct column and row offsets within their group; a window can
+    only touch those a few ranks away (one for edge-to-edge tiles, more with overlap), so each rank
+    offset is one vectorised look-up in the sorted grid keys, checked exactly on the intervals.
     """
     k = len(windows)
+    empty = np.zeros(0, np.int64)
     if k < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    col, row, width, height = (windows[:, i] for i in range(4))
-    ucol, urow = np.unique(col), np.unique(row)
-    ci, ri = np.searchsorted(ucol, col), np.searchsorted(urow, row)
-    span_c = int((np.searchsorted(ucol, col + width, side="right") - 1 - ci).max())
-    span_r = int((np.searchsorted(urow, row + height, side="right") - 1 - ri).max())
+        return empty, empty
+    g = np.zeros(k, np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    col, row, width, height = (windows[:, i].astype(np.int64) for i in range(4))
+    big = np.int64(1) << 32  # offsets are pixel counts, far below 2³²
+    ckey, rkey = g * big + col, g * big + row
+    ucol, urow = np.unique(ckey), np.unique(rkey)
+    ci, ri = np.searchsorted(ucol, ckey), np.searchsorted(urow, rkey)
+    span_c = int((np.searchsorted(ucol, ckey + width, side="right") - 1 - ci).max())
+    span_r = int((np.searchsorted(urow, rkey + height, side="right") - 1 - ri).max())
     nc, nr = len(ucol), len(urow)
     key = ri * nc + ci
     order = np.argsort(key, kind="stable")
@@ -105,17 +125,15 @@ def touching_pairs(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if not len(ok):
                 continue
             target = tr[ok] * nc + tc[ok]
-            pos = np.searchsorted(skey, target)
-            pos = np.minimum(pos, k - 1)
+            pos = np.minimum(np.searchsorted(skey, target), k - 1)
             hit = skey[pos] == target
-            # several windows can share a grid key only if they share both offsets (same window twice)
             i, j = ok[hit], order[pos[hit]]
-            touch = ((col[j] <= col[i] + width[i]) & (col[i] <= col[j] + width[j])
+            touch = ((g[i] == g[j]) & (col[j] <= col[i] + width[i]) & (col[i] <= col[j] + width[j])
                      & (row[j] <= row[i] + height[i]) & (row[i] <= row[j] + height[j]))
             first.append(i[touch])
             second.append(j[touch])
     if not first:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return empty, empty
     return np.concatenate(first), np.concatenate(second)
 
 
@@ -139,6 +157,14 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))
     _, labels = np.unique(parent, return_inverse=True)
     return labels
+
+
+def _groups(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, sizes, starts): members of label L are order[starts[L]:starts[L] + sizes[L]]."""
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return order, sizes, starts
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -170,13 +196,28 @@ def _transform(geoms: np.ndarray, src_wkt: str, dst_wkt: str) -> np.ndarray:
         return shapely.transform(geoms, move)
 
 
-def _pixel_to_crs(geoms: np.ndarray, affine: Sequence[float]) -> np.ndarray:
+def _pixel_to_crs(geoms: np.ndarray, affines: np.ndarray) -> np.ndarray:
+    """Pixel-space geometries into their rasters' CRS; ``affines`` is one (a, b, c, d, e, f) row per geometry."""
     import shapely
 
-    a, b, c, d, e, f = affine
-    matrix = np.array([[b, e], [c, f]])
-    offset = np.array([a, d])
-    return shapely.transform(geoms, lambda pts: pts @ matrix + offset)
+    if not len(geoms):
+        return geoms
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    a, b, c, d, e, f = (affines[index, i] for i in range(6))
+    moved = np.column_stack([a + coords[:, 0] * b + coords[:, 1] * c, d + coords[:, 0] * e + coords[:, 1] * f])
+    return shapely.set_coordinates(geoms.copy(), moved)
+
+
+def _to_crs(matrix: IndexMatrix, pixel: np.ndarray, raster_of: np.ndarray, crs_wkt: str) -> np.ndarray:
+    """Pixel-space geometries of rasters ``raster_of`` into ``crs_wkt``."""
+    present, index = np.unique(raster_of, return_inverse=True)
+    geo = [matrix.rasters[int(r)] for r in present.tolist()]
+    affines = np.array([g.affine for g in geo], dtype=np.float64).reshape(-1, 6)
+    out = _pixel_to_crs(pixel, affines[index])
+    for other in {g.crs_wkt for g in geo} - {crs_wkt}:
+        part = np.flatnonzero(np.isin(index, [i for i, g in enumerate(geo) if g.crs_wkt == other]))
+        out[part] = _transform(out[part], other, crs_wkt)
+    return out
 
 
 def tile_polygons(matrix: IndexMatrix, rows: np.ndarray, crs_wkt: str) -> np.ndarray:
@@ -184,34 +225,90 @@ def tile_polygons(matrix: IndexMatrix, rows: np.ndarray, crs_wkt: str) -> np.nda
     import shapely
 
     rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty(len(rows), dtype=object)
-    rids = matrix.raster_ids[rows]
-    for rid in np.unique(rids):
-        part = np.flatnonzero(rids == rid)
-        geo = matrix.rasters[int(rid)]
-        w = matrix.windows[rows[part]]
-        boxes = shapely.box(w[:, 0], w[:, 1], w[:, 0] + w[:, 2], w[:, 1] + w[:, 3])
-        out[part] = _transform(_pixel_to_crs(boxes, geo.affine), geo.crs_wkt, crs_wkt)
+    w = matrix.windows[rows]
+    boxes = shapely.box(w[:, 0], w[:, 1], w[:, 0] + w[:, 2], w[:, 1] + w[:, 3])
+    return _to_crs(matrix, boxes, matrix.raster_ids[rows], crs_wkt)
+
+
+def _union_by_label(boxes: np.ndarray, labels: np.ndarray, n: int, overlapping: np.ndarray) -> np.ndarray:
+    """The union of the boxes of each label. Labels of similar size are unioned together as the rows of
+    a padded array (one GEOS call each); a coverage union where no two boxes overlap, else a full one."""
+    import shapely
+
+    order, sizes, starts = _groups(labels, n)
+    out = np.empty(n, dtype=object)
+    single = np.flatnonzero(sizes == 1)
+    out[single] = boxes[order[starts[single]]]
+    sorted_labels = labels[order]
+    position = np.arange(len(order)) - starts[sorted_labels]
+    low = 1
+    for high in _SIZE_CLASSES:
+        for overlap in (False, True):
+            chosen = (sizes > low) & (sizes <= high) & (overlapping == overlap)
+            if not chosen.any():
+                continue
+            ids = np.flatnonzero(chosen)
+            member = chosen[sorted_labels]
+            grid = np.full((len(ids), high), None, dtype=object)
+            grid[np.searchsorted(ids, sorted_labels[member]), position[member]] = boxes[order[member]]
+            out[ids] = (shapely.union_all if overlap else shapely.coverage_union_all)(grid, axis=1)
+        low = high
+    for lab in np.flatnonzero(sizes > low):
+        members = boxes[order[starts[lab]:starts[lab] + sizes[lab]]]
+        out[lab] = shapely.union_all(members) if overlapping[lab] else shapely.coverage_union_all(members)
     return out
 
 
-def equal_area_m2(geoms: np.ndarray, crs_wkt: str) -> np.ndarray:
-    """Ground area in m² of each geometry: measured in a Lambert azimuthal equal-area projection
-    (WGS84 ellipsoid) centred on the geometries, so the CRS's own scale distortion does not count."""
+def ground_area_m2(geoms: np.ndarray, crs_wkt: str, groups: np.ndarray | None = None) -> np.ndarray:
+    """Ground area in m² of geometries in ``crs_wkt`` (see the module docstring).
+
+    Geographic CRS: the planar area in degrees² times the lengths of a degree of latitude and of
+    longitude on the WGS84 ellipsoid at each geometry's latitude. Projected CRS: the planar area
+    times the projection's areal scale at the centre of each group (raster) of geometries, from a
+    small square there taken to latitude/longitude (one transformation for all groups).
+    """
     import shapely
 
     if not len(geoms):
         return np.zeros(0)
-    wgs84 = 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],' \
-            'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]'
+    planar = shapely.area(geoms)
     bounds = shapely.bounds(geoms)
-    centre = shapely.points(0.5 * (bounds[:, 0].min() + bounds[:, 2].max()), 0.5 * (bounds[:, 1].min() + bounds[:, 3].max()))
-    lon, lat = shapely.get_coordinates(_transform(np.array([centre], dtype=object), crs_wkt, wgs84))[0]
+    if _srs(crs_wkt).IsGeographic():
+        return planar * _m2_per_degree2(np.radians(0.5 * (bounds[:, 1] + bounds[:, 3])))
+    groups = np.zeros(len(geoms), np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    keys, index = np.unique(groups, return_inverse=True)
+    cx = np.zeros(len(keys))
+    cy = np.zeros(len(keys))
+    span = np.zeros(len(keys))
+    for k in range(len(keys)):  # one bounding box per group (raster): a handful of groups
+        part = bounds[index == k]
+        x0, y0, x1, y1 = part[:, 0].min(), part[:, 1].min(), part[:, 2].max(), part[:, 3].max()
+        cx[k], cy[k], span[k] = 0.5 * (x0 + x1), 0.5 * (y0 + y1), max(x1 - x0, y1 - y0)
+    side = np.maximum(span * 0.01, 1e-6 * np.maximum(np.abs(cx), np.abs(cy)) + 1e-9)
+    corners = np.stack([np.column_stack([cx + dx * side, cy + dy * side])
+                        for dx, dy in ((-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5))], axis=1)
+    lonlat = _to_wgs84(corners.reshape(-1, 2), crs_wkt).reshape(-1, 4, 2)
+    x, y = lonlat[:, :, 0], lonlat[:, :, 1]
+    degree2 = 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+    scale = degree2 * _m2_per_degree2(np.radians(y.mean(axis=1))) / side ** 2
+    return planar * scale[index]
+
+
+def _m2_per_degree2(lat: np.ndarray) -> np.ndarray:
+    """Square metres in one degree of latitude times one of longitude at latitude ``lat`` (radians), WGS84."""
+    a, e2 = 6378137.0, 6.69437999014e-3
+    w = np.sqrt(1 - e2 * np.sin(lat) ** 2)
+    meridian = a * (1 - e2) / w ** 3 * math.pi / 180
+    parallel = a / w * np.cos(lat) * math.pi / 180
+    return meridian * parallel
+
+
+def _to_wgs84(points: np.ndarray, crs_wkt: str) -> np.ndarray:
     from osgeo import osr
 
-    laea = osr.SpatialReference()
-    laea.ImportFromProj4(f"+proj=laea +lat_0={lat:.8f} +lon_0={lon:.8f} +datum=WGS84 +units=m +no_defs")
-    return shapely.area(_transform(geoms, crs_wkt, laea.ExportToWkt()))
+    ct = osr.CoordinateTransformation(_srs(crs_wkt), _srs(WGS84_WKT))
+    with gdal_exceptions():
+        return np.asarray(ct.TransformPoints(np.ascontiguousarray(points, dtype=np.float64)), dtype=np.float64)[:, :2]
 
 
 def _majority_crs(matrix: IndexMatrix, rows: np.ndarray) -> str:
@@ -236,82 +333,68 @@ def make_areas(matrix: IndexMatrix, scores: np.ndarray, threshold: float, crs_wk
     threshold = check_threshold(scores, threshold)
     rows = np.flatnonzero(scores >= threshold)
     crs_wkt = crs_wkt or _majority_crs(matrix, rows)
-    # 1. components within each raster, from the windows
-    labels = np.empty(len(rows), np.int64)
     rids = matrix.raster_ids[rows]
-    next_label = 0
-    overlapping: set[int] = set()  # components with overlapping tiles (the others are coverages: faster union)
-    for rid in np.unique(rids):
-        part = np.flatnonzero(rids == rid)
-        windows = matrix.windows[rows[part]]
-        a, b = touching_pairs(windows)
-        lab = components(len(part), a, b)
-        labels[part] = lab + next_label
-        wa, wb = windows[a], windows[b]
-        inner = ((np.minimum(wa[:, 0] + wa[:, 2], wb[:, 0] + wb[:, 2]) > np.maximum(wa[:, 0], wb[:, 0]))
-                 & (np.minimum(wa[:, 1] + wa[:, 3], wb[:, 1] + wb[:, 3]) > np.maximum(wa[:, 1], wb[:, 1])))
-        overlapping.update((lab[a[inner]] + next_label).tolist())
-        next_label += int(lab.max()) + 1 if len(lab) else 0
+    windows = matrix.windows[rows]
+    # 1. connected tiles within each raster, from the windows
+    a, b = touching_pairs(windows, rids)
+    labels = components(len(rows), a, b)
+    n = int(labels.max()) + 1 if len(labels) else 0
+    wa, wb = windows[a], windows[b]
+    inner = ((np.minimum(wa[:, 0] + wa[:, 2], wb[:, 0] + wb[:, 2]) > np.maximum(wa[:, 0], wb[:, 0]))
+             & (np.minimum(wa[:, 1] + wa[:, 3], wb[:, 1] + wb[:, 3]) > np.maximum(wa[:, 1], wb[:, 1])))
+    overlapping = np.zeros(n, bool)
+    overlapping[labels[a[inner]]] = True
     timings["connect_s"] = time.perf_counter() - t0
-    # 2. each component's outline: the union of its pixel boxes, moved into the output CRS
+    # 2. outlines: the union of each component's pixel boxes, into the output CRS
     t1 = time.perf_counter()
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    groups = np.split(order, starts[1:]) if len(order) else []
-    outlines = np.empty(len(groups), dtype=object)
-    group_raster = np.empty(len(groups), np.int64)
-    for gi, group in enumerate(groups):
-        group_raster[gi] = rids[group[0]]
-    by_raster: dict[int, list[int]] = {}
-    for gi in range(len(groups)):
-        by_raster.setdefault(int(group_raster[gi]), []).append(gi)
-    for rid, gis in by_raster.items():
-        geo = matrix.rasters[rid]
-        pixel = np.empty(len(gis), dtype=object)
-        for n, gi in enumerate(gis):
-            group = groups[gi]
-            w = matrix.windows[rows[group]]
-            boxes = shapely.box(w[:, 0], w[:, 1], w[:, 0] + w[:, 2], w[:, 1] + w[:, 3])
-            if len(boxes) == 1:
-                pixel[n] = boxes[0]
-            elif int(labels[group[0]]) in overlapping:
-                pixel[n] = shapely.union_all(boxes)
-            else:
-                pixel[n] = shapely.coverage_union_all(boxes)
-        outlines[gis] = _transform(_pixel_to_crs(pixel, geo.affine), geo.crs_wkt, crs_wkt)
+    boxes = shapely.box(windows[:, 0], windows[:, 1], windows[:, 0] + windows[:, 2], windows[:, 1] + windows[:, 3])
+    component_raster = np.zeros(n, np.int64)
+    component_raster[labels] = rids
+    outlines = _to_crs(matrix, _union_by_label(boxes, labels, n, overlapping), component_raster, crs_wkt)
     # 3. components of different rasters that touch or overlap are one place
-    if len(by_raster) > 1 and len(outlines) > 1:
-        tree = shapely.STRtree(outlines)
-        left, right = tree.query(outlines, predicate="intersects")
-        keep = (left < right) & (group_raster[left] != group_raster[right])
-        merged = components(len(outlines), left[keep], right[keep])
-    else:
-        merged = np.arange(len(outlines))
-    final_outlines, final_members = [], []
-    for m in range(int(merged.max()) + 1 if len(merged) else 0):
-        parts = np.flatnonzero(merged == m) if len(by_raster) > 1 else np.array([m])
-        final_members.append(np.concatenate([groups[p] for p in parts]))
-        final_outlines.append(outlines[parts[0]] if len(parts) == 1 else shapely.union_all(outlines[parts]))
+    place = np.arange(n)
+    if len(np.unique(component_raster)) > 1:
+        left, right = shapely.STRtree(outlines).query(outlines, predicate="intersects")
+        keep = (left < right) & (component_raster[left] != component_raster[right])
+        if keep.any():
+            place = components(n, left[keep], right[keep])
+    m = int(place.max()) + 1 if n else 0
+    if m < n:
+        p_order, p_sizes, p_starts = _groups(place, m)
+        merged = np.empty(m, dtype=object)
+        for p in range(m):
+            parts = p_order[p_starts[p]:p_starts[p] + p_sizes[p]]
+            merged[p] = outlines[parts[0]] if len(parts) == 1 else shapely.union_all(outlines[parts])
+        outlines = merged
+    tile_place = place[labels]
     timings["outline_s"] = time.perf_counter() - t1
-    # 4. sizes and scores; biggest first
+    # 4. sizes and scores, biggest first
     t2 = time.perf_counter()
-    geoms = np.array(final_outlines, dtype=object) if final_outlines else np.empty(0, dtype=object)
-    m2 = equal_area_m2(geoms, crs_wkt)
-    areas = []
-    for members, geom, size in zip(final_members, geoms, m2):
-        member_rows = rows[members]
-        s = scores[member_rows]
-        names = tuple(sorted({matrix.rasters[int(r)].path for r in np.unique(matrix.raster_ids[member_rows])}))
-        areas.append((float(size), member_rows, float(s.max()), float(s.mean()), names, geom))
-    areas.sort(key=lambda a: (-a[0], -a[2]))
-    result_areas, tile_area = [], np.empty(len(rows), np.int64)
-    for n, (size, member_rows, best, mean, names, geom) in enumerate(areas, start=1):
-        result_areas.append(Area(n, np.sort(member_rows), best, mean, size, names,
-                                 shapely.to_wkt(geom, rounding_precision=-1)))
-        tile_area[np.searchsorted(rows, member_rows)] = n  # rows is ascending
+    first_raster = np.zeros(m, np.int64)
+    first_raster[place] = component_raster
+    m2 = ground_area_m2(outlines, crs_wkt, first_raster)
+    s = scores[rows].astype(np.float64)
+    count = np.bincount(tile_place, minlength=m)
+    mean = np.bincount(tile_place, weights=s, minlength=m) / np.maximum(count, 1)
+    best = np.full(m, -np.inf)
+    np.maximum.at(best, tile_place, s)
+    rank = np.lexsort((-best, -m2))                 # biggest first, then best score
+    area_id = np.empty(m, np.int64)
+    area_id[rank] = np.arange(1, m + 1)
+    base = int(rids.max()) + 1 if len(rids) else 1
+    names: dict[int, list[str]] = {}
+    for code in np.unique(tile_place * base + rids).tolist():
+        p, r = divmod(code, base)
+        names.setdefault(p, []).append(matrix.rasters[r].path)
+    order, _, starts = _groups(tile_place, m)
+    members = np.split(rows[order], starts[1:])
+    ids, best_l, mean_l, m2_l = area_id.tolist(), best.tolist(), mean.tolist(), m2.tolist()
+    areas = [Area(ids[p], members[p], best_l[p], mean_l[p], m2_l[p], tuple(sorted(names[p])), outlines[p])
+             for p in rank.tolist()]
     timings["measure_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
-    return AreasResult(float(threshold), crs_wkt, result_areas, rows, tile_area, timings)
+    return AreasResult(float(threshold), crs_wkt, areas, rows, area_id[tile_place] if m else np.zeros(0, np.int64),
+                       timings)
 
 
 # -- GeoPackage -------------------------------------------------------------------------------

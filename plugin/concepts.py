@@ -85,6 +85,9 @@ class ConceptsController(QObject):
         self.refresh()
 
     def shutdown(self) -> None:
+        from ..engine.scoring import forget_matrices
+
+        forget_matrices()  # the cached embedding matrix can be gigabytes
         project = QgsProject.instance()
         for signal in (project.readProject, project.cleared, self.c.dock.indexFolderChanged):
             try:
