@@ -68,7 +68,7 @@ class Area:
     def outline_wkt(self) -> str:
         import shapely
 
-        return shapely.to_wkt(self.outline, rounding_precision=-1)
+        return shapely.to_wkt(self.outline, rounding_precision=-1, output_dimension=2)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .concepts import Concept, get_concept, resolve_marks
+from .search import Hit
 from .errors import EngineError
 from .scoring import ConceptScores, IndexMatrix, index_matrix, score_concept, score_histogram
 
@@ -33,6 +34,7 @@ class ConceptRound:
     histogram: tuple[np.ndarray, np.ndarray] = field(repr=False)
     seconds: float = 0.0
     index_dir: str = ""
+    marked_hits: list = field(default_factory=list)  # the marked tiles with their scores now (rank 0)
 
     @property
     def method(self) -> str:
@@ -111,8 +113,9 @@ def play_round(idx, name: str, top_k: int = 20, next_k: int = 10, use_marks: boo
     by_tile = {int(i): kind for kind, ids in marks.items() for i in ids.tolist()}
     best_rows = scores.best(top_k, exclude_marked=hide_marked)
     next_rows = scores.least_certain(next_k)
+    marked = [Hit(0, h.score, h.tile) for h in _hits(idx, matrix, scores, matrix.rows(sorted(by_tile)))]
     return ConceptRound(concept, scores, _hits(idx, matrix, scores, best_rows), _hits(idx, matrix, scores, next_rows),
-                        by_tile, dropped, score_histogram(scores.scores), seconds, str(idx.folder))
+                        by_tile, dropped, score_histogram(scores.scores), seconds, str(idx.folder), marked)
 
 
 def text_round(idx, concept: Concept, progress=None, cancel=None) -> ConceptRound:
@@ -128,8 +131,6 @@ def text_round(idx, concept: Concept, progress=None, cancel=None) -> ConceptRoun
 
 
 def _hits(idx, matrix: IndexMatrix, scores: ConceptScores, rows: np.ndarray) -> list:
-    from .search import Hit
-
     ids = matrix.ids[rows]
     records = idx.tiles(ids.tolist())
     return [Hit(rank=n + 1, score=float(scores.scores[r]), tile=records[int(i)])
@@ -167,7 +168,8 @@ def area_tile_rows(matrix: IndexMatrix, rnd: ConceptRound, result) -> list[tuple
 
     from .areas import tile_polygons
 
-    polys = shapely.to_wkt(tile_polygons(matrix, result.tile_rows, result.crs_wkt), rounding_precision=-1)
+    polys = shapely.to_wkt(tile_polygons(matrix, result.tile_rows, result.crs_wkt), rounding_precision=-1,
+                           output_dimension=2)  # explicit: inside QGIS desktop the default is refused
     ids = matrix.ids[result.tile_rows].tolist()
     scores = rnd.scores.scores[result.tile_rows].tolist()
     rasters = [matrix.rasters[int(r)].path for r in matrix.raster_ids[result.tile_rows].tolist()]

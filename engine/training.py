@@ -10,12 +10,12 @@ their footprint); a raster file that is gone gets no chip and is reported.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .areas import write_layers_gpkg
+from .atomic import atomic_write
 from .concepts import Concept, Mark, concept_marks, slug
 from .errors import EngineError
 from .export import common_crs, tile_geometry_wkt
@@ -114,17 +114,15 @@ def write_chips(marks: list[Mark], folder: Path, concept: Concept, progress: Pro
                 candidate = f"{name}_{k}"
             used.add(candidate)
             target = sub / f"{candidate}.tif"
-            tmp = sub / f".{candidate}.tmp.tif"
-            try:
+
+            def cut(tmp: str, src=src, window=(col, row, width, height)) -> None:
                 with gdal_exceptions():
-                    ds = gdal.Translate(str(tmp), src, format="GTiff", srcWin=[col, row, width, height],
-                                        creationOptions=["COMPRESS=DEFLATE"])
-                    ds = None
+                    gdal.Translate(tmp, src, format="GTiff", srcWin=list(window), creationOptions=["COMPRESS=DEFLATE"])
+
+            try:
+                atomic_write(target, cut)
             except RuntimeError as exc:
-                if tmp.exists():
-                    tmp.unlink()
                 raise EngineError(f"Cannot write the chip {target}: {exc}.") from None
-            os.replace(tmp, target)
             written[n] = str(target)
     finally:
         sources.clear()

@@ -40,11 +40,14 @@ class RoundOutcome:
     params: object           # ui.concept_params.ConceptSearchParams
 
 
-def concept_rows(hits, marks: dict) -> TileRows:
-    """Layer rows of listed tiles: rank, score, raster, tile_id and the mark (reprojects: run in a task)."""
-    crs_wkt = common_crs([h.tile for h in hits])
-    rows = [([h.rank, float(h.score), h.tile.raster, int(h.tile.id), marks.get(int(h.tile.id), "")],
-             tile_geometry_wkt(h.tile, crs_wkt)) for h in hits]
+def concept_rows(hits, marks: dict, marked_hits=()) -> TileRows:
+    """Layer rows of the listed tiles and of the marked ones: rank (none for marked tiles not listed),
+    score, raster, tile_id and the mark (reprojects: run in a task)."""
+    listed = {int(h.tile.id) for h in hits}
+    everything = [*hits, *(h for h in marked_hits if int(h.tile.id) not in listed)]
+    crs_wkt = common_crs([h.tile for h in everything])
+    rows = [([h.rank or None, float(h.score), h.tile.raster, int(h.tile.id), marks.get(int(h.tile.id), "")],
+             tile_geometry_wkt(h.tile, crs_wkt)) for h in everything]
     return TileRows(KIND_TILES, CONCEPT_FIELDS, crs_wkt, rows)
 
 
@@ -209,7 +212,7 @@ class ConceptsController(QObject):
             rnd = jobs.concept_score(folder, name, params.top_k, params.top_k, params.use_marks, True, progress, cancel)
             hits = rnd.next if params.view == VIEW_NEXT else rnd.best
             thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
-            return RoundOutcome(rnd, hits, concept_rows(hits, rnd.marks), thumbnails, params)
+            return RoundOutcome(rnd, hits, concept_rows(hits, rnd.marks, rnd.marked_hits), thumbnails, params)
 
         what = {False: "Searching", True: "Refining"}.get(params.use_marks, "Finding tiles to label next for")
         run = lambda: self.c.start(BaseTask(f"{what} '{name}'", job, self._round_done))  # noqa: E731
@@ -230,7 +233,7 @@ class ConceptsController(QObject):
         self.panel.set_histogram(counts, edges, rnd.threshold, rnd.scores.probabilities)
         self.threshold_changed(self.panel.threshold())
         self.c.hits.update({h.tile.id: h for h in outcome.hits})
-        if outcome.hits:
+        if outcome.rows.rows:
             layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP concept: {rnd.concept.name}"), KIND_TILES,
                                      rnd.concept.name, rnd.index_dir)
             apply_style(layer, TILES_STYLE)

@@ -5,19 +5,8 @@ the list and from map selections are stored, the method and the ranking change o
 training data are written with their fields, and the concept comes back with the project.
 """
 import pytest
-from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
-
-TIMEOUT = 180_000
-
-
-@pytest.fixture
-def plugin(qgis_iface, plugin_package, qgis_new_project):
-    QgsSettings().remove("rsclip_search")
-    qgis_iface.messageBar().clear_messages()
-    instance = plugin_package.classFactory(qgis_iface)
-    instance.initGui()
-    yield instance
-    instance.unload()
+from qgis.core import NULL, Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
+from test_plugin import plugin, wait_idle  # noqa: F401 (the loaded plugin fixture; waiting for its tasks)
 
 
 @pytest.fixture
@@ -34,10 +23,6 @@ def project_with_index(naip_raster, tiny_model, tmp_path, qgis_new_project):
     jobs.index_rasters(folder, [str(naip_raster)], model=model, tiling=TilingSpec(size=112))
     assert QgsProject.instance().write(str(tmp_path / "farms.qgz"))
     return tmp_path / "farms.qgz", folder
-
-
-def wait_idle(qtbot, plugin):
-    qtbot.waitUntil(lambda: not plugin.controller.tasks, timeout=TIMEOUT)
 
 
 def messages(iface, level):
@@ -118,6 +103,11 @@ def test_the_loop_in_the_dock(plugin, project_with_index, qtbot, qgis_iface, tmp
     assert refined != first and not set(refined) & set(first[:11]), "marked tiles leave the list"
     assert plugin.controller.concepts.round.method == "logistic"
     assert len(group_layers()) == 1, "the concept's layer is replaced, not duplicated"
+    layer = group_layers()["RS-CLIP concept: farm fields"]
+    on_map = {f["tile_id"]: (f["mark"], f["rank"]) for f in layer.getFeatures()}
+    assert layer.featureCount() == 12 + 11, "the listed tiles and the marked ones"
+    assert sorted(m for m, _ in on_map.values() if m) == ["accepted"] * 6 + ["rejected"] * 5
+    assert all(rank is None or rank == NULL for m, rank in on_map.values() if m), "marked tiles have no rank"
     panel.next_button.click()
     wait_idle(qtbot, plugin)
     nxt = plugin.controller.concepts.round
@@ -221,6 +211,15 @@ def test_concepts_new_rename_delete_and_bad_input(plugin, project_with_index, qt
     plugin.controller.concepts.areas(ConceptAreasParams(str(folder), "water", 5.0, str(tmp_path / "a.gpkg")))
     wait_idle(qtbot, plugin)
     assert any("is outside the scores" in m for m in messages(qgis_iface, Qgis.Critical))
+
+    # tiles selected on the map as examples: Search then uses them with the text
+    layer = group_layers()["RS-CLIP concept: water"]
+    layer.selectByIds([f.id() for f in layer.getFeatures()][:2])
+    panel.example_selected_button.click()
+    assert jobs.concept_list(folder)[0].examples == 2
+    panel.search_button.click()
+    wait_idle(qtbot, plugin)
+    assert "text + example tiles" in panel.method_label.text()
 
     # an unknown concept (deleted behind the dock's back)
     jobs.concept_delete(folder, "water")

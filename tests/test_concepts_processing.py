@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsProcessingException, QgsProject
+from test_processing import provider  # noqa: F401 (the provider fixture, registered once per module)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -22,19 +23,6 @@ def run(params: dict) -> dict:
     import processing
 
     return processing.run("rsclip_search:concept_areas", {"OUTPUT": "TEMPORARY_OUTPUT", **params})
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing, plugin_package):
-    from qgis.core import QgsApplication
-
-    from rsclip_search.plugin.processing.provider import RsClipProvider
-
-    registry = QgsApplication.processingRegistry()
-    prov = RsClipProvider()
-    assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,20 @@ With the tests' random-weight model the marks below are arbitrary: the picture s
 import os
 from pathlib import Path
 
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface, plugins
 
+LOG = Path(os.environ["RSCLIP_SHOT_WORK"]) / "messages.log"  # QGIS's message log, to see what went wrong
+
+
+def keep(text, tag, level) -> None:
+    with LOG.open("a") as fh:
+        fh.write(f"[{tag}] {text}\n")
+
+
+QgsApplication.messageLog().messageReceived.connect(keep)
 raster = QgsRasterLayer(os.environ["RSCLIP_SHOT_RASTER"], "NAIP 2016")
 QgsProject.instance().addMapLayer(raster)
 plugin = plugins["rsclip_search"]

@@ -237,6 +237,11 @@ class ConceptsPanel(QWidget):
         self.reject_selected_button.setToolTip("Reject the tiles selected on the map (in RS-CLIP result layers)")
         self.reject_selected_button.clicked.connect(lambda: self.markSelectedRequested.emit("rejected"))
         selected.addWidget(self.reject_selected_button)
+        self.example_selected_button = QPushButton("★ Example")
+        self.example_selected_button.setToolTip("Use the tiles selected on the map as examples: Search then looks "
+                                                "for tiles like them as well as for the text")
+        self.example_selected_button.clicked.connect(lambda: self.markSelectedRequested.emit("example"))
+        selected.addWidget(self.example_selected_button)
         outer.addLayout(selected)
 
         self.histogram = ScoreHistogram()
@@ -362,7 +367,8 @@ class ConceptsPanel(QWidget):
     def _update_enabled(self) -> None:
         has = bool(self.concept())
         for w in (self.rename_button, self.delete_button, self.refine_button, self.next_button,
-                  self.export_button, self.accept_selected_button, self.reject_selected_button):
+                  self.export_button, self.accept_selected_button, self.reject_selected_button,
+                  self.example_selected_button):
             w.setEnabled(has)
         self.areas_button.setEnabled(has and self._has_round)
         self.threshold_spin.setEnabled(self._has_round)
