@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,8 +57,19 @@ MAX_NAME = 100
 
 def ensure_concept_tables(conn: sqlite3.Connection) -> None:
     """Create the concept tables if this index has none yet (safe to call any number of times)."""
-    with conn:
+    with _writing(conn):
         conn.executescript(CONCEPT_SCHEMA)
+
+
+@contextmanager
+def _writing(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction; a database that cannot be written (disk full, locked, read-only) is one sentence."""
+    try:
+        with conn:
+            yield
+    except sqlite3.OperationalError as exc:
+        raise EngineError(f"Cannot store the concept in the index ({exc}); free some disk space or wait for "
+                          "other writers, then try again.") from None
 
 
 def has_concept_tables(conn: sqlite3.Connection) -> bool:
@@ -164,7 +176,7 @@ def create_concept(conn: sqlite3.Connection, name: str, query: str = "", negativ
     ensure_concept_tables(conn)
     now = time.time()
     try:
-        with conn:
+        with _writing(conn):
             conn.execute("INSERT INTO concepts(name, query, negative, query_vec, negative_vec, created, updated)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (name, query, negative, _blob(query_vec), _blob(negative_vec), now, now))
@@ -176,7 +188,7 @@ def create_concept(conn: sqlite3.Connection, name: str, query: str = "", negativ
 def set_concept_text(conn: sqlite3.Connection, concept: Concept, query: str, negative: str,
                      query_vec: np.ndarray | None, negative_vec: np.ndarray | None) -> Concept:
     """Replace the concept's text query and negative text (and their embeddings); marks stay."""
-    with conn:
+    with _writing(conn):
         conn.execute("UPDATE concepts SET query=?, negative=?, query_vec=?, negative_vec=?, updated=? WHERE id=?",
                      (query, negative, _blob(query_vec), _blob(negative_vec), time.time(), concept.id))
     return get_concept(conn, concept.name)
@@ -186,7 +198,7 @@ def rename_concept(conn: sqlite3.Connection, old: str, new: str) -> Concept:
     concept = get_concept(conn, old)
     new = clean_name(new)
     try:
-        with conn:
+        with _writing(conn):
             conn.execute("UPDATE concepts SET name=?, updated=? WHERE id=?", (new, time.time(), concept.id))
     except sqlite3.IntegrityError:
         raise EngineError(f"There is already a concept called '{new}'; choose another name.") from None
@@ -196,7 +208,7 @@ def rename_concept(conn: sqlite3.Connection, old: str, new: str) -> Concept:
 def delete_concept(conn: sqlite3.Connection, name: str) -> Concept:
     """Remove a concept and its marks; returns what was removed."""
     concept = get_concept(conn, name)
-    with conn:
+    with _writing(conn):
         conn.execute("DELETE FROM concept_marks WHERE concept_id=?", (concept.id,))
         conn.execute("DELETE FROM concepts WHERE id=?", (concept.id,))
     return concept
@@ -208,7 +220,7 @@ def mark_tiles(conn: sqlite3.Connection, concept: Concept, kind: str, tiles: Ite
         raise EngineError(f"A mark is one of {', '.join(KINDS)}, not '{kind}'.")
     now = time.time()
     rows = [(concept.id, kind, t.raster, *t.window, t.id, t.footprint_wkt, t.crs_wkt, now) for t in tiles]
-    with conn:
+    with _writing(conn):
         conn.executemany("INSERT OR REPLACE INTO concept_marks(concept_id, kind, raster, col_off, row_off, width,"
                          " height, tile_id, footprint, crs_wkt, marked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.execute("UPDATE concepts SET updated=? WHERE id=?", (now, concept.id))
@@ -217,7 +229,7 @@ def mark_tiles(conn: sqlite3.Connection, concept: Concept, kind: str, tiles: Ite
 
 def unmark_tiles(conn: sqlite3.Connection, concept: Concept, tiles: Iterable | None = None) -> int:
     """Forget the marks on these tiles (all of the concept's marks when ``tiles`` is None)."""
-    with conn:
+    with _writing(conn):
         if tiles is None:
             n = conn.execute("DELETE FROM concept_marks WHERE concept_id=?", (concept.id,)).rowcount
         else:

@@ -52,8 +52,8 @@ def concept_rows(hits, marks: dict, marked_hits=()) -> TileRows:
 
 
 def apply_style(layer: QgsVectorLayer, style: Path) -> None:
-    message, ok = layer.loadNamedStyle(str(style), QgsMapLayer.Symbology | QgsMapLayer.Labeling
-                                       | QgsMapLayer.Rendering)
+    message, ok = layer.loadNamedStyle(str(style), QgsMapLayer.StyleCategory.Symbology | QgsMapLayer.StyleCategory.Labeling
+                                       | QgsMapLayer.StyleCategory.Rendering)
     if not ok:
         raise RuntimeError(f"Cannot apply the plugin's style {style}: {message}")
     layer.triggerRepaint()
@@ -156,7 +156,7 @@ class ConceptsController(QObject):
         def done(task: BaseTask) -> None:
             if self.c._done(task):
                 self.refresh(current=task.result.name)
-                self.c.notify(f"Created concept {task.result.describe()}.", Qgis.Success)
+                self.c.notify(f"Created concept {task.result.describe()}.", Qgis.MessageLevel.Success)
 
         return self._model_then(folder, lambda: self.c.start(BaseTask(
             f"Creating concept '{name}'", lambda progress, cancel: jobs.concept_create(
@@ -166,7 +166,7 @@ class ConceptsController(QObject):
         try:
             concept = jobs.concept_rename(self.folder(), old, new)
         except EngineError as exc:
-            self.c.notify(str(exc), Qgis.Critical)
+            self.c.notify(str(exc), Qgis.MessageLevel.Critical)
             return
         for layer in result_layers(None, old):
             if layer.customProperty("rsclip/kind") in (KIND_TILES, KIND_AREAS, KIND_AREA_TILES):
@@ -179,13 +179,13 @@ class ConceptsController(QObject):
         try:
             concept = jobs.concept_delete(self.folder(), name)
         except EngineError as exc:
-            self.c.notify(str(exc), Qgis.Critical)
+            self.c.notify(str(exc), Qgis.MessageLevel.Critical)
             return
         self.round = None
         self.panel.clear_results()
         QgsProject.instance().removeEntry(PROJECT_SCOPE, PROJECT_KEY)
         self.refresh(current="")
-        self.c.notify(f"Deleted concept '{concept.name}' and its {concept.marks} mark(s).", Qgis.Info)
+        self.c.notify(f"Deleted concept '{concept.name}' and its {concept.marks} mark(s).", Qgis.MessageLevel.Info)
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self, params) -> BaseTask | None:
@@ -200,7 +200,7 @@ class ConceptsController(QObject):
         concept = known.get(name.lower())
         if not name or (concept is None and not params.query):
             self.c.notify("Type what to find everywhere (e.g. solar farms) and press Search, or choose a concept.",
-                          Qgis.Warning)
+                          Qgis.MessageLevel.Warning)
             return None
         text_changed = concept is None or (params.query, params.negative) != (concept.query, concept.negative)
 
@@ -238,7 +238,7 @@ class ConceptsController(QObject):
                                      rnd.concept.name, rnd.index_dir)
             apply_style(layer, TILES_STYLE)
             self.layer = layer
-        self.c.notify(rnd.summary(), Qgis.Success)
+        self.c.notify(rnd.summary(), Qgis.MessageLevel.Success)
 
     def threshold_changed(self, value: float) -> None:
         if self.round is not None:
@@ -248,13 +248,13 @@ class ConceptsController(QObject):
     def mark(self, params) -> bool:
         """Write marks at once; the list and the concept's layer show them."""
         if not params.concept:
-            self.c.notify("Choose or create a concept first.", Qgis.Warning)
+            self.c.notify("Choose or create a concept first.", Qgis.MessageLevel.Warning)
             return False
         groups = {"accepted": "accept", "rejected": "reject", "example": "example", "unmark": "unmark"}
         try:
             concept = jobs.concept_mark(params.index_dir, params.concept, **{groups[params.kind]: params.tile_ids})
         except EngineError as exc:
-            self.c.notify(str(exc), Qgis.Critical)
+            self.c.notify(str(exc), Qgis.MessageLevel.Critical)
             if self.round is not None:
                 self.panel.update_marks(self.round.marks)
             return False
@@ -282,13 +282,13 @@ class ConceptsController(QObject):
             ids.update(int(f.attribute(field)) for f in layer.selectedFeatures() if f.attribute(field) is not None)
         if not ids:
             self.c.notify("Select tiles on the map first (in an RS-CLIP result layer of this index), then accept or "
-                          "reject them.", Qgis.Warning)
+                          "reject them.", Qgis.MessageLevel.Warning)
             return False
         from ..ui.concept_params import ConceptMarkParams
 
         done = self.mark(ConceptMarkParams(folder, self.panel.concept(), sorted(ids), kind))
         if done:
-            self.c.notify(f"{len(ids)} selected tile(s) {kind}.", Qgis.Info)
+            self.c.notify(f"{len(ids)} selected tile(s) {kind}.", Qgis.MessageLevel.Info)
         return done
 
     def _show_marks_on_map(self, name: str, marks: dict) -> None:
@@ -329,11 +329,11 @@ class ConceptsController(QObject):
         areas = QgsVectorLayer(f"{out.path}|layername=areas", f"RS-CLIP areas: {name}", "ogr")
         for layer, kind, style in ((tiles, KIND_AREA_TILES, AREA_TILES_STYLE), (areas, KIND_AREAS, AREAS_STYLE)):
             if not layer.isValid():
-                self.c.notify(f"Cannot load {out.path} into the project.", Qgis.Critical)
+                self.c.notify(f"Cannot load {out.path} into the project.", Qgis.MessageLevel.Critical)
                 return None
             add_result_layer(layer, kind, name, folder)
             apply_style(layer, style)
-        self.c.notify(out.summary(), Qgis.Success)
+        self.c.notify(out.summary(), Qgis.MessageLevel.Success)
         return areas
 
     def export(self, params) -> BaseTask | None:
@@ -343,7 +343,7 @@ class ConceptsController(QObject):
 
         def done(task: BaseTask) -> None:
             if self.c._done(task):
-                self.c.notify(task.result.summary(), Qgis.Warning if task.result.missing_rasters else Qgis.Success)
+                self.c.notify(task.result.summary(), Qgis.MessageLevel.Warning if task.result.missing_rasters else Qgis.MessageLevel.Success)
 
         return self.c.start(BaseTask(
             f"Exporting training data of '{params.concept}'", lambda progress, cancel: jobs.concept_export(

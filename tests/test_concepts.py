@@ -415,3 +415,39 @@ def test_concept_tables_live_in_the_index_database(planted_index):
     finally:
         conn.close()
     assert parse_tile_ids(["1,2", "3 4"]) == [1, 2, 3, 4]
+
+
+def test_a_full_disk_is_one_sentence_and_the_index_stays_usable(tmp_path):
+    """A real full file system (a small tmpfs filled up): storing a concept fails readably, nothing is lost."""
+    import gc
+    import subprocess
+
+    from engine.concepts import create_concept, mark_tiles
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        small = planted_world(rasters=1, grid=(8, 8), dim=8, clusters_per_raster=1, seed=4)
+        build_index(small, mnt / "idx").close()
+        jobs.concept_create(mnt / "idx", "kept")
+        with TileIndex.open(mnt / "idx") as idx:  # an open index (the dock's or a script's) when the disk fills
+            with open(mnt / "filler", "wb") as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                except OSError:
+                    pass
+            tiles = list(idx.iter_tiles())
+            with pytest.raises(EngineError, match=r"Cannot store the concept in the index \(database or disk is full"):
+                for n in range(500):  # SQLite may still fit a few rows into free pages
+                    concept = create_concept(idx.conn, f"more {n}")
+                    mark_tiles(idx.conn, concept, "accepted", tiles)
+        (mnt / "filler").unlink()
+        assert "kept" in [c.name for c in jobs.concept_list(mnt / "idx")]
+        jobs.concept_mark(mnt / "idx", "kept", reject=[1])
+    finally:
+        gc.collect()
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -6,6 +6,7 @@ training data are written with their fields, and the concept comes back with the
 """
 import pytest
 from qgis.core import NULL, Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
 from test_plugin import plugin, wait_idle  # noqa: F401 (the loaded plugin fixture; waiting for its tasks)
 
 
@@ -114,7 +115,15 @@ def test_the_loop_in_the_dock(plugin, project_with_index, qtbot, qgis_iface, tmp
     assert [row.tile_id for row in panel.rows()] == [h.tile.id for h in nxt.next]
     assert "label these next" in panel.method_label.text()
 
-    # 5. the live threshold count, then areas
+    # 5. the live threshold count (typed, or clicked on the histogram), then areas
+    from qgis.PyQt.QtCore import QPoint
+
+    histogram = panel.histogram
+    qtbot.mouseClick(histogram, Qt.MouseButton.LeftButton, pos=QPoint(int(histogram.width() * 0.75), 10))
+    clicked = panel.threshold()
+    edges = histogram.edges
+    assert edges[0] < clicked < edges[-1] and histogram.threshold == pytest.approx(clicked)
+    assert panel.count_label.text() == f"{nxt.count_above(clicked):,} of 63 tiles at or above"
     panel.set_threshold(0.5)
     assert panel.count_label.text() == f"{nxt.count_above(0.5):,} of 63 tiles at or above"
     lowest = float(nxt.scores.scores.min())

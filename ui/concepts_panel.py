@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from qgis.PyQt.QtCore import QRectF, QSize, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QColor, QPainter, QPen, QPixmap
+from qgis.PyQt.QtGui import QColor, QPainter, QPen, QPixmap, QTextOption
 from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                  QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                  QMessageBox, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
@@ -67,7 +67,7 @@ class ScoreHistogram(QWidget):
         rect = self.rect().adjusted(1, 1, -1, -14)
         painter.fillRect(self.rect(), self.palette().base())
         if not self.counts:
-            painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignCenter), "No scores yet")
+            painter.drawText(QRectF(self.rect()), "No scores yet", QTextOption(Qt.AlignmentFlag.AlignCenter))
             return
         top = max(math.log1p(c) for c in self.counts) or 1.0
         width = rect.width() / len(self.counts)
@@ -79,10 +79,9 @@ class ScoreHistogram(QWidget):
             painter.fillRect(QRectF(rect.left() + i * width, rect.bottom() - height, max(width - 1, 1), height),
                              QColor("#e6550d") if above else QColor("#9e9e9e"))
         painter.setPen(self.palette().text().color())
-        painter.drawText(QRectF(rect.left(), rect.bottom() + 1, rect.width(), 13),
-                         int(Qt.AlignmentFlag.AlignLeft), f"{self.edges[0]:.3g}")
-        painter.drawText(QRectF(rect.left(), rect.bottom() + 1, rect.width(), 13),
-                         int(Qt.AlignmentFlag.AlignRight), f"{self.edges[-1]:.3g}")
+        axis = QRectF(rect.left(), rect.bottom() + 1, rect.width(), 13)
+        painter.drawText(axis, f"{self.edges[0]:.3g}", QTextOption(Qt.AlignmentFlag.AlignLeft))
+        painter.drawText(axis, f"{self.edges[-1]:.3g}", QTextOption(Qt.AlignmentFlag.AlignRight))
         if self.threshold is not None:
             x = rect.left() + self._x(self.threshold, rect.width())
             painter.setPen(QPen(QColor("#08306b"), 2))
@@ -92,7 +91,8 @@ class ScoreHistogram(QWidget):
         if not self.edges:
             return
         rect = self.rect().adjusted(1, 1, -1, -14)
-        fraction = min(max((event.pos().x() - rect.left()) / max(rect.width(), 1), 0.0), 1.0)
+        point = event.position() if hasattr(event, "position") else event.pos()  # Qt 6 / Qt 5
+        fraction = min(max((point.x() - rect.left()) / max(rect.width(), 1), 0.0), 1.0)
         self.thresholdPicked.emit(self.edges[0] + fraction * (self.edges[-1] - self.edges[0]))
 
     def mousePressEvent(self, event) -> None:  # noqa: N802

@@ -15,7 +15,7 @@ from .base import RsClipAlgorithm
 from .search_text import optional_number
 from .styling import style_on_load
 
-_VARIANTS = {"int": QVariant.LongLong, "real": QVariant.Double, "str": QVariant.String}
+_VARIANTS = {"int": QVariant.Type.LongLong, "real": QVariant.Type.Double, "str": QVariant.Type.String}
 
 
 class ConceptAreas(RsClipAlgorithm):
@@ -41,20 +41,20 @@ class ConceptAreas(RsClipAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
-                                                     QgsProcessingParameterFile.Folder))
+                                                     QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterString("CONCEPT", self.tr("Concept stored in the index"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterString("QUERY", self.tr("…or a search text (not stored)"),
                                                        optional=True))
         negative = QgsProcessingParameterString("NEGATIVE", self.tr("What it is not (with QUERY)"), optional=True)
-        negative.setFlags(negative.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        negative.setFlags(negative.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(negative)
         self.addParameter(QgsProcessingParameterNumber("THRESHOLD", self.tr("Score threshold (empty: automatic)"),
-                                                       QgsProcessingParameterNumber.Double, optional=True))
+                                                       QgsProcessingParameterNumber.Type.Double, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Areas"),
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFeatureSink("TILES", self.tr("Tiles of the areas"),
-                                                            QgsProcessing.TypeVectorPolygon, optional=True,
+                                                            QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
                                                             createByDefault=False))
 
     def read_parameters(self, parameters: dict, context) -> dict:
@@ -84,11 +84,11 @@ class ConceptAreas(RsClipAlgorithm):
         crs = QgsCoordinateReferenceSystem.fromWkt(out.result.crs_wkt) if out.result.crs_wkt else \
             QgsCoordinateReferenceSystem("EPSG:4326")
         result = {"OUTPUT": self.write_rows(parameters, context, "OUTPUT", AREA_FIELDS, out.area_rows(), crs,
-                                            QgsWkbTypes.MultiPolygon)}
+                                            QgsWkbTypes.Type.MultiPolygon)}
         style_on_load(context, result["OUTPUT"], lambda layer: apply_style(layer, AREAS_STYLE))
         if parameters.get("TILES"):
             result["TILES"] = self.write_rows(parameters, context, "TILES", AREA_TILE_FIELDS, out.tile_rows(), crs,
-                                              QgsWkbTypes.Polygon)
+                                              QgsWkbTypes.Type.Polygon)
             style_on_load(context, result["TILES"], lambda layer: apply_style(layer, AREA_TILES_STYLE))
         return result
 
@@ -104,8 +104,8 @@ class ConceptAreas(RsClipAlgorithm):
             feat = QgsFeature(qfields)
             feat.setAttributes([values[f] for f, _ in fields])
             geom = QgsGeometry.fromWkt(wkt)
-            if wkb_type == QgsWkbTypes.MultiPolygon:
+            if wkb_type == QgsWkbTypes.Type.MultiPolygon:
                 geom.convertToMultiType()
             feat.setGeometry(geom)
-            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+            sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
         return dest
