@@ -130,7 +130,7 @@ class ConceptsController(QObject):
         concept = next((c for c in self.concepts() if c.name == name), None)
         if concept is None:
             return
-        QgsProject.instance().writeEntry(PROJECT_SCOPE, PROJECT_KEY, concept.name)
+        remember(concept.name)
         if self.round is not None and self.round.concept.name != concept.name:
             self.round = None
             self.panel.clear_results()
@@ -226,7 +226,7 @@ class ConceptsController(QObject):
         self.round, self.round_params = rnd, params
         if self.panel.concept() != rnd.concept.name:
             self.refresh(current=rnd.concept.name)
-        QgsProject.instance().writeEntry(PROJECT_SCOPE, PROJECT_KEY, rnd.concept.name)
+        remember(rnd.concept.name)
         what = "Least certain tiles (label these next)" if params.view == VIEW_NEXT else "Best tiles not marked yet"
         self.panel.show_round(f"{rnd.summary()} {what}:", outcome.hits, outcome.thumbnails, rnd.marks, params.view)
         counts, edges = rnd.histogram
@@ -348,6 +348,13 @@ class ConceptsController(QObject):
         return self.c.start(BaseTask(
             f"Exporting training data of '{params.concept}'", lambda progress, cancel: jobs.concept_export(
                 folder, params.concept, params.path, params.chips_dir or None, progress, cancel), done))
+
+
+def remember(name: str) -> None:
+    """The project's concept (written only when it changes, so opening a project leaves it unmodified)."""
+    project = QgsProject.instance()
+    if project.readEntry(PROJECT_SCOPE, PROJECT_KEY, "")[0] != name:
+        project.writeEntry(PROJECT_SCOPE, PROJECT_KEY, name)
 
 
 def _same_folder(a, b) -> bool:

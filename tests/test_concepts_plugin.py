@@ -168,6 +168,7 @@ def test_the_loop_in_the_dock(plugin, project_with_index, qtbot, qgis_iface, tmp
     assert panel.concept_combo.count() == 0 and panel.results_list.count() == 0
     assert project.read(str(project_file))
     assert panel.concept() == "farm fields"
+    assert not project.isDirty(), "opening the project with its concept does not modify it"
     assert (panel.query_edit.text(), panel.negative_edit.text()) == ("farm fields", "roads")
     assert "6 accepted, 5 rejected" in panel.method_label.text()
     panel.refine_button.click()
