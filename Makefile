@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts screenshot clean
 
 setup: apt venv
 
@@ -72,8 +72,13 @@ $(VENV)/.bench-installed: bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
+# Only the find-every-X row of the benchmark (1,000,000 planted tiles; also part of `make bench`).
+bench-concepts: venv
+	$(PY) bench/concepts.py
+
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png
+	$(PY) tools/screenshot.py --scene concepts --out docs/concepts.png
 
 clean:
 	rm -rf dist build .pytest_cache

@@ -229,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rss = json.loads(child.stdout.strip().splitlines()[-1])
     write_results(plain_tps, plain_n, eng_tps, eng_n, precision, model_tps, searches, rss, args)
+    log("find every X: the concept loop on 1,000,000 planted tiles …")
+    import concepts  # bench/concepts.py: its own row, also runnable alone (make bench-concepts)
+
+    section = concepts.markdown(concepts.run(log=log))
+    (ROOT / "bench" / "concepts.md").write_text("\n".join(section))
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n".join(["", *section]))
     return 0
 
 

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, metavar="DIR")
     add_eval_parser(sub)
     add_deps_parser(sub)
+    add_concept_parser(sub)
     return parser
 
 
@@ -339,5 +340,157 @@ def cmd_deps(args) -> int:
     return 0
 
 
+def add_concept_parser(sub) -> None:
+    """``concept …``: find every X — a named search that learns from accepted and rejected tiles."""
+    p = sub.add_parser("concept", help="map every place of a concept: create, mark, score, areas, export")
+    kinds = p.add_subparsers(dest="concept_command", required=True, metavar="ACTION")
+    listing = kinds.add_parser("list", help="the concepts stored in an index")
+    create = kinds.add_parser("create", help="a new concept from a text and/or example tiles")
+    edit = kinds.add_parser("edit", help="change a concept's text or negative text (marks stay)")
+    rename = kinds.add_parser("rename", help="rename a concept")
+    delete = kinds.add_parser("delete", help="delete a concept and its marks")
+    mark = kinds.add_parser("mark", help="accept, reject or unmark tiles (tile_id numbers) for a concept")
+    score = kinds.add_parser("score", help="score every tile; print the best tiles and the ones to label next")
+    refine = kinds.add_parser("refine", help="like score, but require marks (learn from them)")
+    areas = kinds.add_parser("areas", help="dissolve the tiles above a threshold into areas (GeoPackage)")
+    export = kinds.add_parser("export", help="the marked tiles as training data (GeoPackage, GeoTIFF chips)")
+    for q in (listing, create, edit, rename, delete, mark, score, refine, areas, export):
+        q.add_argument("--index", required=True, metavar="DIR")
+    for q in (create, edit, rename, delete, mark, score, refine, areas, export):
+        q.add_argument("name", metavar="NAME", help="the concept's name, e.g. 'solar farms'")
+    for q in (create, edit):
+        q.add_argument("--query", metavar="TEXT", help="what to look for, e.g. 'solar farm'")
+        q.add_argument("--not", dest="negative", metavar="TEXT", help="what it is not, e.g. 'greenhouses'")
+    create.add_argument("--example", action="append", default=[], metavar="IDS", help="example tile ids (1,2 3)")
+    rename.add_argument("new_name", metavar="NEW_NAME")
+    for flag, what in (("accept", "accepted"), ("reject", "rejected"), ("example", "examples"),
+                       ("unmark", "forgotten (marks removed)")):
+        mark.add_argument(f"--{flag}", action="append", default=[], metavar="IDS", help=f"tile ids to mark {what}")
+    for q in (score, refine):
+        q.add_argument("--top-k", type=int, default=20, metavar="K", help="best tiles to list (default 20)")
+        q.add_argument("--next", type=int, default=10, metavar="N", help="least certain tiles to list (default 10)")
+        q.add_argument("--show-marked", action="store_true", help="list marked tiles among the best too")
+        q.add_argument("--out", metavar="FILE.gpkg", help="write the best tiles to a GeoPackage")
+        q.add_argument("--json", action="store_true")
+    score.add_argument("--text-only", action="store_true", help="ignore the marks (text and examples only)")
+    areas.add_argument("--threshold", type=float, metavar="T",
+                       help="keep tiles scoring at least T (default: the method's starting threshold)")
+    areas.add_argument("--out", metavar="FILE.gpkg", help="write areas and tiles to this GeoPackage")
+    areas.add_argument("--json", action="store_true")
+    export.add_argument("--out", required=True, metavar="FILE.gpkg")
+    export.add_argument("--chips", metavar="DIR", help="also write each marked tile as a GeoTIFF chip here")
+
+
+def cmd_concept(args) -> int:
+    from . import jobs
+    from .concepts import parse_tile_ids
+
+    action = args.concept_command
+    if action == "list":
+        concepts = jobs.concept_list(args.index)
+        for c in concepts:
+            print(c.describe())
+        if not concepts:
+            print(f"No concepts in {args.index} yet; create one with 'concept create NAME --query TEXT'.")
+        return 0
+    if action == "create":
+        concept = jobs.concept_create(args.index, args.name, args.query or "", args.negative or "",
+                                      parse_tile_ids(args.example), progress=ProgressBar())
+        print(f"Created concept {concept.describe()}.")
+        return 0
+    if action == "edit":
+        concept = jobs.concept_set_text(args.index, args.name, args.query, args.negative, progress=ProgressBar())
+        print(f"Concept {concept.describe()}.")
+        return 0
+    if action == "rename":
+        print(f"Renamed to {jobs.concept_rename(args.index, args.name, args.new_name).describe()}.")
+        return 0
+    if action == "delete":
+        concept = jobs.concept_delete(args.index, args.name)
+        print(f"Deleted concept '{concept.name}' and its {concept.marks} mark(s).")
+        return 0
+    if action == "mark":
+        concept = jobs.concept_mark(args.index, args.name, parse_tile_ids(args.accept), parse_tile_ids(args.reject),
+                                    parse_tile_ids(args.example), parse_tile_ids(args.unmark))
+        print(f"Concept {concept.describe()}.")
+        return 0
+    if action in ("score", "refine"):
+        return _concept_score(args, jobs)
+    if action == "areas":
+        return _concept_areas(args, jobs)
+    out = jobs.concept_export(args.index, args.name, args.out, args.chips, progress=ProgressBar())
+    print(out.summary())
+    return 0
+
+
+def _concept_score(args, jobs) -> int:
+    from .export import hit_row, write_hits_gpkg
+
+    if args.top_k < 1:
+        raise EngineError("--top-k must be at least 1.")
+    if args.next < 0:
+        raise EngineError("--next must be 0 or more.")
+    use = True if args.concept_command == "refine" else (False if getattr(args, "text_only", False) else None)
+    rnd = jobs.concept_score(args.index, args.name, args.top_k, args.next, use, not args.show_marked,
+                             progress=ProgressBar())
+    if args.out:
+        write_hits_gpkg(args.out, rnd.best)
+    counts, edges = rnd.histogram
+    if args.json:
+        def rows(hits):
+            return [{**hit_row(h), "mark": rnd.marks.get(h.tile.id, "")} for h in hits]
+
+        print(json.dumps({"concept": rnd.concept.name, "method": rnd.method, "description": rnd.scores.description,
+                          "threshold": rnd.threshold, "above_threshold": rnd.count_above(rnd.threshold),
+                          "tiles": rnd.tile_count, "accepted": rnd.concept.accepted, "rejected": rnd.concept.rejected,
+                          "examples": rnd.concept.examples, "dropped_marks": rnd.dropped_marks,
+                          "results": rows(rnd.best), "next": rows(rnd.next),
+                          "histogram": {"counts": counts.tolist(), "edges": edges.tolist()}}, indent=2))
+        return 0
+    print(rnd.summary())
+    print(f"Starting threshold {rnd.threshold:.4f}: {rnd.count_above(rnd.threshold)} of {rnd.tile_count} tiles above.")
+    _print_histogram(counts, edges)
+    for title, hits in (("Best tiles", rnd.best), ("Least certain (label these next)", rnd.next)):
+        if hits:
+            print(f"{title}:")
+        for h in hits:
+            mark = rnd.marks.get(h.tile.id, "")
+            print(f"{h.rank:4d}  {h.score:.4f}  tile {h.tile.id:<7d} {Path(h.tile.raster).name}  window {h.tile.window}"
+                  + (f"  [{mark}]" if mark else ""))
+    if args.out:
+        print(f"Wrote {len(rnd.best)} tiles to {args.out}")
+    return 0
+
+
+def _print_histogram(counts, edges, rows: int = 10, width: int = 40) -> None:
+    """The score histogram folded into ``rows`` lines of #, for choosing a threshold."""
+    step = max(1, len(counts) // rows)
+    folded = [int(sum(counts[i:i + step])) for i in range(0, len(counts), step)]
+    top = max(folded) or 1
+    for n, value in enumerate(folded):
+        lo = edges[n * step]
+        print(f"  {lo:8.4f} | {'#' * max(int(width * value / top), 1 if value else 0):<{width}} {value}")
+
+
+def _concept_areas(args, jobs) -> int:
+    out = jobs.concept_areas(args.index, args.name, args.threshold, args.out, progress=ProgressBar())
+    r = out.result
+    if args.json:
+        print(json.dumps({"concept": out.round.concept.name, "method": out.round.method, "threshold": r.threshold,
+                          "tiles": int(len(r.tile_rows)), "output": str(out.path) if out.path else None,
+                          "areas": [{"area_id": a.id, "tiles": a.tiles, "best_score": a.best_score,
+                                     "mean_score": a.mean_score, "area_m2": a.area_m2, "area_ha": a.area_ha,
+                                     "rasters": list(a.rasters)} for a in r.areas]}, indent=2))
+        return 0
+    print(out.round.summary())
+    print(out.summary())
+    for a in r.areas[:20]:
+        print(f"  area {a.id:4d}: {a.tiles:5d} tiles, {a.area_ha:10.2f} ha, best {a.best_score:.4f}, "
+              f"mean {a.mean_score:.4f}")
+    if len(r.areas) > 20:
+        print(f"  … and {len(r.areas) - 20} more")
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info,
-            "eval": cmd_eval, "deps": cmd_deps}
+            "eval": cmd_eval, "deps": cmd_deps, "concept": cmd_concept}

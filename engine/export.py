@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from .errors import EngineError
 from .gdalutil import gdal_exceptions
@@ -43,12 +43,22 @@ def write_labels_gpkg(path: str | Path, labels: Sequence[TileLabel], layer: str 
     return write_tiles_gpkg(path, rows, LABEL_FIELDS, layer)
 
 
-def common_crs(tiles: Sequence[TileRecord]) -> str:
+class Footprinted(Protocol):
+    """Anything with a footprint in a CRS: an indexed tile, a concept's mark."""
+
+    @property
+    def crs_wkt(self) -> str: ...
+
+    @property
+    def footprint_wkt(self) -> str: ...
+
+
+def common_crs(tiles: Sequence[Footprinted]) -> str:
     """The CRS (WKT) most of these tiles are in."""
     return Counter(t.crs_wkt for t in tiles).most_common(1)[0][0] if tiles else ""
 
 
-def tile_geometry_wkt(tile: TileRecord, target_crs_wkt: str) -> str:
+def tile_geometry_wkt(tile: Footprinted, target_crs_wkt: str) -> str:
     """The tile's footprint as WKT in ``target_crs_wkt`` (reprojected when its CRS differs)."""
     if tile.crs_wkt == target_crs_wkt:
         return tile.footprint_wkt

@@ -353,3 +353,170 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
 
 def _abs(paths: Sequence[str] | None) -> list[str] | None:
     return [str(Path(p).expanduser().resolve()) for p in paths] if paths else None
+
+
+# -- concepts: find every X (see engine/concepts.py, scoring.py, areas.py, feedback.py) --------------
+def _embed_phrase(idx, text: str, runtime: Runtime, progress: ProgressFn | None, cancel: CancelFn | None):
+    """A phrase embedded through the remote-sensing templates by the index's model (None for no text)."""
+    import logging
+
+    from .prompts import REMOTE_SENSING_TEMPLATES
+    from .search import clean_query
+
+    if not (text or "").strip():
+        return "", None
+    text = clean_query(text)
+    encoder = get_encoder(idx.model, runtime, progress, cancel)
+    if any(encoder.is_truncated(t.format(text)) for t in REMOTE_SENSING_TEMPLATES):
+        logging.getLogger("rsclip_search.engine").warning(
+            "The text '%s…' is longer than the model reads; only its beginning is used.", text[:40])
+    return text, encoder.encode_prompts([text], REMOTE_SENSING_TEMPLATES)[0]
+
+
+def concept_list(index_dir: str | Path) -> list:
+    """The concepts stored in an index (``engine.concepts.Concept``), by name."""
+    from .concepts import list_concepts
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return list_concepts(idx.conn)
+
+
+def concept_create(index_dir: str | Path, name: str, query: str = "", negative: str = "",
+                   examples: Sequence[int] = (), runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
+                   cancel: CancelFn | None = None):
+    """Store a new concept: a name, an optional text query and negative text, optional example tiles."""
+    from .concepts import clean_name, create_concept, get_concept, list_concepts, mark_tiles
+    from .feedback import tiles_of
+
+    name = clean_name(name)
+    with open_for_query(index_dir) as idx:
+        if any(c.name.lower() == name.lower() for c in list_concepts(idx.conn)):
+            raise EngineError(f"There is already a concept called '{name}'; choose another name.")
+        example_tiles = tiles_of(idx, examples) if examples else []
+        if not (query or "").strip() and not example_tiles and (negative or "").strip():
+            raise EngineError(f"The concept '{name}' has only a negative text; give it a text query or example "
+                              "tiles too.")
+        query, qvec = _embed_phrase(idx, query, runtime, progress, cancel)
+        negative, nvec = _embed_phrase(idx, negative, runtime, progress, cancel)
+        concept = create_concept(idx.conn, name, query, negative, qvec, nvec)
+        if example_tiles:
+            mark_tiles(idx.conn, concept, "example", example_tiles)
+        return get_concept(idx.conn, name)
+
+
+def concept_set_text(index_dir: str | Path, name: str, query: str | None = None, negative: str | None = None,
+                     runtime: Runtime = Runtime(), progress: ProgressFn | None = None, cancel: CancelFn | None = None):
+    """Change a concept's text query and/or negative text (None keeps it; "" removes it); marks stay."""
+    from .concepts import get_concept, set_concept_text
+
+    with open_for_query(index_dir) as idx:
+        concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
+        q_text, q_vec = (concept.query, concept.query_vec) if query is None else \
+            _embed_phrase(idx, query, runtime, progress, cancel)
+        n_text, n_vec = (concept.negative, concept.negative_vec) if negative is None else \
+            _embed_phrase(idx, negative, runtime, progress, cancel)
+        return set_concept_text(idx.conn, concept, q_text, n_text, q_vec, n_vec)
+
+
+def concept_rename(index_dir: str | Path, name: str, new_name: str):
+    from .concepts import rename_concept
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return rename_concept(idx.conn, name, new_name)
+
+
+def concept_delete(index_dir: str | Path, name: str):
+    """Delete a concept and its marks (the tiles and their embeddings are untouched)."""
+    from .concepts import delete_concept
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return delete_concept(idx.conn, name)
+
+
+def concept_mark(index_dir: str | Path, name: str, accept: Sequence[int] = (), reject: Sequence[int] = (),
+                 example: Sequence[int] = (), unmark: Sequence[int] = ()):
+    """Accept, reject, use as example or unmark tiles of an index for a concept; returns the concept."""
+    from .concepts import get_concept, mark_tiles, unmark_tiles
+    from .feedback import tiles_of
+
+    groups = {"accepted": [int(i) for i in accept], "rejected": [int(i) for i in reject],
+              "example": [int(i) for i in example], "unmark": [int(i) for i in unmark]}
+    seen: dict[int, str] = {}
+    for kind, ids in groups.items():
+        for i in ids:
+            if seen.get(i, kind) != kind:
+                raise EngineError(f"Tile {i} cannot be both {seen[i]} and {kind} in one go.")
+            seen[i] = kind
+    if not seen:
+        raise EngineError("Give the tiles to mark (their tile_id numbers).")
+    with open_for_query(index_dir) as idx:
+        concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
+        for kind, ids in groups.items():
+            if not ids:
+                continue
+            tiles = tiles_of(idx, ids)
+            if kind == "unmark":
+                unmark_tiles(idx.conn, concept, tiles)
+            else:
+                mark_tiles(idx.conn, concept, kind, tiles)
+        return get_concept(idx.conn, concept.name)
+
+
+def concept_score(index_dir: str | Path, name: str, top_k: int = 20, next_k: int = 10,
+                  use_marks: bool | None = None, hide_marked: bool = True, progress: ProgressFn | None = None,
+                  cancel: CancelFn | None = None):
+    """Score every tile for a concept (``engine.feedback.ConceptRound``): text only, Rocchio or the
+    classifier as the marks allow; ``use_marks=True`` is "refine" (refused without marks)."""
+    from .feedback import play_round
+
+    if top_k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
+    with open_for_query(index_dir) as idx:
+        return play_round(idx, name, top_k, next_k, use_marks, hide_marked, progress, cancel)
+
+
+def concept_areas(index_dir: str | Path, name: str | None = None, threshold: float | None = None,
+                  out: str | Path | None = None, query: str | None = None, negative: str | None = None,
+                  use_marks: bool | None = None, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
+                  cancel: CancelFn | None = None):
+    """Areas where a concept's tiles (score ≥ threshold) touch or overlap (``engine.feedback.ConceptAreas``).
+
+    Give a stored concept by ``name``, or a ``query`` (and ``negative``) for a text-only search that
+    is not stored. ``out`` writes the areas and tiles to a GeoPackage recording the concept.
+    """
+    from .areas import check_gpkg_path
+    from .concepts import Concept
+    from .feedback import areas_of_round, play_round, text_round
+
+    if (name is None) == (query is None):
+        raise EngineError("Give either a concept name or a text query to find areas of.")
+    if out:
+        check_gpkg_path(out)
+    with open_for_query(index_dir) as idx:
+        if name is not None:
+            rnd = play_round(idx, name, 1, 0, use_marks, True, progress, cancel)
+        else:
+            assert query is not None  # exactly one of name and query was given
+            q_text, q_vec = _embed_phrase(idx, query, runtime, progress, cancel)
+            if q_vec is None:
+                raise EngineError("The search text is empty; type what to look for, e.g. 'airport runway'.")
+            n_text, n_vec = _embed_phrase(idx, negative or "", runtime, progress, cancel)
+            rnd = text_round(idx, Concept(0, q_text, q_text, n_text, q_vec, n_vec, 0.0, 0.0), progress, cancel)
+        return areas_of_round(idx, rnd, threshold, out)
+
+
+def concept_export(index_dir: str | Path, name: str, out: str | Path, chips: str | Path | None = None,
+                   progress: ProgressFn | None = None, cancel: CancelFn | None = None):
+    """A concept's marked tiles as a training GeoPackage, optionally with GeoTIFF chips (``engine.training``)."""
+    from .areas import check_gpkg_path
+    from .concepts import get_concept
+    from .index import TileIndex
+    from .training import export_training
+
+    check_gpkg_path(out)
+    with TileIndex.open(index_dir) as idx:
+        concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
+        return export_training(idx.conn, concept, out, chips, progress, cancel)

@@ -67,6 +67,9 @@ class Controller(QObject):
         project.readProject.connect(self.project_changed)
         project.cleared.connect(self.project_changed)
         self.setup_dock()
+        from .concepts import ConceptsController
+
+        self.concepts = ConceptsController(self)
 
     # -- state -----------------------------------------------------------------------
     def setup_dock(self) -> None:
@@ -402,6 +405,7 @@ class Controller(QObject):
 
     def shutdown(self) -> None:
         """Cancel what is still running (the plugin is being unloaded)."""
+        self.concepts.shutdown()
         for task in list(self.tasks):
             task.on_done = None
             try:

@@ -15,12 +15,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIP = ROOT.parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20160816.tif"
+SCENES = {"search": "screenshot_in_qgis.py", "concepts": "screenshot_concepts_in_qgis.py"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/screenshot.png")
     parser.add_argument("--query", default="farm fields")
+    parser.add_argument("--scene", choices=("search", "concepts"), default="search",
+                        help="search: the Search tab; concepts: the find-every-X loop with areas on the map")
     args = parser.parse_args(argv)
     if not NAIP.exists():
         print(f"The NAIP raster is needed for the screenshot and was not found at {NAIP}.", file=sys.stderr)
@@ -42,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     (plugins / "rsclip_search").symlink_to(ROOT, target_is_directory=True)
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONPATH=os.pathsep.join(site.getsitepackages()),
                RSCLIP_SHOT_RASTER=str(NAIP), RSCLIP_SHOT_INDEX=str(index), RSCLIP_SHOT_OUT=str(out),
-               RSCLIP_SHOT_QUERY=args.query)
+               RSCLIP_SHOT_QUERY=args.query, RSCLIP_SHOT_WORK=str(work))
     env.pop("QT_QPA_PLATFORM", None)
     subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "rsclip_search"], env=dict(
         env, QT_QPA_PLATFORM="offscreen"), check=True, capture_output=True)
     if out.exists():
         out.unlink()
     subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--nologo", "--noversioncheck",
-                    "--code", str(ROOT / "tools" / "screenshot_in_qgis.py")], env=env, timeout=600,
+                    "--code", str(ROOT / "tools" / SCENES[args.scene])], env=env, timeout=600,
                    stdout=subprocess.DEVNULL, stderr=open(work / "qgis.log", "w"))
     if not out.exists():
         print("QGIS did not write the screenshot.", file=sys.stderr)

@@ -73,6 +73,10 @@ class SearchDock(QDockWidget):
         self.tabs.addTab(self._search_tab(), "Search")
         self.tabs.addTab(self._label_tab(), "Label")
         self.tabs.addTab(self._index_tab(), "Index")
+        from .concepts_panel import ConceptsPanel
+
+        self.concepts_panel = ConceptsPanel(self.index_dir)
+        self.tabs.addTab(self.concepts_panel, "Concepts")
         outer.addWidget(self.tabs)
         busy = QHBoxLayout()
         self.progress = QProgressBar()
@@ -275,6 +279,7 @@ class SearchDock(QDockWidget):
         for button in (self.search_button, self.label_button, self.index_button, self.similar_button,
                        self.save_button):
             button.setEnabled(not busy)
+        self.concepts_panel.set_busy(busy)
         self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy)
         if busy:

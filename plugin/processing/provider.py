@@ -4,11 +4,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
 from .build_index import BuildIndex
+from .concept_areas import ConceptAreas
 from .label_tiles import LabelTiles
 from .search_text import SearchText
 from .similar_tiles import SimilarTiles
 
-ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles)
+ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles, ConceptAreas)
 
 
 class RsClipProvider(QgsProcessingProvider):
