@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="tile rasters, embed the tiles and add them to an index")
     p.add_argument("rasters", nargs="*", metavar="RASTER",
-                   help="rasters to index: files GDAL reads, or URLs (https://…, /vsicurl/…) of cloud-optimised GeoTIFFs")
+                   help="rasters to index: files GDAL reads, or URLs (https://…, /vsicurl/…) of COGs")
     p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", metavar="NAME", help="registry model (see 'models'); default remoteclip-vit-b-32")
@@ -176,7 +176,8 @@ def cmd_index(args) -> int:
         report, found = index_stac(args.index, args.stac, args.collection, args.bbox, args.datetime, args.asset,
                                    args.max_items, model=model, tiling=tiling, batch_size=args.batch_size,
                                    options=options, progress=ProgressBar())
-        more = f", indexing the first {len(found.rasters)} (raise --max-items)" if found.matched > args.max_items else ""
+        more = (f", indexing the first {len(found.rasters)} (raise --max-items)"
+                if found.matched > args.max_items else "")
         print(f"rsclip: STAC: {found.matched} item(s) matched{more}; dates kept in the index.", file=sys.stderr)
         for item, reason in found.skipped:
             print(f"skipped item {item}: {reason}", file=sys.stderr)

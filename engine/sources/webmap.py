@@ -46,6 +46,10 @@ READ_MARGIN = 2
 #: Typical bytes of a 256 × 256 web map tile, for estimates before anything is cached.
 TYPICAL_BYTES = {"png": 100_000, "jpeg": 25_000, "webp": 20_000}
 KINDS = ("xyz", "wms")
+#: Above this many web map tiles an estimate does not look in the cache (far beyond any sensible cap anyway).
+MAX_CACHE_SCAN = 100_000
+#: min x, min y, max x, max y.
+Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ def _srs(crs: str):
     return srs
 
 
-def transform_bounds(bounds: tuple[float, float, float, float], src: str, dst: str) -> tuple[float, float, float, float]:
+def transform_bounds(bounds: Bounds, src: str, dst: str) -> Bounds:
     """An extent from one CRS to another, edges densified so curved edges stay inside."""
     from osgeo import osr
 
@@ -273,7 +277,7 @@ def transform_bounds(bounds: tuple[float, float, float, float], src: str, dst: s
     return tuple(float(v) for v in out)  # type: ignore[return-value]
 
 
-def _window(bounds: tuple[float, float, float, float], ox: float, oy: float, res: float) -> tuple[int, int, int, int]:
+def _window(bounds: Bounds, ox: float, oy: float, res: float) -> tuple[int, int, int, int]:
     """The grid window covering ``bounds`` (snapped outward to whole pixels, within a micro-pixel)."""
     minx, miny, maxx, maxy = bounds
     eps = 1e-6
@@ -284,7 +288,7 @@ def _window(bounds: tuple[float, float, float, float], ox: float, oy: float, res
     return c0, r0, max(1, c1 - c0), max(1, r1 - r0)
 
 
-def xyz_source(url: str, bounds: tuple[float, float, float, float], bounds_crs: str = "EPSG:4326",
+def xyz_source(url: str, bounds: Bounds, bounds_crs: str = "EPSG:4326",
                zoom: int | None = None, resolution_m: float | None = None, tile: int = 256,
                referer: str = "", authcfg: str = "") -> WebMapSource:
     """An XYZ layer over an extent, at a zoom level or at the zoom nearest a ground resolution."""
@@ -302,7 +306,7 @@ def xyz_source(url: str, bounds: tuple[float, float, float, float], bounds_crs: 
                         authcfg=authcfg).validate()
 
 
-def wms_source(url: str, layers: str, bounds: tuple[float, float, float, float], bounds_crs: str = "EPSG:4326",
+def wms_source(url: str, layers: str, bounds: Bounds, bounds_crs: str = "EPSG:4326",
                crs: str = "EPSG:3857", resolution_m: float | None = None, res: float | None = None,
                styles: str = "", fmt: str = "image/png", version: str = "1.3.0", referer: str = "",
                authcfg: str = "") -> WebMapSource:
@@ -316,7 +320,7 @@ def wms_source(url: str, layers: str, bounds: tuple[float, float, float, float],
                         styles=styles, format=fmt, version=version, referer=referer, authcfg=authcfg).validate()
 
 
-def _centre_latitude(merc: tuple[float, float, float, float]) -> float:
+def _centre_latitude(merc: Bounds) -> float:
     y = (merc[1] + merc[3]) / 2
     return math.degrees(math.atan(math.sinh(y / 6378137.0)))
 
@@ -332,7 +336,7 @@ def zoom_for_resolution(metres: float, latitude: float, tile: int = 256) -> int:
     return int(min(MAX_ZOOM, max(0, round(exact))))
 
 
-def units_per_metre(crs: str, bounds: tuple[float, float, float, float]) -> float:
+def units_per_metre(crs: str, bounds: Bounds) -> float:
     """CRS units per ground metre along x at the centre of ``bounds`` (degrees, feet or map metres)."""
     from osgeo import osr
 
@@ -372,24 +376,25 @@ class Estimate:
 
 
 def estimate(path: str, tiling: Any, options: RemoteOptions) -> Estimate:
-    """Tiles, requests and megabytes for a web map source (stats the cache; no request)."""
+    """Tiles, requests and megabytes for a web map source (looks in the cache; requests nothing)."""
     from ..tiling import ground_pixel_size, open_raster, plan_windows
 
     source = WebMapSource.from_path(path)
     info = open_raster(path, tiling)
     tiles = len(plan_windows(info, tiling))
     folder = source.cache_folder(options.tile_cache())
-    blocks = cached = 0
+    c0, r0, c1, r1 = source.block_range()
+    blocks, cached = (c1 - c0 + 1) * (r1 - r0 + 1), 0
     sizes: list[int] = []
-    for col, row in source.all_blocks():
-        blocks += 1
-        try:
-            size = (folder / str(col) / str(row)).stat().st_size
-        except OSError:
-            continue
-        cached += 1
-        if len(sizes) < 200:
-            sizes.append(size)
+    if blocks <= MAX_CACHE_SCAN and folder.is_dir():
+        for col, row in source.all_blocks():
+            try:
+                size = (folder / str(col) / str(row)).stat().st_size
+            except OSError:
+                continue
+            cached += 1
+            if len(sizes) < 200:
+                sizes.append(size)
     per_block = (sum(sizes) / len(sizes) if len(sizes) >= 5 else
                  TYPICAL_BYTES[source.image_format()] * (source.block / 256) ** 2)
     return Estimate(tiles, blocks, cached, (blocks - cached) * per_block / 1e6, min(ground_pixel_size(info)))

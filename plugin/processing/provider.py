@@ -4,11 +4,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
 from .build_index import BuildIndex
+from .build_index_remote import BuildIndexStac, BuildIndexWebMap
 from .label_tiles import LabelTiles
 from .search_text import SearchText
 from .similar_tiles import SimilarTiles
 
-ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles)
+ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles, BuildIndexStac, BuildIndexWebMap)
 
 
 class RsClipProvider(QgsProcessingProvider):
