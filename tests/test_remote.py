@@ -272,6 +272,49 @@ def test_a_server_that_keeps_failing_stops_the_source_not_the_job(imagery, serve
     assert len(server.requests("/xyz/")) < 20, "stopped after a few failures instead of trying every tile"
 
 
+def test_cancel_while_tiles_download_stops_promptly(imagery, server, tiny_model, tmp_path):
+    _, reference, _ = imagery
+    path = xyz_source(server.url + "/xyz/{z}/{x}/{y}.png", raster_bounds(reference), "EPSG:3857",
+                      zoom=ZOOM).to_path()
+    server.faults = lambda n, method, url: "slow"
+    server.slow_s = 3.0
+    clip = model(tiny_model)
+    asked: list[float] = []
+
+    def cancel() -> bool:  # the user presses Cancel half a second after the first tile was requested
+        if not asked and server.requests("/xyz/"):
+            asked.append(time.monotonic())
+        return bool(asked) and time.monotonic() - asked[0] > 0.5
+
+    with using(fast(tmp_path)):
+        report = jobs.index_rasters(tmp_path / "idx", [path], model=clip, cancel=cancel)
+    assert report.cancelled and time.monotonic() - asked[0] < 2.0, "cancel does not wait for slow downloads"
+    assert jobs.info(tmp_path / "idx").rasters[0].status == "partial"
+
+
+def test_credentials_named_by_a_source_are_needed_and_sent(imagery, server, tiny_model, tmp_path):
+    _, reference, _ = imagery
+    path = xyz_source(server.url + "/xyz/{z}/{x}/{y}.png", raster_bounds(reference), "EPSG:3857", zoom=ZOOM,
+                      authcfg="abc1234", referer="https://me.example.test/").to_path()
+    assert "abc1234" in path and "Basic" not in path, "the index names the configuration, never the secret"
+    clip = model(tiny_model)
+    with using(fast(tmp_path)):
+        with pytest.raises(EngineError, match="authentication configuration 'abc1234'"):
+            jobs.index_rasters(tmp_path / "idx", [path], model=clip)
+    assert not server.requests()
+    secret = (("abc1234", (("Authorization", "Basic dXNlcjpwdw=="),)),)
+    with using(fast(tmp_path, auth=secret)):
+        report = jobs.index_rasters(tmp_path / "idx", [path], model=clip)
+    assert report.added and all(h.headers.get("Authorization") == "Basic dXNlcjpwdw==" and
+                                h.headers.get("Referer") == "https://me.example.test/"
+                                for h in server.requests("/xyz/"))
+    from engine.index import TileIndex
+
+    with TileIndex.open(tmp_path / "idx") as idx:
+        dumped = "\n".join(idx.conn.iterdump())
+    assert "dXNlcjpwdw==" not in dumped
+
+
 def test_too_long_retry_after_and_refused_access_are_clear(imagery, server, tmp_path):
     client = PoliteClient(fast(tmp_path, max_retry_after_s=2))
     server.faults = lambda n, method, url: "429:3600"

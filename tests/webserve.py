@@ -108,8 +108,8 @@ class ImageryServer:
     """A threaded HTTP server on 127.0.0.1: ``/files/…``, ``/xyz/{z}/{x}/{y}.png|jpg``, ``/wms``, ``/api/…``.
 
     ``faults(hit_number, method, path)`` returns None (answer normally) or one of "500", "503",
-    "403", "429:<seconds>", "timeout", "truncate" (a body cut short of its Content-Length),
-    "garbage" (a damaged image announced as complete).
+    "403", "429:<seconds>", "timeout" (no answer), "slow" (a correct answer after ``slow_s``),
+    "truncate" (a body cut short of its Content-Length), "garbage" (a damaged image announced as complete).
     """
 
     def __init__(self, files: Path | None = None, tiles: TileMaker | None = None) -> None:
@@ -172,6 +172,9 @@ class ImageryServer:
                   handler.headers.get("User-Agent"), dict(handler.headers.items()))
         with self._lock:
             self.hits.append(hit)  # logged before answering, so a client never sees data the log lacks
+        if fault == "slow":  # a slow but correct answer
+            time.sleep(self.slow_s)
+            fault = None
         try:
             if fault:
                 self._fault(handler, fault, hit, path)

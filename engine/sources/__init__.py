@@ -112,12 +112,13 @@ def remote_fingerprint(path: str, options: RemoteOptions | None = None) -> str:
 
 
 def check_request_cap(path: str, tiling: Any, options: RemoteOptions | None = None) -> None:
-    """Refuse, before any request, a web map source needing more requests than the cap allows."""
+    """Refuse, before any request, a web map source needing more requests than the cap allows (or credentials)."""
     if not path.startswith(WEBMAP_PREFIX):
         return
-    from .webmap import estimate
+    from .webmap import WebMapSource, estimate, request_headers
 
     options = options or current()
+    request_headers(WebMapSource.from_path(path), options)  # credentials it names must be at hand
     guess = estimate(path, tiling, options)
     if guess.requests > options.max_requests:
         raise EngineError(f"Indexing {display_name(path)} needs {guess.requests} web map requests "

@@ -486,6 +486,14 @@ class _Progress:
     fatal: str | None = None
 
 
+def request_headers(source: WebMapSource, options: RemoteOptions) -> dict[str, str]:
+    """User agent, job headers, the source's credentials and Referer; ``EngineError`` when credentials are missing."""
+    headers = options.headers_for(source.authcfg)
+    if source.referer:
+        headers.setdefault("Referer", source.referer)
+    return headers
+
+
 class WebMapReader:
     """A web map source opened for reading: a GDAL dataset over the tile cache plus the downloads behind it.
 
@@ -497,9 +505,7 @@ class WebMapReader:
     def __init__(self, source: WebMapSource, options: RemoteOptions) -> None:
         self.source = source
         self.options = options
-        self.headers = options.headers_for(source.authcfg)
-        if source.referer:
-            self.headers.setdefault("Referer", source.referer)
+        self.headers: dict[str, str] | None = None  # resolved at the first download: estimates need no credentials
         self.folder = source.cache_folder(options.tile_cache())
         self.dataset = self._open()
         self._stop = threading.Event()
@@ -602,6 +608,7 @@ class WebMapReader:
             if block in self._pending or block in self._state.failed or self.block_path(*block).exists():
                 continue
             if self._pool is None:
+                self.headers = request_headers(self.source, self.options)
                 self._client = PoliteClient(self.options, self._stop)
                 self._pool = ThreadPoolExecutor(self.options.max_connections, thread_name_prefix="rsclip-webmap")
             self._pending[block] = self._pool.submit(self._fetch, block)
@@ -632,7 +639,7 @@ class WebMapReader:
         url = self.source.block_url(*block)
         size = self.source.block
         try:
-            response = self._client.get(url, self.headers, lambda data, kind: check_image(data, kind, size))
+            response = self._client.get(url, self.headers or {}, lambda data, kind: check_image(data, kind, size))
         except FetchError as exc:
             with self._lock:
                 self._state.failed[block] = exc.reason
