@@ -4,23 +4,17 @@ from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProject, QgsRasterLayer
 
 from test_processing import RecordingFeedback, custom_model, provider, run  # noqa: F401 (fixtures)
-from test_remote import write_catalogue
-from webserve import ImageryServer, TileMaker, mercator_raster
+from test_remote import imagery, write_catalogue  # noqa: F401 (imagery is a fixture)
+from webserve import ImageryServer, TileMaker
 
-from plugin_fixtures import NAIP, SHARED_DATA
+from plugin_fixtures import NAIP
 
 pytestmark = pytest.mark.skipif(not NAIP.exists(), reason=f"shared test imagery not found at {NAIP}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("proc-remote")
-    files = folder / "files"
-    files.mkdir()
-    for source, name in ((NAIP, "naip_2016.tif"), (SHARED_DATA / "naip" / "naip_m_4709963_se_14_20090818.tif",
-                                                   "naip_2009.tif")):
-        gdal.Translate(str(files / name), str(source), format="COG", creationOptions=["BLOCKSIZE=256"])
-    reference = mercator_raster(NAIP, folder / "naip_3857.tif", 14)
+@pytest.fixture
+def served(imagery):  # noqa: F811
+    _, reference, files = imagery
     with ImageryServer(files=files, tiles=TileMaker(reference)) as server:
         yield server, files, reference
 

@@ -168,7 +168,7 @@ class PoliteClient:
                 if self.stop.wait(wait):
                     raise FetchError("stopped")
         self._failed(None)
-        raise FetchError(f"{last} (after {opts.retries} retries)")
+        raise FetchError(f"{last}, after {opts.retries} retries")
 
     def _once(self, url: str, headers: Mapping[str, str]) -> Response:
         """One request, holding a connection slot and keeping to the rate and any Retry-After pause."""
@@ -212,7 +212,8 @@ class PoliteClient:
 
 
 def _short(problem: str) -> str:
-    return problem.split(":", 1)[0] if problem.startswith("connection") else problem[:60]
+    """A problem's kind for counting: "HTTP 500", "timed out", "damaged image", "connection"…"""
+    return problem.split(":", 1)[0].split(" (", 1)[0][:60]
 
 
 def _refusal(status: int, url: str) -> str:
