@@ -161,3 +161,26 @@ def test_stac_button_opens_the_toolbox_dialog_filled_from_the_dock(plugin, qgis_
     assert values["INDEX"] == str(tmp_path / "idx") and values["MODEL"] == "custom"
     assert values["CHECKPOINT"] == str(tiny_model.checkpoint) and values["TILE_SIZE"] == 112
     dialog.close()
+
+
+def test_qgis_basic_authentication_becomes_request_headers(plugin_package, qgis_app):
+    from qgis.core import QgsApplication, QgsAuthMethodConfig
+
+    from rsclip_search.engine.errors import EngineError
+    from rsclip_search.plugin.webmap import WebService, auth_headers, remote_options
+
+    manager = QgsApplication.authManager()
+    if not manager.masterPasswordIsSet():
+        assert manager.setMasterPassword("test-master-password", True)
+    config = QgsAuthMethodConfig("Basic")
+    config.setName("tiles")
+    config.setConfig("username", "user")
+    config.setConfig("password", "pw")
+    ok, config = manager.storeAuthenticationConfig(config)
+    assert ok
+    headers = dict(auth_headers(config.id(), "https://t.example.test/{z}/{x}/{y}.png"))
+    assert headers["Authorization"] == "Basic dXNlcjpwdw=="
+    options = remote_options(WebService("xyz", "https://t.example.test/{z}/{x}/{y}.png", authcfg=config.id()), 10)
+    assert options.headers_for(config.id())["Authorization"] == "Basic dXNlcjpwdw=="
+    with pytest.raises(EngineError, match="is not in this QGIS"):
+        auth_headers("nope123", "https://t.example.test/")

@@ -544,10 +544,10 @@ class WebMapReader:
                 blocks = gdal.OpenEx(xml, gdal.OF_RASTER | gdal.OF_READONLY)
                 crop = None if blocks is None else gdal.Translate(
                     "", blocks, format="VRT", srcWin=[col - c0 * b, row - r0 * b, width, height])
-            except RuntimeError as exc:
+                reason = gdal.GetLastErrorMsg().strip()
+            except RuntimeError as exc:  # GDAL in exception mode (set by someone else in this process)
                 blocks = crop = None
-                gdal.Error(gdal.CE_Failure, 1, str(exc))
-            reason = gdal.GetLastErrorMsg().strip()
+                reason = str(exc).strip()
         finally:
             gdal.PopErrorHandler()
         if crop is None:
