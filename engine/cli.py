@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import Cancelled, EngineError
+from .sources.cliargs import add_remote_arguments, join_negative_values
 
 
 class ProgressBar:
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the model registry and what is downloaded")
 
     p = sub.add_parser("index", help="tile rasters, embed the tiles and add them to an index")
-    p.add_argument("rasters", nargs="*", metavar="RASTER", help="rasters to index (any format GDAL reads)")
+    p.add_argument("rasters", nargs="*", metavar="RASTER",
+                   help="rasters to index: files GDAL reads, or URLs (https://…, /vsicurl/…) of COGs")
     p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", metavar="NAME", help="registry model (see 'models'); default remoteclip-vit-b-32")
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", metavar="1,2,3", help="bands to use as R,G,B (1-based), or one band for grey")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="tiles per model batch")
     p.add_argument("--remove", action="append", default=[], metavar="RASTER", help="remove a raster's tiles")
+    add_remote_arguments(p)
 
     p = sub.add_parser("search", help="find the tiles that best match a text")
     p.add_argument("query", metavar="TEXT")
@@ -99,7 +102,7 @@ class _NoticeHandler(logging.StreamHandler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     notices = logging.getLogger("rsclip_search")
     if not any(isinstance(h, _NoticeHandler) for h in notices.handlers):
         handler = _NoticeHandler(sys.stderr)
@@ -137,19 +140,27 @@ def _source(spec) -> str:
 
 def cmd_index(args) -> int:
     from . import jobs
+    from .sources import display_name, using
+    from .sources.cliargs import print_estimates, remote_options, web_source
     from .tiling import TilingSpec, parse_bands
 
     if args.checkpoint and not args.arch:
         raise EngineError("--checkpoint goes with --arch (the architecture the checkpoint belongs to).")
     if args.arch and not args.checkpoint:
         raise EngineError("--arch needs --checkpoint (a local weights file).")
+    from .index import is_index
     for raster in args.remove:
         n = jobs.remove_raster(args.index, raster)
         print(f"Removed {raster} ({n} tiles) from {args.index}.")
-    if not args.rasters:
+    options = remote_options(args)
+    web = web_source(args)
+    rasters = list(args.rasters) + ([web] if web else [])
+    if args.stac and rasters:
+        raise EngineError("--stac indexes what the catalogue holds; give rasters or a web map in another run.")
+    if not rasters and not args.stac:
         if args.remove:
             return 0
-        raise EngineError("Give at least one raster to index.")
+        raise EngineError("Give at least one raster to index (a file, a COG URL, --xyz, --wms or --stac).")
     model = None
     if args.model or args.arch:
         model = jobs.resolve_model(args.index, args.model, args.arch, args.checkpoint)
@@ -158,12 +169,33 @@ def cmd_index(args) -> int:
         tiling = TilingSpec(size=args.tile_m or args.tile_size or 224.0, units="m" if args.tile_m else "px",
                             overlap=args.overlap, bands=parse_bands(args.bands))
         tiling.validate()
-    report = jobs.index_rasters(args.index, args.rasters, model=model, tiling=tiling,
-                                batch_size=args.batch_size, progress=ProgressBar())
+    if any(r.startswith("webmap:") for r in rasters) or args.estimate:
+        recorded = jobs.info(args.index).tiling if is_index(args.index) else None
+        print_estimates(rasters, TilingSpec.from_dict(recorded) if recorded else tiling or TilingSpec(), options)
+        if args.estimate:
+            return 0
+    if args.stac:
+        from .sources.stac import index_stac
+
+        report, found = index_stac(args.index, args.stac, args.collection, args.bbox, args.datetime, args.asset,
+                                   args.max_items, model=model, tiling=tiling, batch_size=args.batch_size,
+                                   options=options, progress=ProgressBar())
+        more = (f", indexing the first {len(found.rasters)} (raise --max-items)"
+                if found.matched > args.max_items else "")
+        print(f"rsclip: STAC: {found.matched} item(s) matched{more}; dates kept in the index.", file=sys.stderr)
+        for item, reason in found.skipped:
+            print(f"skipped item {item}: {reason}", file=sys.stderr)
+    else:
+        with using(options):
+            report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
+                                        batch_size=args.batch_size, progress=ProgressBar())
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    for path, count, why in report.unavailable:
+        print(f"rsclip: {count} tiles of {display_name(path)} were skipped, their web map tiles could not be "
+              f"downloaded (last: {why}); run the same command again to retry them.", file=sys.stderr)
     print(report.summary())
-    return 1 if report.skipped else 0
+    return 1 if report.skipped or report.unavailable else 0
 
 
 def cmd_search(args) -> int:

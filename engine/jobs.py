@@ -25,6 +25,8 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total_tiles: int = 0
     cancelled: bool = False
+    #: (source, tiles, why) for remote sources whose tiles could not be downloaded; a re-run retries them.
+    unavailable: list[tuple[str, int, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{sum(n for _, n in self.added)} new tiles from {len(self.added)} raster(s)"]
@@ -32,6 +34,9 @@ class IndexReport:
             parts.append(f"{len(self.unchanged)} unchanged raster(s) skipped")
         if self.skipped:
             parts.append(f"{len(self.skipped)} raster(s) not indexed")
+        if self.unavailable:
+            parts.append(f"{sum(n for _, n, _ in self.unavailable)} tiles skipped because their web map tiles could "
+                         "not be downloaded (run again to retry them)")
         text = f"Index {self.index_dir}: " + ", ".join(parts) + f"; {self.total_tiles} tiles in total."
         if self.cancelled:
             text += " Cancelled; tiles indexed before the cancel were kept."
@@ -148,6 +153,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     is usable, nothing is created or changed and ``EngineError`` says why.
     """
     from .index import TileIndex, is_index
+    from .sources import SourceUnavailable, canonical_path, check_request_cap
     from .tiling import TilingSpec, open_raster
 
     progress = progress or no_progress
@@ -171,9 +177,11 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 
     report = IndexReport(str(index_dir))
     usable = []
-    for raster in dict.fromkeys(str(Path(r).expanduser().resolve()) for r in rasters):
+    for raster in dict.fromkeys(canonical_path(r) for r in rasters):
         try:
-            usable.append(open_raster(raster, tiling))
+            info = open_raster(raster, tiling)
+            check_request_cap(raster, tiling)  # a web map needing too many requests is refused before any
+            usable.append(info)
         except EngineError as exc:
             report.skipped.append((raster, str(exc)))
     if not usable:
@@ -198,17 +206,27 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                 rec = idx.raster(info.path)
                 before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:
-                    added = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
+                    added, missing = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
                 except Cancelled:
                     report.cancelled = True
                     now = idx.raster(info.path)
                     if now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
+                except SourceUnavailable as exc:  # the server, not the data: keep what came, resume later
+                    report.skipped.append((info.path, str(exc)))
+                    if (now := idx.raster(info.path)) is not None and now.tiles > before:
+                        report.added.append((info.path, now.tiles - before))
+                    continue
                 except EngineError as exc:
                     if idx.raster(info.path) is not None:
                         idx.remove_raster(info.path)  # a damaged file must not half-appear in results
                     report.skipped.append((info.path, str(exc)))
+                    continue
+                if missing is not None:
+                    report.unavailable.append((info.path, *missing))
+                    if added:
+                        report.added.append((info.path, added))
                     continue
                 record = idx.raster(info.path)
                 if added == 0 and (record is None or record.tiles == 0):
@@ -224,8 +242,10 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     return report
 
 
-def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None) -> int:
-    """Embed one raster's remaining tiles, committing each batch; returns tiles added.
+def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn,
+               cancel: CancelFn | None) -> tuple[int, tuple[int, str] | None]:
+    """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
+    remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
     Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
     while this thread embeds and commits, so the model is rarely idle.
@@ -248,9 +268,12 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
             idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
             added += len(tiles)
             check_cancel(cancel)
+        if tiler.unavailable:
+            progress(1.0, f"{name}: {added} tiles embedded, {tiler.unavailable} could not be downloaded")
+            return added, (tiler.unavailable, tiler.unavailable_reason)
     idx.finish_raster(raster_id)
     progress(1.0, f"{name}: {added} tiles embedded")
-    return added
+    return added, None
 
 
 def _tiling_text(spec) -> str:
@@ -344,15 +367,18 @@ def info(index_dir: str | Path) -> IndexInfo:
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
     """Remove one raster's tiles from an index; returns how many were removed."""
     from .index import TileIndex
+    from .sources import canonical_path
 
     with TileIndex.open(index_dir) as idx, idx.writing():
-        n = idx.remove_raster(str(Path(raster).expanduser().resolve()))
+        n = idx.remove_raster(canonical_path(raster))
         idx.vector_store()
         return n
 
 
 def _abs(paths: Sequence[str] | None) -> list[str] | None:
-    return [str(Path(p).expanduser().resolve()) for p in paths] if paths else None
+    from .sources import canonical_path
+
+    return [canonical_path(p) for p in paths] if paths else None
 
 
 # -- concepts: find every X (see engine/concepts.py, scoring.py, areas.py, feedback.py) --------------

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import EngineError
 from .progress import CancelFn, ProgressFn, check_cancel
+from .sources import TileUnavailable, canonical_path, is_remote
 
 #: Bytes hashed at each end of a file by ``raster_fingerprint``.
 FINGERPRINT_CHUNK = 1 << 20
@@ -270,6 +271,10 @@ def raster_fingerprint(path: str | Path) -> str:
     that kept both (headers and, in GeoTIFFs, the tile index sit at the ends). Sidecar files
     (.aux.xml, .ovr) and the sources of a VRT are not included.
     """
+    if is_remote(path):
+        from .sources import remote_fingerprint
+
+        return remote_fingerprint(str(path))
     path = Path(path)
     try:
         st = path.stat()
@@ -288,6 +293,10 @@ def _open_dataset(path: str) -> Any:
     """Open a raster read-only, or raise ``EngineError`` naming the file and the problem."""
     from osgeo import gdal
 
+    if is_remote(path):
+        from .sources import open_remote
+
+        return open_remote(path).dataset
     p = Path(path)
     if not p.exists():
         raise EngineError(f"{path} does not exist.")
@@ -372,7 +381,7 @@ def _describe(ds: Any, path: str, spec: TilingSpec) -> RasterInfo:
 def open_raster(path: str | Path, spec: TilingSpec) -> RasterInfo:
     """Check a raster can be tiled with ``spec`` and describe it; problems raise ``EngineError``."""
     spec.validate()
-    resolved = str(Path(path).expanduser().resolve())
+    resolved = canonical_path(path)
     ds = _open_dataset(resolved)
     try:
         return _describe(ds, resolved, spec)
@@ -549,13 +558,21 @@ class RasterTiler:
         from osgeo import osr
 
         self.spec = spec.validate()
-        resolved = str(Path(path).expanduser().resolve())
-        self._ds: Any = _open_dataset(resolved)
+        resolved = canonical_path(path)
+        self.unavailable = 0  # tiles of a remote source that could not be downloaded (skipped, not failed)
+        self.unavailable_reason = ""
+        self._remote: Any = None
+        if is_remote(resolved):
+            from .sources import open_remote
+
+            self._remote = open_remote(resolved)
+        self._ds: Any = self._remote.dataset if self._remote is not None else _open_dataset(resolved)
         try:
             self.info = _describe(self._ds, resolved, spec)
             self.windows = plan_windows(self.info, spec)
             self._lut = _palette(self._ds, self.info.bands)
-            self.stretch = compute_stretch(self._ds, self.info)
+            with self._io():
+                self.stretch = compute_stretch(self._ds, self.info)
             self._mask = _mask_needed(self._ds, self.info.bands[0])
             wgs84 = osr.SpatialReference()
             wgs84.ImportFromEPSG(4326)
@@ -568,8 +585,16 @@ class RasterTiler:
             raise
 
     def close(self) -> None:
-        """Release the GDAL dataset; further reads fail."""
+        """Release the GDAL dataset (and a remote source's downloads); further reads fail."""
         self._ds = None
+        if self._remote is not None:
+            self._remote.close()
+
+    def _io(self, window: TileWindow | None = None) -> Any:
+        """Context of every read: a remote source's HTTP options and downloads; nothing for a file."""
+        from contextlib import nullcontext
+
+        return self._remote.io(window) if self._remote is not None else nullcontext()
 
     def __enter__(self) -> "RasterTiler":
         return self
@@ -589,6 +614,14 @@ class RasterTiler:
         return {b: data[i] for i, b in enumerate(unique)}
 
     def read(self, window: TileWindow) -> np.ndarray | None:
+        """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata (see ``_read``).
+
+        A remote source downloads what the window needs first, or raises ``TileUnavailable``.
+        """
+        with self._io(window):
+            return self._read(window)
+
+    def _read(self, window: TileWindow) -> np.ndarray | None:
         """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata.
 
         Downsampling averages (upsampling is bilinear), both skipping nodata; values are
@@ -675,13 +708,20 @@ class RasterTiler:
         """
         total = len(self.windows)
         every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
+        if self._remote is not None:
+            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
         for i, window in enumerate(self.windows):
             check_cancel(cancel)
             if progress is not None and i % every == 0:
                 progress(i / total, f"tile {i + 1} of {total}")
             if window.as_tuple() in skip:
                 continue
-            pixels = self.read(window)
+            try:
+                pixels = self.read(window)
+            except TileUnavailable as exc:
+                self.unavailable += 1
+                self.unavailable_reason = str(exc)
+                continue
             if pixels is None:
                 continue
             native, wgs84 = self.footprint(window)

@@ -56,8 +56,14 @@ class LayerActions:
         return layer
 
     def index_layer(self) -> None:
+        from .webmap import is_web_layer
+
         layer = self._raster()
         if layer is None:
+            return
+        if is_web_layer(layer):  # a web map needs an extent and a resolution: its dialog asks for them
+            self.open_dock()
+            self.controller.open_web_indexer(layer)
             return
         self.open_dock().request_index([layer.source()])
 

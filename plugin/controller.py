@@ -50,6 +50,8 @@ class Controller(QObject):
         self.last_layer = None
         self.download_dialog = None
         self.installer = None
+        self.web_indexer = None
+        self.stac_dialog = None
         self.log = get_logger()
         dock.searchRequested.connect(self.search)
         dock.similarRequested.connect(self.similar)
@@ -60,6 +62,9 @@ class Controller(QObject):
         dock.resultChosen.connect(self.zoom_to_tile)
         dock.installRequested.connect(self.open_installer)
         dock.diagnosticsRequested.connect(self.copy_diagnostics)
+        dock.webMapRequested.connect(lambda: self.open_web_indexer())
+        dock.urlLayerRequested.connect(self.add_url_layer)
+        dock.stacRequested.connect(self.open_stac_dialog)
         dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
         project = QgsProject.instance()
         project.layersAdded.connect(self.refresh_rasters)
@@ -224,9 +229,12 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
+            from ..engine.sources import using
+
             chosen = model or jobs.resolve_model(folder, arch=params.custom_arch, checkpoint=params.custom_checkpoint)
-            return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
-                                      batch_size=params.batch_size, progress=progress, cancel=cancel)
+            with using(params.remote):
+                return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
+                                          batch_size=params.batch_size, progress=progress, cancel=cancel)
 
         def run() -> BaseTask:
             self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
@@ -234,6 +242,75 @@ class Controller(QObject):
             return self.index_task
 
         return self.with_weights(model, run)
+
+    # -- imagery not on disk -----------------------------------------------------------
+    def open_web_indexer(self, layer=None):
+        """The "Index a web map layer" dialog (estimate first, then a task like any index)."""
+        from .webmap import WebMapIndexer
+
+        if self.web_indexer is None:
+            self.web_indexer = WebMapIndexer(self)
+        return self.web_indexer.open(layer)
+
+    def web_tiling(self):
+        """Tile settings a web map will be cut with: the index's own, else the Index tab's."""
+        from ..engine.tiling import TilingSpec
+
+        folder = self.dock.index_dir()
+        if folder and is_index(folder):
+            return TilingSpec.from_dict(jobs.info(folder).tiling)
+        return TilingSpec(size=self.dock.tile_size_spin.value(), units=self.dock.units_combo.currentData(),
+                          overlap=self.dock.overlap_spin.value()).validate()
+
+    def index_sources(self, paths: list[str], remote) -> BaseTask | None:
+        """Index remote sources (web map strings, URLs) with the Index tab's settings and ``remote`` options."""
+        from dataclasses import replace
+
+        return self.index(replace(self.dock.index_params(paths), remote=remote))
+
+    def open_stac_dialog(self):
+        """The toolbox's "Build semantic index from STAC", filled in from the dock and the map's extent."""
+        import processing
+        from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform
+
+        params = self.dock.index_params([])
+        values = {"INDEX": params.index_dir, "TILE_SIZE": params.tile_size, "OVERLAP": params.overlap,
+                  "TILE_UNITS": "metres" if params.tile_units == "m" else "pixels"}
+        canvas = self.iface.mapCanvas()
+        crs = canvas.mapSettings().destinationCrs()
+        if crs.isValid() and not canvas.extent().isEmpty():
+            extent = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
+                                            QgsProject.instance()).transformBoundingBox(canvas.extent())
+            values["EXTENT"] = (f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} "
+                                "[EPSG:4326]")
+        if params.model:
+            values["MODEL"] = params.model
+        else:
+            values.update({"MODEL": "custom", "ARCH": params.custom_arch or "",
+                           "CHECKPOINT": params.custom_checkpoint or ""})
+        dialog = processing.createAlgorithmDialog("rsclip_search:build_index_stac", values)
+        dialog.algorithmFinished.connect(lambda *_args: self.refresh_status())
+        dialog.show()
+        self.stac_dialog = dialog
+        return dialog
+
+    def add_url_layer(self, url: str):
+        """A raster by URL (e.g. a COG) as a project layer, so it is listed, shown and indexed like a file."""
+        from qgis.core import QgsRasterLayer
+
+        from ..engine.sources import canonical_path, display_name
+
+        try:
+            path = canonical_path(url)
+        except EngineError as exc:
+            self.notify(str(exc), Qgis.Warning)
+            return None
+        layer = QgsRasterLayer(path, display_name(path), "gdal")
+        if not layer.isValid():
+            self.notify(f"{url} could not be opened as a raster (check the address, and that the server allows "
+                        "range requests).", Qgis.Warning)
+            return None
+        return QgsProject.instance().addMapLayer(layer)
 
     def with_weights(self, model: dict | None, then: Callable[[], BaseTask]) -> BaseTask | None:
         """Run ``then`` once a registry model's weights are on disk, downloading them first.
@@ -268,6 +345,9 @@ class Controller(QObject):
             report = task.result
             for path, reason in report.skipped:
                 self.notify(f"{Path(path).name} was not indexed: {reason}", Qgis.Warning)
+            for path, count, why in report.unavailable:
+                self.notify(f"{count} tiles of {Path(path).name} were skipped: their web map tiles could not be "
+                            f"downloaded ({why}). Index it again later to fetch them.", Qgis.Warning)
             self.notify(report.summary(), Qgis.Warning if report.cancelled else Qgis.Success)
         self.refresh_status()
 
@@ -420,6 +500,15 @@ class Controller(QObject):
         if self.installer is not None:
             self.installer.shutdown()
             self.installer = None
+        if self.web_indexer is not None:
+            self.web_indexer.shutdown()
+            self.web_indexer = None
+        if self.stac_dialog is not None:
+            from qgis.PyQt import sip
+
+            if not sip.isdeleted(self.stac_dialog):  # Processing dialogs delete themselves on close
+                self.stac_dialog.close()
+            self.stac_dialog = None
         project = QgsProject.instance()
         for signal, slot in ((project.layersAdded, self.refresh_rasters), (project.layersRemoved, self.refresh_rasters),
                              (project.readProject, self.project_changed), (project.cleared, self.project_changed)):

@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.PyQt.QtGui import QImage
 
 from ..engine.errors import EngineError
+from ..engine.sources import is_remote
 from ..engine.tiling import RasterTiler, TileWindow, TilingSpec
 
 
@@ -26,7 +27,7 @@ def tile_thumbnails(hits, tiling: dict, size: int = 64) -> dict[int, QImage]:
         path = hit.tile.raster
         if path not in tilers:
             try:
-                tilers[path] = RasterTiler(path, spec) if Path(path).exists() else None
+                tilers[path] = RasterTiler(path, spec) if is_remote(path) or Path(path).exists() else None
             except EngineError:
                 tilers[path] = None
         tiler = tilers[path]

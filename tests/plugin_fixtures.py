@@ -23,6 +23,7 @@ def prepare_environment() -> None:
     """Make QGIS's Processing plugin importable; keep GDAL from writing beside the shared data."""
     os.environ["GDAL_PAM_ENABLED"] = "NO"  # never write .aux.xml sidecars next to the shared rasters
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rsclip-xdg-"))
+    os.environ.setdefault("RSCLIP_WEB_CACHE", tempfile.mkdtemp(prefix="rsclip-web-cache-"))  # never ~/.cache
     if PROCESSING_PATH not in sys.path:
         sys.path.append(PROCESSING_PATH)
 

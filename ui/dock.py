@@ -33,6 +33,9 @@ class SearchDock(QDockWidget):
     saveRequested = pyqtSignal(str)
     installRequested = pyqtSignal()
     diagnosticsRequested = pyqtSignal()
+    webMapRequested = pyqtSignal()
+    stacRequested = pyqtSignal()
+    urlLayerRequested = pyqtSignal(str)
 
     def __init__(self, parent=None) -> None:
         super().__init__("RS-CLIP Search", parent)
@@ -221,7 +224,42 @@ class SearchDock(QDockWidget):
         self.index_button = QPushButton("Index checked rasters")
         self.index_button.clicked.connect(lambda: self.request_index())
         form.addRow(self.index_button)
+        form.addRow(self._remote_rows())
         return tab
+
+    def _remote_rows(self) -> QWidget:
+        """Imagery not on disk: a COG by URL (added as a layer, then indexed like a file) and web map layers."""
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.url_edit = QLineEdit()
+        self.url_edit.setPlaceholderText("https://…/image.tif (cloud-optimised GeoTIFF)")
+        self.url_edit.returnPressed.connect(self._request_url)
+        row.addWidget(self.url_edit)
+        add = QToolButton()
+        add.setText("Add")
+        add.setToolTip("Add the raster at this URL to the project; only the parts indexed are downloaded")
+        add.clicked.connect(self._request_url)
+        row.addWidget(add)
+        lay.addLayout(row)
+        self.web_button = QPushButton("Index a web map layer (XYZ, WMS)…")
+        self.web_button.setToolTip("Index an XYZ or WMS layer of the project over an extent, with the number of "
+                                   "requests shown first")
+        self.web_button.clicked.connect(self.webMapRequested.emit)
+        lay.addWidget(self.web_button)
+        self.stac_button = QPushButton("Index from a STAC catalogue…")
+        self.stac_button.setToolTip("Search a STAC API or catalogue for imagery of the map's extent and index "
+                                    "the cloud-optimised GeoTIFFs found; their dates are kept")
+        self.stac_button.clicked.connect(self.stacRequested.emit)
+        lay.addWidget(self.stac_button)
+        return box
+
+    def _request_url(self) -> None:
+        url = self.url_edit.text().strip()
+        if url:
+            self.urlLayerRequested.emit(url)
+            self.url_edit.clear()
 
     # -- filling ---------------------------------------------------------------------
     def set_models(self, names: list[str], current: str) -> None:
@@ -277,7 +315,7 @@ class SearchDock(QDockWidget):
     def set_busy(self, busy: bool) -> None:
         """While a job runs: no second job from the dock, a progress bar and a Cancel button."""
         for button in (self.search_button, self.label_button, self.index_button, self.similar_button,
-                       self.save_button):
+                       self.save_button, self.web_button, self.stac_button):
             button.setEnabled(not busy)
         self.concepts_panel.set_busy(busy)
         self.cancel_button.setVisible(busy)
@@ -338,6 +376,10 @@ class SearchDock(QDockWidget):
 
     def request_index(self, rasters: list[str] | None = None) -> None:
         """Index the given raster files, or the checked ones of the list, with the tab's settings."""
+        self.indexRequested.emit(self.index_params(rasters))
+
+    def index_params(self, rasters: list[str] | None = None) -> IndexParams:
+        """The Index tab's settings (remembered) for the given rasters, or the checked ones of the list."""
         if rasters is None:
             rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
                        if self.rasters_list.item(i).checkState() == Qt.Checked]
@@ -348,11 +390,11 @@ class SearchDock(QDockWidget):
         settings.TILE_SIZE.set(self.tile_size_spin.value())
         settings.TILE_UNITS.set(self.units_combo.currentData())
         settings.OVERLAP.set(self.overlap_spin.value())
-        self.indexRequested.emit(IndexParams(
+        return IndexParams(
             self.index_dir(), rasters, None if custom else self.model_combo.currentText(),
             self.arch_edit.text().strip() if custom else None, self.checkpoint_edit.text().strip() if custom else None,
             self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value(),
-            settings.BATCH_SIZE.get()))
+            settings.BATCH_SIZE.get())
 
     def _min_score(self) -> float | None:
         value = self.min_score_spin.value()

@@ -15,6 +15,8 @@ class IndexParams:
     tile_units: str = "px"
     overlap: float = 0.0
     batch_size: int = 32
+    #: ``engine.sources.RemoteOptions`` for web maps and URLs (credentials, request cap); None: defaults.
+    remote: object | None = None
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,14 @@ class PinSet:
 
 
 _TORCH = {"torch": "2.14.1", "torchvision": "0.29.1", "open_clip_torch": "3.3.0"}
+#: Pure Python, only imported to search STAC catalogues (so not in ``IMPORTS``: the plugin works without them).
+_STAC = {"pystac": "1.14.3", "pystac-client": "0.9.1"}
 PIN_SETS = (
-    PinSet("NumPy 1.22–1.24", (1, 22), (1, 25), {**_TORCH, "faiss-cpu": "1.8.0.post1", "shapely": "2.1.2"},
+    PinSet("NumPy 1.22–1.24", (1, 22), (1, 25), {**_TORCH, "faiss-cpu": "1.8.0.post1", "shapely": "2.1.2", **_STAC},
            "Debian 12, QGIS 3.22, Python 3.11, NumPy 1.24.2"),
-    PinSet("NumPy 1.25–1.26", (1, 25), (2, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0"},
+    PinSet("NumPy 1.25–1.26", (1, 25), (2, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC},
            "Python 3.11, NumPy 1.26.4 (this project's development environment)"),
-    PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0"}),
+    PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC}),
 )
 #: The set the development environment runs: ``requirements.txt`` is written from it by
 #: ``tools/requirements.py`` (and a test checks that the two agree), so the pins live only here.

@@ -1,8 +1,6 @@
 """Build semantic index: tile, embed and index rasters; outputs the indexed tile footprints."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterMultipleLayers,
@@ -40,6 +38,8 @@ class BuildIndex(RsClipAlgorithm):
             "architecture such as ViT-B-32, or a model-config JSON) and CHECKPOINT (a local weights file).\n"
             "TILE_SIZE in TILE_UNITS (pixels, or metres on the ground); OVERLAP as a fraction of a tile; "
             "BANDS as R,G,B band numbers (e.g. 4,3,2), default the first three.\n\n"
+            "URLS: rasters read over HTTP with range requests (only the windows indexed are downloaded). Web map "
+            "layers (XYZ, WMS) and STAC catalogues have algorithms of their own.\n\n"
             "Rasters that cannot be indexed are reported as warnings and the others go on. "
             "Output: the footprints of the tiles of these rasters (fields raster, tile_id).")
 
@@ -47,7 +47,10 @@ class BuildIndex(RsClipAlgorithm):
         from ...engine.models import DEFAULT_MODEL, REGISTRY
 
         self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", self.tr("Rasters to index"),
-                                                               QgsProcessing.TypeRaster))
+                                                               QgsProcessing.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "URLS", self.tr("Rasters by URL (cloud-optimised GeoTIFFs: https://…, /vsicurl/…), one per line"),
+            multiLine=True, optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("INDEX", self.tr("Index folder")))
         self.addParameter(QgsProcessingParameterEnum("MODEL", self.tr("Model"), [*REGISTRY, CUSTOM],
                                                      defaultValue=DEFAULT_MODEL, usesStaticStrings=True))
@@ -92,25 +95,40 @@ class BuildIndex(RsClipAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_packages()
         args = self.read_parameters(parameters, context)
-        rasters = [layer.source() for layer in self.parameterAsLayerList(parameters, "INPUT", context)]
+        layers = self.parameterAsLayerList(parameters, "INPUT", context)
+        web = [layer.name() for layer in layers if layer.providerType() == "wms"]
+        if web:
+            raise QgsProcessingException(f"{', '.join(web)}: web map layers need an extent and a resolution; use "
+                                         "'Build semantic index from a web map layer'.")
+        urls = [line.strip() for line in self.parameterAsString(parameters, "URLS", context).splitlines()]
+        rasters = [layer.source() for layer in layers] + [url for url in urls if url]
         if not rasters:
-            raise QgsProcessingException("Choose at least one raster to index.")
+            raise QgsProcessingException("Choose at least one raster (or give a URL) to index.")
         folder = self.parameterAsFileOutput(parameters, "INDEX", context)
-        model = tiling = None
+        model, tiling = self.model_and_tiling(folder, args, feedback)
+        report = self.engine(jobs.index_rasters, folder, rasters, model=model, tiling=tiling,
+                             batch_size=args["batch_size"], **self.callbacks(feedback))
+        return self.finish(parameters, context, feedback, folder, report, rasters)
+
+    def model_and_tiling(self, folder: str, args: dict, feedback) -> tuple:
+        """(model, tiling) for a new index; (None, None) for an existing one, which keeps its own."""
         if is_index(folder):
             info = self.engine(jobs.info, folder)
             feedback.pushInfo(f"Adding to the index at {folder}, built with {info.model_label} and "
                               f"{tiling_text(info.tiling)}; MODEL and the tile parameters only apply to a new index.")
-        else:
-            model = self.engine(jobs.resolve_model, folder, args["name"], args["arch"], args["checkpoint"])
-            tiling = args["tiling"]
-        report = self.engine(jobs.index_rasters, folder, rasters, model=model, tiling=tiling,
-                             batch_size=args["batch_size"], **self.callbacks(feedback))
+            return None, None
+        return self.engine(jobs.resolve_model, folder, args["name"], args["arch"], args["checkpoint"]), args["tiling"]
+
+    def finish(self, parameters, context, feedback, folder: str, report, rasters: list) -> dict:
+        """Warnings for what was not indexed, and the footprints of ``rasters``' tiles as the output."""
         for path, reason in report.skipped:
             feedback.pushWarning(f"Not indexed: {path}: {reason}")
+        for path, count, why in report.unavailable:
+            feedback.pushWarning(f"{count} tiles of {path} were skipped, their web map tiles could not be "
+                                 f"downloaded ({why}); run again to retry them.")
         if report.cancelled:
             feedback.pushWarning(report.summary())
-        tiles = jobs.tiles(folder, [str(Path(r).expanduser().resolve()) for r in rasters])
+        tiles = jobs.tiles(folder, rasters)
         dest = self.write_tiles(parameters, context, tiles, FOOTPRINT_FIELDS,
                                 [{"raster": t.raster, "tile_id": t.id} for t in tiles])
         style_on_load(context, dest, style_footprints)
