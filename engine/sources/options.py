@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from .. import __version__
 from ..errors import EngineError
 
 #: Sent with every request unless the caller (or the layer) gives another: says who is asking.
-DEFAULT_USER_AGENT = "rsclip-search/0.1 (semantic search of imagery; QGIS plugin and python -m engine)"
+DEFAULT_USER_AGENT = f"rsclip-search/{__version__} (semantic search of imagery; QGIS plugin and python -m engine)"
 
 
 @dataclass(frozen=True)
