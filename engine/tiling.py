@@ -304,7 +304,8 @@ def _open_dataset(path: str) -> Any:
     if ds is None:
         if not os.access(p, os.R_OK):
             reason = "permission denied"
-        elif not reason or "not recognized as a supported file format" in reason:
+        elif not reason or ("not recognized as" in reason and "supported file format" in reason):
+            # GDAL 3.6 says "not recognized as a supported file format", 3.10 "as being in a supported file format"
             reason = "GDAL does not recognise its format"
         raise EngineError(f"{p.name} is not a raster GDAL can read ({reason}).")
     if ds.RasterCount == 0:
