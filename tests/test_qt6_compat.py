@@ -161,7 +161,8 @@ def unscoped(chain: Chain) -> str | None:
             scoped = f"{spelled}.{enum_type.__name__}.{name}" if nested else f"{enum_type.__qualname__}.{name}"
             return f"{chain.where()}: unscoped enum; write {scoped}"
         if _is_flags_class(parent, obj, name):
-            return f"{chain.where()}: {spelled}.{name} is PyQt5 only; use {spelled}.{name[:-1]} values (or {name[:-1]}(0))"
+            single = name[:-1]
+            return f"{chain.where()}: {spelled}.{name} is PyQt5 only; use {spelled}.{single} values (or {single}(0))"
     return None
 
 
@@ -261,7 +262,8 @@ STAND_IN = {
     "qgis/PyQt/QtCore.py": "from PyQt6.QtCore import *\n",
     "qgis/PyQt/QtGui.py": "from PyQt6.QtGui import *\n",
     # as QGIS 4's own qgis.PyQt.QtWidgets: QAction and friends moved to QtGui in Qt 6 and are re-exported
-    "qgis/PyQt/QtWidgets.py": "from PyQt6.QtWidgets import *\nfrom PyQt6.QtGui import QAction, QActionGroup, QShortcut\n",
+    "qgis/PyQt/QtWidgets.py": ("from PyQt6.QtWidgets import *\n"
+                               "from PyQt6.QtGui import QAction, QActionGroup, QShortcut\n"),
     "qgis/core.py": "from PyQt6.QtCore import QSettings as QgsSettings\n",
 }
 

@@ -38,8 +38,10 @@ timed() {  # timed LABEL COMMAND...: run, then say how long it took
 }
 
 install_packages() {  # the plugin's own installer, run by QGIS's Python from the installed plugin
+    # pip unpacks into TMPDIR and then moves into the profile: on the same mount that is a rename, not a 5 GB copy
+    mkdir -p "$WORK/tmp"
     (cd "$PROFILE/python/plugins" &&
-        python3 -m rsclip_search.engine deps install --profile "$PROFILE" --variant "$VARIANT" --yes 2>&1 |
+        TMPDIR="$WORK/tmp" python3 -m rsclip_search.engine deps install --profile "$PROFILE" --variant "$VARIANT" --yes 2>&1 |
         grep -v -E '(Collecting|Downloading|Using cached|Processing|Requirement already satisfied|WARNING: Location) ' ||
         true)
     # the filter hides pip's per-file lines (and its notes on local indexes that lack a project); the record the
@@ -48,8 +50,12 @@ install_packages() {  # the plugin's own installer, run by QGIS's Python from th
 }
 
 run_tests() {
-    # pytest-qt would pick PyQt6 (installed for the Qt 6 check) over the PyQt5 that QGIS 3.40 runs on
-    PYTEST_QT_API=pyqt5 PYTHONPATH="$PRIVATE:$TOOLS" python3 -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+    # pytest-qt would pick PyQt6 (installed for the Qt 6 check) over the PyQt5 that QGIS 3.40 runs on.
+    # pytest-qgis keeps its QGIS profile in <rootdir>/.qgis-settings: a rootdir of this run's own, so that a
+    # make test of the same checkout on the host at the same time keeps its own.
+    mkdir -p "$WORK/pytest"
+    PYTEST_QT_API=pyqt5 PYTHONPATH="$PRIVATE:$TOOLS" python3 -m pytest -q -p no:cacheprovider -c pytest.ini \
+        --rootdir "$WORK/pytest" "${TESTS[@]}"
 }
 
 # Everything in one function: bash reads it whole, so editing this file during a run cannot derail the run.
@@ -78,7 +84,6 @@ print(f'QGIS {Qgis.QGIS_VERSION}, Python {sys.version.split()[0]}, NumPy {numpy.
     python3 -m engine deps diagnostics --profile "$PROFILE" | sed -n '1,12p'
 
     log "Tests on QGIS 3.40: ${TESTS[*]}"
-    rm -rf .qgis-settings
     timed "Tests" run_tests
 
     if [ -f /rsclip/shared/data/naip/naip_m_4709963_se_14_20160816.tif ]; then

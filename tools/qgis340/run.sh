@@ -19,7 +19,9 @@ SUITE=trixie
 # QGIS as Debian ships it, what runs the dock on a desktop, and pytest with pytest-qt from Debian's registry.
 # pytest-qgis is not packaged by Debian: inside.sh pip-installs it into .qgis340/testtools, which only the test
 # run has on its path.
-PACKAGES=python3-qgis,qgis-providers,qgis,python3-venv,python3-pip,xvfb,xauth,python3-pytest,python3-pytestqt,python3-pytest-timeout,python3-pyqt6
+# PyQt6 is for the Qt 6 check (tests/test_qt6_compat.py).
+PACKAGES=python3-qgis,qgis-providers,qgis,python3-venv,python3-pip,xvfb,xauth
+PACKAGES+=,python3-pytest,python3-pytestqt,python3-pytest-timeout,python3-pyqt6
 STAMP="$SUITE $PACKAGES"
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -93,12 +95,13 @@ inside_namespace() {
     local keep=() var
     for var in $(compgen -e); do
         case "$var" in
-            PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CI|QGIS340_*)
+            PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|CI|QGIS340_*) ;&
+            SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE)
                 keep+=("$var=${!var}") ;;
         esac
     done
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        TERM=dumb "${keep[@]}" /bin/bash /rsclip/repo/tools/qgis340/inside.sh
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${keep[@]}" /bin/bash /rsclip/repo/tools/qgis340/inside.sh
 }
 
 # Everything in one function: bash reads it whole, so editing this file during a run cannot derail the run.
