@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal python3-venv xvfb xauth zip
+APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal python3-venv xvfb xauth zip mmdebstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
@@ -28,6 +28,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 test: venv
 	rm -rf .qgis-settings
 	$(PY) -m pytest -q tests
+
+# QGIS 3.40 LTR (Debian 13, Python 3.13, NumPy 2) in a cached Debian root; see tools/qgis340/run.sh.
+.PHONY: test-qgis340
+test-qgis340:
+	$(SUDO) bash tools/qgis340/run.sh
 
 # The edit loop: everything but the tests marked slow (QGIS launches, real pip runs, kill loops).
 test-fast: venv

@@ -247,6 +247,16 @@ def _quiet_gdal() -> Iterator[None]:
         gdal.PopErrorHandler()
 
 
+def _gdal_exception_text(exc: RuntimeError) -> str:
+    """The error of a GDAL exception, as ``GetLastErrorMsg`` gives it without exceptions: its first line.
+
+    Exceptions are on wherever QGIS 3.40's Processing has loaded (its GDAL provider turns them on for the
+    whole process), and GDAL 3.10 adds the earlier errors to the message as "May be caused by: …" lines.
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def _gdal_call(fn: Callable[..., _T], *args: Any, what: str, **kwargs: Any) -> _T:
     """Run a GDAL call that signals failure by returning None or (in exception mode) raising."""
     from osgeo import gdal
@@ -256,7 +266,7 @@ def _gdal_call(fn: Callable[..., _T], *args: Any, what: str, **kwargs: Any) -> _
             result = fn(*args, **kwargs)
             detail = "" if result is not None else gdal.GetLastErrorMsg()
         except RuntimeError as exc:
-            result, detail = None, str(exc)
+            result, detail = None, _gdal_exception_text(exc)
     if result is None:
         raise EngineError(f"{what}: {detail.strip().rstrip('.') or 'unknown GDAL error'}.")
     return result
@@ -309,11 +319,12 @@ def _open_dataset(path: str) -> Any:
             ds = gdal.OpenEx(str(p), gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
             reason = gdal.GetLastErrorMsg().strip()
         except RuntimeError as exc:
-            ds, reason = None, str(exc).strip()
+            ds, reason = None, _gdal_exception_text(exc)
     if ds is None:
         if not os.access(p, os.R_OK):
             reason = "permission denied"
-        elif not reason or "not recognized as a supported file format" in reason:
+        elif not reason or ("not recognized as" in reason and "supported file format" in reason):
+            # GDAL 3.6 says "not recognized as a supported file format", 3.10 "as being in a supported file format"
             reason = "GDAL does not recognise its format"
         raise EngineError(f"{p.name} is not a raster GDAL can read ({reason}).")
     if ds.RasterCount == 0:

@@ -51,7 +51,7 @@ class LayerActions:
     def _raster(self):
         layer = self.iface.activeLayer()
         if layer is None or layer.type() != QgsMapLayerType.RasterLayer:
-            self.controller.notify("Choose a raster layer in the Layers panel first.", Qgis.Warning)
+            self.controller.notify("Choose a raster layer in the Layers panel first.", Qgis.MessageLevel.Warning)
             return None
         return layer
 
@@ -81,12 +81,13 @@ class LayerActions:
 
         layer = self.iface.activeLayer()
         if not is_result_layer(layer):
-            self.controller.notify("Choose an RS-CLIP result layer and select some of its tiles.", Qgis.Warning)
+            self.controller.notify("Choose an RS-CLIP result layer and select some of its tiles.",
+                                   Qgis.MessageLevel.Warning)
             return
         field = layer.fields().indexOf("tile_id")
         ids = sorted({int(f.attribute(field)) for f in layer.selectedFeatures()})
         if not ids:
-            self.controller.notify("Select one or more tiles of the result layer first.", Qgis.Warning)
+            self.controller.notify("Select one or more tiles of the result layer first.", Qgis.MessageLevel.Warning)
             return
         dock = self.open_dock()
         self.controller.similar(SimilarParams(layer.customProperty(INDEX_PROPERTY), ids, dock.top_k_spin.value()))

@@ -159,13 +159,14 @@ class Controller(QObject):
         QApplication.clipboard().setText(report)
         self.log.info("Diagnostics:\n%s", report)
         self.iface.messageBar().pushMessage(TITLE, "Diagnostics copied to the clipboard (also in the Log Messages "
-                                            "panel).", level=Qgis.Info, duration=6)
+                                            "panel).", level=Qgis.MessageLevel.Info, duration=6)
         return report
 
     # -- running ---------------------------------------------------------------------
-    def notify(self, text: str, level=Qgis.Info) -> None:
-        self.iface.messageBar().pushMessage(TITLE, text, level=level, duration=8 if level != Qgis.Critical else 0)
-        self.log.log({Qgis.Critical: 40, Qgis.Warning: 30}.get(level, 20), text)
+    def notify(self, text: str, level=Qgis.MessageLevel.Info) -> None:
+        self.iface.messageBar().pushMessage(TITLE, text, level=level,
+                                            duration=8 if level != Qgis.MessageLevel.Critical else 0)
+        self.log.log({Qgis.MessageLevel.Critical: 40, Qgis.MessageLevel.Warning: 30}.get(level, 20), text)
 
     def start(self, task: BaseTask) -> BaseTask:
         """Queue a task on QGIS's task manager, with the dock's progress bar and Cancel following it."""
@@ -182,16 +183,16 @@ class Controller(QObject):
         self.dock.set_busy(bool(self.tasks))
         if task.cancelled:
             if task.result is None:
-                self.notify(f"{task.description()}: cancelled.", Qgis.Info)
+                self.notify(f"{task.description()}: cancelled.", Qgis.MessageLevel.Info)
             return task.result is not None
         if task.error:
-            self.notify(task.error, Qgis.Critical)
+            self.notify(task.error, Qgis.MessageLevel.Critical)
             return False
         return task.result is not None
 
     def _folder(self, folder: str) -> str | None:
         if not folder:
-            self.notify("Choose an index folder first.", Qgis.Warning)
+            self.notify("Choose an index folder first.", Qgis.MessageLevel.Warning)
             return None
         settings.INDEX_DIR.set(folder)
         return folder
@@ -214,7 +215,7 @@ class Controller(QObject):
             return None
         if not params.rasters:
             self.notify("No rasters to index: add raster layers to the project and check them on the Index tab.",
-                        Qgis.Warning)
+                        Qgis.MessageLevel.Warning)
             return None
         existing = self._index_model(folder)
         try:
@@ -225,7 +226,7 @@ class Controller(QObject):
                 # a registry name resolves instantly; a custom checkpoint is hashed inside the task
                 model = jobs.resolve_model(folder, name=params.model) if params.model else None
         except EngineError as exc:
-            self.notify(str(exc), Qgis.Critical)
+            self.notify(str(exc), Qgis.MessageLevel.Critical)
             return None
 
         def job(progress, cancel):
@@ -303,12 +304,12 @@ class Controller(QObject):
         try:
             path = canonical_path(url)
         except EngineError as exc:
-            self.notify(str(exc), Qgis.Warning)
+            self.notify(str(exc), Qgis.MessageLevel.Warning)
             return None
         layer = QgsRasterLayer(path, display_name(path), "gdal")
         if not layer.isValid():
             self.notify(f"{url} could not be opened as a raster (check the address, and that the server allows "
-                        "range requests).", Qgis.Warning)
+                        "range requests).", Qgis.MessageLevel.Warning)
             return None
         return QgsProject.instance().addMapLayer(layer)
 
@@ -344,11 +345,11 @@ class Controller(QObject):
         if self._done(task):
             report = task.result
             for path, reason in report.skipped:
-                self.notify(f"{Path(path).name} was not indexed: {reason}", Qgis.Warning)
+                self.notify(f"{Path(path).name} was not indexed: {reason}", Qgis.MessageLevel.Warning)
             for path, count, why in report.unavailable:
                 self.notify(f"{count} tiles of {Path(path).name} were skipped: their web map tiles could not be "
-                            f"downloaded ({why}). Index it again later to fetch them.", Qgis.Warning)
-            self.notify(report.summary(), Qgis.Warning if report.cancelled else Qgis.Success)
+                            f"downloaded ({why}). Index it again later to fetch them.", Qgis.MessageLevel.Warning)
+            self.notify(report.summary(), Qgis.MessageLevel.Warning if report.cancelled else Qgis.MessageLevel.Success)
         self.refresh_status()
 
     def cancel_running(self) -> None:
@@ -361,7 +362,7 @@ class Controller(QObject):
         if folder is None:
             return None
         if not params.query.strip():
-            self.notify("Type what to look for, e.g. 'airport runway'.", Qgis.Warning)
+            self.notify("Type what to look for, e.g. 'airport runway'.", Qgis.MessageLevel.Warning)
             return None
 
         def job(progress, cancel):
@@ -379,7 +380,7 @@ class Controller(QObject):
         if folder is None:
             return None
         if not params.tile_ids:
-            self.notify("Select a result tile first.", Qgis.Warning)
+            self.notify("Select a result tile first.", Qgis.MessageLevel.Warning)
             return None
 
         def job(progress, cancel):
@@ -409,7 +410,7 @@ class Controller(QObject):
         hits = outcome.hits
         if not hits:
             self.dock.show_results([], {})
-            self.notify(f"No tiles matched {title}.", Qgis.Info)
+            self.notify(f"No tiles matched {title}.", Qgis.MessageLevel.Info)
             return None
         self.hits = {h.tile.id: h for h in hits}
         self.last_results = ("hits", hits)
@@ -419,7 +420,7 @@ class Controller(QObject):
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
         self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
-        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.Success)
+        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
         return layer
 
     def label(self, params) -> BaseTask | None:
@@ -433,7 +434,7 @@ class Controller(QObject):
             classes = load_class_set(params.class_set) if params.class_set else parse_classes(params.custom_classes)
             templates = parse_templates(params.templates) if params.templates.strip() else None
         except EngineError as exc:
-            self.notify(str(exc), Qgis.Critical)
+            self.notify(str(exc), Qgis.MessageLevel.Critical)
             return None
 
         def job(progress, cancel):
@@ -452,14 +453,14 @@ class Controller(QObject):
         layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
                                  "|".join(classes), folder)
         self.last_layer = layer
-        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.Success)
+        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
 
     def save_results(self, path: str) -> BaseTask | None:
         """Write the latest search or labelling result to a GeoPackage (in a task: it reprojects)."""
         from ..engine.export import write_hits_gpkg, write_labels_gpkg
 
         if self.last_results is None:
-            self.notify("Run a search or labelling first; there is nothing to save yet.", Qgis.Warning)
+            self.notify("Run a search or labelling first; there is nothing to save yet.", Qgis.MessageLevel.Warning)
             return None
         kind, items = self.last_results
         writer = write_labels_gpkg if kind == "labels" else write_hits_gpkg
@@ -467,7 +468,7 @@ class Controller(QObject):
 
         def done(task: BaseTask) -> None:
             if self._done(task):
-                self.notify(f"Saved {len(items)} tiles to {task.result}.", Qgis.Success)
+                self.notify(f"Saved {len(items)} tiles to {task.result}.", Qgis.MessageLevel.Success)
 
         return self.start(BaseTask(f"Saving results to {Path(path).name}",
                                    lambda progress, cancel: writer(path, items), done, can_cancel=False))

@@ -123,8 +123,9 @@ class InstallController(QObject):
         activation = activate(task.result.target)
         text = f"Installed {len(task.result.installed)} packages in {task.result.seconds:.0f} s. {activation.message}"
         self.dialog.set_result(text, True)
-        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Success if not activation.restart_needed
-                                            else Qgis.Warning, duration=0 if activation.restart_needed else 10)
+        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.MessageLevel.Success
+                                            if not activation.restart_needed else Qgis.MessageLevel.Warning,
+                                            duration=0 if activation.restart_needed else 10)
         self.log.info(text)
         self.on_installed()
 

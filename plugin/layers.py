@@ -8,16 +8,15 @@ from typing import Sequence
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsCoordinateTransform,
                        QgsFeature, QgsField, QgsFillSymbol, QgsGeometry, QgsGraduatedSymbolRenderer, QgsMapLayer,
                        QgsProject, QgsRendererCategory, QgsVectorLayer)
-from qgis.PyQt.QtCore import QVariant
 
 from ..engine.export import HIT_FIELDS, LABEL_FIELDS, common_crs, tile_geometry_wkt
+from .qgis_compat import FIELD_TYPES
 
 SEARCH_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "search_results.qml"
 GROUP_NAME = "RS-CLIP results"
 KIND_PROPERTY = "rsclip/kind"
 KEY_PROPERTY = "rsclip/query"
 INDEX_PROPERTY = "rsclip/index"
-_VARIANTS = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String}
 #: Colours for land-cover classes, in class order (cycled past the end).
 CLASS_COLOURS = ("#1f78b4", "#33a02c", "#b2df8a", "#e31a1c", "#ff7f00", "#6a3d9a", "#fdbf6f", "#a6cee3",
                  "#fb9a99", "#cab2d6", "#b15928", "#ffff99", "#8dd3c7", "#bebada", "#80b1d3", "#fccde5",
@@ -61,7 +60,7 @@ def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
     layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'EPSG:4326'}", name, "memory")
     if not crs.authid():
         layer.setCrs(crs)
-    layer.dataProvider().addAttributes([QgsField(n, _VARIANTS[k]) for n, k in data.fields])
+    layer.dataProvider().addAttributes([QgsField(n, FIELD_TYPES[k]) for n, k in data.fields])
     layer.updateFields()
     feats = []
     for attributes, wkt in data.rows:
@@ -85,8 +84,8 @@ def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:
     class breaks are data-dependent (scores of different models and queries differ), so
     they are recomputed here with the style's own method and colour ramp.
     """
-    message, ok = layer.loadNamedStyle(str(SEARCH_STYLE), QgsMapLayer.Symbology | QgsMapLayer.Labeling
-                                       | QgsMapLayer.Rendering)
+    message, ok = layer.loadNamedStyle(str(SEARCH_STYLE), QgsMapLayer.StyleCategory.Symbology
+                                       | QgsMapLayer.StyleCategory.Labeling | QgsMapLayer.StyleCategory.Rendering)
     renderer = layer.renderer()
     if not ok or not isinstance(renderer, QgsGraduatedSymbolRenderer):
         raise RuntimeError(f"Cannot apply the plugin's style {SEARCH_STYLE}: {message}")

@@ -9,8 +9,9 @@ from qgis.core import Qgis, QgsMessageLog
 
 LOGGER_NAME = "rsclip_search"
 TAG = "RS-CLIP Search"
-_LEVELS = {logging.DEBUG: Qgis.Info, logging.INFO: Qgis.Info, logging.WARNING: Qgis.Warning,
-           logging.ERROR: Qgis.Critical, logging.CRITICAL: Qgis.Critical}
+_LEVELS = {logging.DEBUG: Qgis.MessageLevel.Info, logging.INFO: Qgis.MessageLevel.Info,
+           logging.WARNING: Qgis.MessageLevel.Warning, logging.ERROR: Qgis.MessageLevel.Critical,
+           logging.CRITICAL: Qgis.MessageLevel.Critical}
 
 
 class QgsMessageLogHandler(logging.Handler):
@@ -22,7 +23,7 @@ class QgsMessageLogHandler(logging.Handler):
         text = self.format(record)
         if record.levelno >= logging.WARNING:
             self.recent.append(f"{record.levelname.lower()}: {text}")
-        QgsMessageLog.logMessage(text, TAG, _LEVELS.get(record.levelno, Qgis.Info))
+        QgsMessageLog.logMessage(text, TAG, _LEVELS.get(record.levelno, Qgis.MessageLevel.Info))
 
 
 def get_logger() -> logging.Logger:

@@ -21,7 +21,7 @@ class BaseTask(QgsTask):
 
     def __init__(self, description: str, job: Job, on_done: Callable[["BaseTask"], None] | None = None,
                  can_cancel: bool = True) -> None:
-        flags = QgsTask.CanCancel if can_cancel else QgsTask.Flags()
+        flags = QgsTask.Flag.CanCancel if can_cancel else QgsTask.Flag(0)
         super().__init__(description, flags)
         self.job = job
         self.on_done = on_done

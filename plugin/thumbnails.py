@@ -40,7 +40,7 @@ def tile_thumbnails(hits, tiling: dict, size: int = 64) -> dict[int, QImage]:
         if pixels is None:
             continue
         data = pixels.copy(order="C")
-        image = QImage(data.data, size, size, 3 * size, QImage.Format_RGB888)
+        image = QImage(data.data, size, size, 3 * size, QImage.Format.Format_RGB888)
         out[hit.tile.id] = image.copy()
     for tiler in tilers.values():
         if tiler is not None:

@@ -204,7 +204,7 @@ class WebMapIndexer(QObject):
         try:
             options = remote_options(service, dialog.cap_spin.value())
         except EngineError as exc:
-            self.controller.notify(str(exc), Qgis.Critical)
+            self.controller.notify(str(exc), Qgis.MessageLevel.Critical)
             return None
         dialog.hide()
         return self.controller.index_sources([path], options)

@@ -34,6 +34,12 @@ def write_raster(path: Path, data: np.ndarray, epsg: int | None = 32633,
         crs_wkt = srs.ExportToWkt()
     if crs_wkt:
         ds.SetProjection(crs_wkt)
+    if color_table:  # before any pixels: GeoTIFF cannot change its photometric tag once writing started
+        table = gdal.ColorTable()
+        for index, rgb in color_table.items():
+            table.SetColorEntry(index, (*rgb, 255))
+        ds.GetRasterBand(1).SetRasterColorTable(table)
+        ds.GetRasterBand(1).SetColorInterpretation(gdal.GCI_PaletteIndex)
     for i in range(bands):
         band = ds.GetRasterBand(i + 1)
         band.WriteArray(data[i])
@@ -41,12 +47,6 @@ def write_raster(path: Path, data: np.ndarray, epsg: int | None = 32633,
             band.SetNoDataValue(nodata)
         if colors:
             band.SetColorInterpretation(colors[i])
-    if color_table:
-        table = gdal.ColorTable()
-        for index, rgb in color_table.items():
-            table.SetColorEntry(index, (*rgb, 255))
-        ds.GetRasterBand(1).SetRasterColorTable(table)
-        ds.GetRasterBand(1).SetColorInterpretation(gdal.GCI_PaletteIndex)
     ds.FlushCache()
     ds = None
     return Path(path)

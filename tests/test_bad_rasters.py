@@ -19,6 +19,15 @@ def model(tiny_model, tmp_path_factory):
                               checkpoint=str(tiny_model.checkpoint))
 
 
+@pytest.fixture(params=["return codes", "exceptions"])
+def gdal_mode(request):
+    """GDAL's process-wide error mode: QGIS 3.40's Processing turns exceptions on when it loads; 3.22's does not."""
+    was = gdal.GetUseExceptions()
+    gdal.UseExceptions() if request.param == "exceptions" else gdal.DontUseExceptions()
+    yield request.param
+    gdal.UseExceptions() if was else gdal.DontUseExceptions()
+
+
 def truncated(path):
     write_raster(path, noise(3, 256, 256))
     data = path.read_bytes()
@@ -65,7 +74,7 @@ def build_bad_rasters(folder):
     }
 
 
-def test_each_bad_raster_has_its_exact_outcome_and_the_run_goes_on(model, tmp_path):
+def test_each_bad_raster_has_its_exact_outcome_and_the_run_goes_on(model, tmp_path, gdal_mode):
     cases = build_bad_rasters(tmp_path / "in")
     report = jobs.index_rasters(tmp_path / "idx", [str(p) for p, _ in cases.values()], model=model,
                                 tiling=TilingSpec(size=32), batch_size=8)

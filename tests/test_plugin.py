@@ -89,6 +89,7 @@ def test_load_and_unload_twice_leaves_nothing_behind(qgis_iface, plugin_package,
 
 @pytest.mark.slow
 def test_heavy_libraries_are_not_imported_by_loading_the_plugin(tmp_path):
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -101,8 +102,10 @@ def test_heavy_libraries_are_not_imported_by_loading_the_plugin(tmp_path):
             "assert sys.modules['triton'] is None, 'triton must be blocked before torch loads';"
             "import torch, open_clip; assert 'triton' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]"
             % str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin"})
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin"}
+    if "PYTHONPATH" in os.environ:  # where the packages live when they are not in this Python (make test-qgis340)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
 
 
@@ -355,7 +358,7 @@ def test_missing_dependencies_are_named_in_the_dock(qgis_iface, plugin_package, 
 
 @pytest.mark.slow
 def test_plugin_loads_when_the_ml_packages_cannot_be_imported(tmp_path):
-    """A QGIS whose Python lacks torch, open_clip, faiss and shapely still loads the plugin and its toolbox."""
+    """A QGIS whose Python lacks torch, torchvision, open_clip, faiss and shapely still loads the plugin and toolbox."""
     import subprocess
     import sys
     from pathlib import Path
@@ -366,7 +369,7 @@ def test_plugin_loads_when_the_ml_packages_cannot_be_imported(tmp_path):
     (tmp_path / "rsclip_search").symlink_to(root, target_is_directory=True)
     code = f"""
 import sys
-for name in ("torch", "open_clip", "faiss", "shapely"):
+for name in ("torch", "torchvision", "open_clip", "faiss", "shapely"):
     sys.modules[name] = None  # import fails, find_spec answers None: as if never installed
 sys.path[:0] = [{str(tmp_path)!r}]
 sys.path.append({PROCESSING_PATH!r})
@@ -392,7 +395,7 @@ plugin.unload()
            "XDG_RUNTIME_DIR": str(tmp_path), "GDAL_PAM_ENABLED": "NO"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "torch, open_clip_torch, faiss-cpu, shapely" in out.stdout
+    assert "torch, torchvision, open_clip_torch, faiss-cpu, shapely" in out.stdout
     assert "Install dependencies…" in out.stdout and "-m rsclip_search.engine deps install" in out.stdout
 
 

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query", default="farm fields")
     parser.add_argument("--scene", choices=("search", "concepts"), default="search",
                         help="search: the Search tab; concepts: the find-every-X loop with areas on the map")
+    parser.add_argument("--profile", help="a QGIS profile root (QGIS_CUSTOM_CONFIG_PATH) in which the plugin and its "
+                                          "packages are already installed, as a user has them; default: a new one "
+                                          "with this checkout as the plugin")
     args = parser.parse_args(argv)
     if not NAIP.exists():
         print(f"The NAIP raster is needed for the screenshot and was not found at {NAIP}.", file=sys.stderr)
@@ -39,14 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "-m", "engine", "index", str(NAIP), "--index", str(index), "--arch",
                     str(model.config), "--checkpoint", str(model.checkpoint), "--tile-size", "112"],
                    cwd=ROOT, check=True)
-    profile = work / "profile"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    plugins.mkdir(parents=True)
-    (plugins / "rsclip_search").symlink_to(ROOT, target_is_directory=True)
+    profile = Path(args.profile).resolve() if args.profile else work / "profile"
+    if not args.profile:
+        plugins = profile / "profiles" / "default" / "python" / "plugins"
+        plugins.mkdir(parents=True)
+        (plugins / "rsclip_search").symlink_to(ROOT, target_is_directory=True)
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONPATH=os.pathsep.join(site.getsitepackages()),
                RSCLIP_SHOT_RASTER=str(NAIP), RSCLIP_SHOT_INDEX=str(index), RSCLIP_SHOT_OUT=str(out),
                RSCLIP_SHOT_QUERY=args.query, RSCLIP_SHOT_WORK=str(work))
     env.pop("QT_QPA_PLATFORM", None)
+    if args.profile:  # QGIS finds the packages as a user's does: the plugin activates its private folder
+        env.pop("PYTHONPATH")
     subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "rsclip_search"], env=dict(
         env, QT_QPA_PLATFORM="offscreen"), check=True, capture_output=True)
     if out.exists():
@@ -55,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--code", str(ROOT / "tools" / SCENES[args.scene])], env=env, timeout=600,
                    stdout=subprocess.DEVNULL, stderr=open(work / "qgis.log", "w"))
     if not out.exists():
-        print("QGIS did not write the screenshot.", file=sys.stderr)
+        tail = (work / "qgis.log").read_text(errors="replace").splitlines()[-40:]
+        print("QGIS did not write the screenshot. The end of its log:", *tail, sep="\n", file=sys.stderr)
         return 1
     print(f"Wrote {out}")
     return 0

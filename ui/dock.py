@@ -18,8 +18,8 @@ from .params import IndexParams, LabelParams, SearchParams, SimilarParams
 
 CUSTOM_MODEL = "Custom checkpoint…"
 CUSTOM_CLASSES = "Custom classes…"
-TILE_ROLE = Qt.UserRole
-PATH_ROLE = Qt.UserRole + 1
+TILE_ROLE = Qt.ItemDataRole.UserRole
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class SearchDock(QDockWidget):
@@ -46,7 +46,7 @@ class SearchDock(QDockWidget):
         outer = QVBoxLayout(body)
         self.missing_label = QLabel()
         self.missing_label.setWordWrap(True)
-        self.missing_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.missing_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.missing_label.setStyleSheet("color: #a40000;")
         self.missing_label.hide()
         outer.addWidget(self.missing_label)
@@ -142,8 +142,8 @@ class SearchDock(QDockWidget):
         self.results_list = QListWidget()
         self.results_list.setIconSize(QSize(64, 64))
         self.results_list.setUniformItemSizes(True)
-        self.results_list.setTextElideMode(Qt.ElideMiddle)
-        self.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.results_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results_list.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.results_list)
         buttons = QHBoxLayout()
@@ -287,8 +287,8 @@ class SearchDock(QDockWidget):
             item = QListWidgetItem(name)
             item.setToolTip(path)
             item.setData(PATH_ROLE, path)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(before.get(path, Qt.Checked))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(before.get(path, Qt.CheckState.Checked))
             self.rasters_list.addItem(item)
 
     def set_index_dir(self, folder: str) -> None:
@@ -382,7 +382,7 @@ class SearchDock(QDockWidget):
         """The Index tab's settings (remembered) for the given rasters, or the checked ones of the list."""
         if rasters is None:
             rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
-                       if self.rasters_list.item(i).checkState() == Qt.Checked]
+                       if self.rasters_list.item(i).checkState() == Qt.CheckState.Checked]
         custom = self.model_combo.currentText() == CUSTOM_MODEL
         settings.MODEL.set(self.model_combo.currentText())
         settings.CUSTOM_ARCH.set(self.arch_edit.text())

@@ -7,7 +7,7 @@ class DownloadDialog(QProgressDialog):
     def __init__(self, model_name: str, parent=None) -> None:
         super().__init__(f"Downloading the weights of {model_name}…", "Cancel", 0, 100, parent)
         self.setWindowTitle("RS-CLIP Search")
-        self.setWindowModality(Qt.WindowModal)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setMinimumDuration(0)
         self.setAutoClose(False)
         self.setAutoReset(False)

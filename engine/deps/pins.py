@@ -38,7 +38,8 @@ PIN_SETS = (
            "Debian 12, QGIS 3.22, Python 3.11, NumPy 1.24.2"),
     PinSet("NumPy 1.25–1.26", (1, 25), (2, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC},
            "Python 3.11, NumPy 1.26.4 (this project's development environment)"),
-    PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC}),
+    PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC},
+           "Debian 13, QGIS 3.40, Python 3.13, NumPy 2.2.4 (make test-qgis340)"),
 )
 #: The set the development environment runs: ``requirements.txt`` is written from it by
 #: ``tools/requirements.py`` (and a test checks that the two agree), so the pins live only here.

@@ -12,10 +12,10 @@ def add_area_parameters(alg, advanced: bool = False) -> None:
     """The optional EXTENT and AREA parameters shared by the query algorithms."""
     extent = QgsProcessingParameterExtent("EXTENT", alg.tr("Only tiles within this extent"), optional=True)
     area = QgsProcessingParameterFeatureSource("AREA", alg.tr("Only tiles within these polygons"),
-                                               [QgsProcessing.TypeVectorPolygon], optional=True)
+                                               [QgsProcessing.SourceType.TypeVectorPolygon], optional=True)
     for param in (extent, area):
         if advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         alg.addParameter(param)
 
 

@@ -12,19 +12,19 @@ from typing import Callable, Sequence
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsGeometry,
                        QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum, QgsProperty,
                        QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ...engine.errors import EngineError
 from ...engine.export import common_crs, tile_geometry_wkt
 from ...engine.index import is_index
 from ..deps import install_hint, missing_packages
+from ..qgis_compat import FIELD_TYPES
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "rsclip.svg"
 HELP_URL = "https://github.com/rsclip-search/rsclip-search#processing-toolbox"
 #: Shortest pause between two progress texts, so per-tile messages do not flood the log.
 TEXT_INTERVAL_S = 1.0
-_VARIANTS = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String}
 
 
 class RsClipAlgorithm(QgsProcessingAlgorithm):
@@ -149,17 +149,17 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
         """A polygon sink of tiles in the CRS most of them share, with ``fields`` taken from ``rows``."""
         qfields = QgsFields()
         for field, kind in fields:
-            qfields.append(QgsField(field, _VARIANTS[kind]))
+            qfields.append(QgsField(field, FIELD_TYPES[kind]))
         crs_wkt = common_crs(tiles)
         crs = QgsCoordinateReferenceSystem.fromWkt(crs_wkt) if crs_wkt else QgsCoordinateReferenceSystem("EPSG:4326")
-        sink, dest = self.parameterAsSink(parameters, name, context, qfields, QgsWkbTypes.Polygon, crs)
+        sink, dest = self.parameterAsSink(parameters, name, context, qfields, QgsWkbTypes.Type.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
         for tile, row in zip(tiles, rows):
             feat = QgsFeature(qfields)
             feat.setAttributes([row[f] for f, _ in fields])
             feat.setGeometry(QgsGeometry.fromWkt(tile_geometry_wkt(tile, crs_wkt)))
-            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+            sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
         return dest
 
 

@@ -47,7 +47,7 @@ class BuildIndex(RsClipAlgorithm):
         from ...engine.models import DEFAULT_MODEL, REGISTRY
 
         self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", self.tr("Rasters to index"),
-                                                               QgsProcessing.TypeRaster, optional=True))
+                                                               QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterString(
             "URLS", self.tr("Rasters by URL (cloud-optimised GeoTIFFs: https://…, /vsicurl/…), one per line"),
             multiLine=True, optional=True))
@@ -59,20 +59,20 @@ class BuildIndex(RsClipAlgorithm):
         self.addParameter(QgsProcessingParameterFile("CHECKPOINT", self.tr("Custom model: checkpoint file"),
                                                      optional=True))
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", self.tr("Tile size"),
-                                                       QgsProcessingParameterNumber.Double, 224.0, minValue=1))
+                                                       QgsProcessingParameterNumber.Type.Double, 224.0, minValue=1))
         self.addParameter(QgsProcessingParameterEnum("TILE_UNITS", self.tr("Tile size units"), list(UNITS),
                                                      defaultValue="pixels", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", self.tr("Overlap between tiles (fraction)"),
-                                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0,
+                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0,
                                                        maxValue=0.9))
         self.addParameter(QgsProcessingParameterString("BANDS", self.tr("Bands as R,G,B (e.g. 4,3,2)"),
                                                        optional=True))
         batch = QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Tiles per batch"),
-                                             QgsProcessingParameterNumber.Integer, 32, minValue=1)
-        batch.setFlags(batch.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+                                             QgsProcessingParameterNumber.Type.Integer, 32, minValue=1)
+        batch.setFlags(batch.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(batch)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Indexed tiles"),
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
 
     def read_parameters(self, parameters: dict, context) -> dict:
         from ...engine.tiling import TilingSpec, parse_bands

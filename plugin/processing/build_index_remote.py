@@ -49,7 +49,7 @@ class BuildIndexStac(BuildIndex):
         self.addParameter(QgsProcessingParameterString("ASSET", self.tr("Asset (default: visual / RGB)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterNumber("MAX_ITEMS", self.tr("Most items to index"),
-                                                       QgsProcessingParameterNumber.Integer, 50, minValue=1))
+                                                       QgsProcessingParameterNumber.Type.Integer, 50, minValue=1))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ...engine.sources.stac import index_stac
@@ -102,13 +102,13 @@ class BuildIndexWebMap(BuildIndex):
         self.addParameter(QgsProcessingParameterRasterLayer("LAYER", self.tr("Web map layer (XYZ or WMS)")))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Extent")))
         self.addParameter(QgsProcessingParameterNumber("ZOOM", self.tr("Zoom level (XYZ)"),
-                                                       QgsProcessingParameterNumber.Integer, optional=True,
+                                                       QgsProcessingParameterNumber.Type.Integer, optional=True,
                                                        minValue=0, maxValue=24))
         self.addParameter(QgsProcessingParameterNumber("RESOLUTION", self.tr("Ground resolution (m per pixel)"),
-                                                       QgsProcessingParameterNumber.Double, optional=True,
+                                                       QgsProcessingParameterNumber.Type.Double, optional=True,
                                                        minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber("MAX_REQUESTS", self.tr("Most web map requests"),
-                                                       QgsProcessingParameterNumber.Integer,
+                                                       QgsProcessingParameterNumber.Type.Integer,
                                                        RemoteOptions.max_requests, minValue=1))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

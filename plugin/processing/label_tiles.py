@@ -40,7 +40,7 @@ class LabelTiles(RsClipAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         sets = [*available_class_sets(), CUSTOM_LIST]
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
-                                                     QgsProcessingParameterFile.Folder))
+                                                     QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterEnum("CLASS_SET", self.tr("Class set"), sets,
                                                      defaultValue=sets[0], usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterString("CLASSES", self.tr("Custom classes (comma-separated)"),
@@ -49,7 +49,7 @@ class LabelTiles(RsClipAlgorithm):
                                                        optional=True))
         add_area_parameters(self, advanced=True)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Labelled tiles"),
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)

@@ -36,16 +36,16 @@ class SearchText(RsClipAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
-                                                     QgsProcessingParameterFile.Folder))
+                                                     QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterString("QUERY", self.tr("Search text")))
         self.addParameter(QgsProcessingParameterNumber("TOP_K", self.tr("Number of results"),
-                                                       QgsProcessingParameterNumber.Integer, 20, minValue=1))
+                                                       QgsProcessingParameterNumber.Type.Integer, 20, minValue=1))
         self.addParameter(QgsProcessingParameterNumber("MIN_SCORE", self.tr("Minimum score"),
-                                                       QgsProcessingParameterNumber.Double, optional=True,
+                                                       QgsProcessingParameterNumber.Type.Double, optional=True,
                                                        minValue=-1, maxValue=1))
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Matching tiles"),
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)

@@ -33,16 +33,16 @@ class SimilarTiles(RsClipAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
-                                                     QgsProcessingParameterFile.Folder))
+                                                     QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterFeatureSource("TILES", self.tr("Example tiles (with a tile_id field)"),
-                                                              [QgsProcessing.TypeVector], optional=True))
+                                                              [QgsProcessing.SourceType.TypeVector], optional=True))
         self.addParameter(QgsProcessingParameterPoint("POINT", self.tr("Example point (on an indexed tile)"),
                                                       optional=True))
         self.addParameter(QgsProcessingParameterNumber("TOP_K", self.tr("Number of results"),
-                                                       QgsProcessingParameterNumber.Integer, 20, minValue=1))
+                                                       QgsProcessingParameterNumber.Type.Integer, 20, minValue=1))
         add_area_parameters(self, advanced=True)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Similar tiles"),
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)
