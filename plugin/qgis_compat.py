@@ -9,6 +9,8 @@ from qgis.core import Qgis
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
 if Qgis.QGIS_VERSION_INT >= 33800:
-    FIELD_TYPES = {"int": QMetaType.Type.Int, "real": QMetaType.Type.Double, "str": QMetaType.Type.QString}
+    FIELD_TYPES = {"int": QMetaType.Type.Int, "int64": QMetaType.Type.LongLong, "real": QMetaType.Type.Double,
+                   "str": QMetaType.Type.QString}
 else:
-    FIELD_TYPES = {"int": QVariant.Type.Int, "real": QVariant.Type.Double, "str": QVariant.Type.String}
+    FIELD_TYPES = {"int": QVariant.Type.Int, "int64": QVariant.Type.LongLong, "real": QVariant.Type.Double,
+                   "str": QVariant.Type.String}

@@ -5,7 +5,6 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessing, QgsProcessingException, QgsProcessingParameterDefinition,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterString, QgsWkbTypes)
-from qgis.PyQt.QtCore import QVariant
 
 from ...engine import jobs
 from ...engine.areas import AREA_FIELDS, AREA_TILE_FIELDS
@@ -13,9 +12,9 @@ from ...engine.search import clean_query
 from ..concepts import AREA_TILES_STYLE, AREAS_STYLE, apply_style
 from .base import RsClipAlgorithm
 from .search_text import optional_number
+from ..qgis_compat import FIELD_TYPES
 from .styling import style_on_load
 
-_VARIANTS = {"int": QVariant.Type.LongLong, "real": QVariant.Type.Double, "str": QVariant.Type.String}
 
 
 class ConceptAreas(RsClipAlgorithm):
@@ -96,7 +95,7 @@ class ConceptAreas(RsClipAlgorithm):
         """A sink of (attributes, WKT) rows with ``fields``."""
         qfields = QgsFields()
         for field, kind in fields:
-            qfields.append(QgsField(field, _VARIANTS[kind]))
+            qfields.append(QgsField(field, FIELD_TYPES["int64" if kind == "int" else kind]))
         sink, dest = self.parameterAsSink(parameters, name, context, qfields, wkb_type, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
