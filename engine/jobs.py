@@ -5,6 +5,7 @@ result; problems the user can fix raise ``EngineError``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,9 @@ import numpy as np
 
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
+from .storage import StorageError
+
+_log = logging.getLogger("rsclip_search.engine")
 
 
 @dataclass
@@ -25,16 +29,25 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total_tiles: int = 0
     cancelled: bool = False
+    #: (old path, new path) of rasters recognised at a new path and relinked, not re-embedded.
+    relinked: list[tuple[str, str]] = field(default_factory=list)
+    #: Rasters whose re-index stopped early: their previous tiles are still the searchable ones.
+    interrupted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{sum(n for _, n in self.added)} new tiles from {len(self.added)} raster(s)"]
         if self.unchanged:
             parts.append(f"{len(self.unchanged)} unchanged raster(s) skipped")
+        if self.relinked:
+            parts.append(f"{len(self.relinked)} moved raster(s) relinked to their new path")
         if self.skipped:
             parts.append(f"{len(self.skipped)} raster(s) not indexed")
         text = f"Index {self.index_dir}: " + ", ".join(parts) + f"; {self.total_tiles} tiles in total."
         if self.cancelled:
             text += " Cancelled; tiles indexed before the cancel were kept."
+        if self.interrupted:
+            text += (f" The re-index of {', '.join(Path(p).name for p in self.interrupted)} did not finish; its "
+                     "previous tiles are still searchable and the same command resumes it.")
         return text
 
 
@@ -50,6 +63,12 @@ class IndexInfo:
     created: float
     updated: float
     vector_kind: str
+    readonly: bool = False
+
+    @property
+    def missing(self) -> list:
+        """Rasters whose file is no longer at the indexed path (moved, renamed or deleted)."""
+        return [r for r in self.rasters if r.missing]
 
 
 @dataclass(frozen=True)
@@ -137,25 +156,41 @@ def same_model(a: dict, b: dict) -> bool:
     return a.get("checkpoint_sha256") == b.get("checkpoint_sha256") and Path(str(a.get("arch"))).name == Path(str(b.get("arch"))).name
 
 
+VERIFY_MODES = ("sample", "full")
+
+
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
-                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> IndexReport:
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                  verify: str = "sample") -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
-    Unchanged rasters are skipped; a raster that was partly indexed resumes where it
-    stopped; unreadable rasters are listed in the report and the others go on. If no raster
-    is usable, nothing is created or changed and ``EngineError`` says why.
+    Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
+    changed raster is re-indexed while its old tiles stay searchable (see ``index.py``); the same
+    file at a new path is relinked, never embedded twice; unreadable rasters are listed in the report
+    and the others go on. ``verify="full"`` also compares every byte (SHA-256) of rasters that look
+    unchanged. If no raster is usable, nothing is created or changed and ``EngineError`` says why. A
+    full disk or read-only storage stops the run with ``StorageError``; committed batches are kept.
     """
     from .index import TileIndex, is_index
+    from .storage import check_writable_folder, read_only_error
     from .tiling import TilingSpec, open_raster
 
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser().resolve()
     if batch_size < 1:
         raise EngineError("The batch size must be at least 1.")
+    if verify not in VERIFY_MODES:
+        raise EngineError(f"Verification must be 'sample' or 'full', not {verify!r}.")
     if not rasters:
         raise EngineError("No rasters given to index.")
     existing = is_index(index_dir)
+    if existing:
+        with TileIndex.open(index_dir) as idx:
+            if idx.readonly:
+                raise read_only_error(index_dir)
+    else:
+        check_writable_folder(index_dir)
     model = model_for_index(index_dir, model)
     if existing:
         with TileIndex.open(index_dir) as idx:
@@ -180,32 +215,31 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
 
     encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
-    idx = TileIndex.open(index_dir) if existing else TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    idx = TileIndex.open(index_dir, write=True) if existing else \
+        TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
     try:
         with idx.writing():
-            todo = []
-            for info in usable:
-                rec = idx.raster(info.path)
-                if rec is not None and rec.status == "complete" and rec.fingerprint == info.fingerprint \
-                        and tuple(rec.bands) == tuple(info.bands):
-                    report.unchanged.append(info.path)
-                else:
-                    todo.append(info)
+            idx.space_hint = _space_needed(idx, usable, tiling)
+            identities: dict[str, tuple[str, str | None]] = {}
+            todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
-                before = rec.tiles if (rec := idx.raster(info.path)) is not None and rec.fingerprint == info.fingerprint else 0
+                rec = idx.raster(info.path)
+                before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:
-                    added = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
+                    added = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel, identities.get(info.path))
                 except Cancelled:
                     report.cancelled = True
                     now = idx.raster(info.path)
-                    if now is not None and now.tiles > before:
+                    if now is not None and now.reindexing is not None:
+                        report.interrupted.append(info.path)
+                    elif now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
+                except StorageError:
+                    raise
                 except EngineError as exc:
-                    if idx.raster(info.path) is not None:
-                        idx.remove_raster(info.path)  # a damaged file must not half-appear in results
                     report.skipped.append((info.path, str(exc)))
                     continue
                 if added == 0 and idx.raster(info.path).tiles == 0:
@@ -221,33 +255,163 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     return report
 
 
-def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None) -> int:
+def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
+    """Decide what a raster needs: nothing (unchanged), a relink (same file, new path), or (re-)indexing.
+
+    Records the file's content sample and full SHA-256 in ``identities`` when it computed them.
+    """
+    from .identity import content_fingerprint, full_sha256
+
+    path, name = info.path, Path(info.path).name
+    rec = idx.raster(path)
+    if rec is not None and tuple(rec.bands) == tuple(info.bands):
+        if rec.fingerprint == info.fingerprint:
+            if verify == "full":
+                full = full_sha256(path, cancel=cancel)
+                identities[path] = (content_fingerprint(path), full)
+                if rec.full_sha256 != full:
+                    _log.info("%s: its SHA-256 %s; re-indexing it.", name, "differs from the one recorded"
+                              if rec.full_sha256 else "was not recorded (indexed by an older version)")
+                    return True
+            if rec.status == "complete":
+                if rec.reindexing is not None:
+                    idx.drop_staging(path)  # the file went back to what is indexed
+                report.unchanged.append(path)
+                return False
+            return True
+        content = content_fingerprint(path)
+        identities[path] = (content, None)
+        if rec.full_sha256 and rec.content in (None, content):
+            full = full_sha256(path, cancel=cancel)
+            identities[path] = (content, full)
+            if full == rec.full_sha256:  # same bytes, new time (touched, copied back): nothing to embed
+                idx.update_identity(rec.id, info.fingerprint, content, full)
+                if rec.status == "complete":
+                    report.unchanged.append(path)
+                    return False
+        return True
+    if rec is not None:
+        return True
+    content = content_fingerprint(path)
+    identities[path] = (content, None)
+    for cand in idx.same_content(content, info.fingerprint):
+        if cand.path == path or tuple(cand.bands) != tuple(info.bands):
+            continue
+        if verify == "full" and cand.full_sha256:
+            full = identities[path][1] or full_sha256(path, cancel=cancel)
+            identities[path] = (content, full)
+            if full != cand.full_sha256:
+                continue
+        if not cand.missing:
+            report.skipped.append((path, f"{name} has the same content as {cand.path}, which is already in the "
+                                         f"index; nothing was added (to point the index at {name} instead, use "
+                                         f"index --relink {cand.path} {path})."))
+            return False
+        idx.relink(cand.path, path, info.fingerprint, content, identities[path][1])
+        report.relinked.append((cand.path, path))
+        if cand.status == "complete":
+            return False
+        return True
+    return True
+
+
+def _space_needed(idx, usable, tiling) -> int:
+    """Rough bytes the run may still write: its tiles (embedding + footprints + SQLite) and the cache."""
+    from .tiling import plan_windows
+
+    planned = 0
+    for info in usable:
+        try:
+            planned += len(plan_windows(info, tiling))
+        except EngineError:
+            continue
+    per_tile = 4 * idx.dim + 700
+    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (8 << 20)
+
+
+def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
+               identity: tuple[str, str | None] | None = None) -> int:
     """Embed one raster's remaining tiles, committing each batch; returns tiles added.
 
     Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle.
+    while this thread embeds and commits, so the model is rarely idle. Whatever stops the
+    loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
+    before the raster is closed. A raster that fails half-way leaves nothing of this run
+    behind; a re-index that fails keeps the raster's previous tiles.
     """
+    from contextlib import closing
+
+    from .identity import content_fingerprint, full_sha256
     from .pipeline import prefetch_batches
+    from .storage import StorageError
     from .tiling import RasterTiler
 
     name = Path(info.path).name
+    content, full = identity or (None, None)
+    content = content or content_fingerprint(info.path)
+    full = full or full_sha256(info.path, cancel=cancel)
     with RasterTiler(info.path, tiling) as tiler:
         raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows))
+                                           info.bands, len(tiler.windows), content, full)
 
         def tick(fraction: float, message: str) -> None:
             progress(fraction, f"{name}: {message}")
 
         added = 0
-        batches = prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                   lambda arrays: encoder.preprocess(np.stack(arrays)))
-        for tiles, pixels in batches:
-            idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
-            added += len(tiles)
-            check_cancel(cancel)
+        try:
+            with closing(prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
+                                          lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
+                for tiles, pixels in batches:
+                    idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                    added += len(tiles)
+                    check_cancel(cancel)
+        except (Cancelled, StorageError):
+            raise
+        except EngineError as exc:
+            kept = idx.abandon_raster(raster_id)
+            raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
     idx.finish_raster(raster_id)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added
+
+
+def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verify: str = "sample") -> int:
+    """Point an indexed raster at its new path (moved or renamed); returns its tile count.
+
+    The new file must be the same raster: same size in pixels, CRS and bands, and the same content
+    sample (``verify="full"``: the same SHA-256) when those were recorded. Nothing is re-embedded.
+    """
+    from .identity import content_fingerprint, full_sha256
+    from .index import TileIndex
+    from .tiling import TilingSpec, open_raster
+
+    if verify not in VERIFY_MODES:
+        raise EngineError(f"Verification must be 'sample' or 'full', not {verify!r}.")
+    old_path = str(Path(old).expanduser().resolve())
+    new_path = str(Path(new).expanduser().resolve())
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        rec = idx.raster(old_path) or idx.raster(str(old))
+        if rec is None:
+            raise EngineError(f"{old} is not in the index at {idx.folder}.")
+        info = open_raster(new_path, TilingSpec.from_dict(idx.tiling))
+        name = Path(new_path).name
+        if (info.width, info.height, tuple(info.bands)) != (rec.width, rec.height, tuple(rec.bands)) \
+                or info.crs_wkt != rec.crs_wkt:
+            raise EngineError(f"{name} is not the raster indexed as {rec.path}: it is {info.width}×{info.height} px "
+                              f"in another CRS or with other bands (the indexed one is {rec.width}×{rec.height} px).")
+        content = content_fingerprint(new_path)
+        if rec.content and rec.content != content:
+            raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
+                              "fingerprints differ); index it as a new raster instead.")
+        full = None
+        if verify == "full":
+            full = full_sha256(new_path)
+            if rec.full_sha256 and rec.full_sha256 != full:
+                raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
+                                  "SHA-256 differ); index it as a new raster instead.")
+        n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
+        idx.vector_store()
+    return n
 
 
 def _tiling_text(spec) -> str:
@@ -260,7 +424,12 @@ def open_for_query(index_dir: str | Path):
     from .index import TileIndex
 
     idx = TileIndex.open(index_dir)
-    if idx.tile_count() == 0:
+    try:
+        empty = idx.tile_count() == 0
+    except BaseException:
+        idx.close()
+        raise
+    if empty:
         idx.close()
         raise EngineError(f"The index at {index_dir} has no tiles yet; index some rasters first.")
     return idx
@@ -276,8 +445,11 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
     clean_query(query)
     with open_for_query(index_dir) as idx:
         encoder = get_encoder(idx.model, runtime, progress, cancel)
-        allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+        with idx.snapshot():
+            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+            hits = search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+    note_missing_rasters([h.tile.raster for h in hits])
+    return hits
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -285,9 +457,11 @@ def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min
     """Tiles most like the given tiles of the same index; no model needed."""
     from .search import candidate_ids, search_similar
 
-    with open_for_query(index_dir) as idx:
+    with open_for_query(index_dir) as idx, idx.snapshot():
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+        hits = search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+    note_missing_rasters([h.tile.raster for h in hits])
+    return hits
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
@@ -295,9 +469,11 @@ def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
     from shapely import wkt as shapely_wkt
     from shapely.geometry import Point
 
+    from .index import checked_footprint
+
     point = Point(lon, lat)
     with open_for_query(index_dir) as idx:
-        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(t.footprint_wgs84_wkt).covers(point)]
+        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(checked_footprint(t, wgs84=True)).covers(point)]
 
 
 def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str] | None = None,
@@ -311,8 +487,24 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
 
     with open_for_query(index_dir) as idx:
         encoder = get_encoder(idx.model, runtime, progress, cancel)
-        allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+        with idx.snapshot():
+            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+            labels = label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+    note_missing_rasters([lab.tile.raster for lab in labels])
+    return labels
+
+
+def note_missing_rasters(paths: Sequence[str]) -> list[str]:
+    """Say (as a notice) when results point at raster files that are no longer where they were indexed."""
+    from .identity import exists
+
+    missing = [p for p in dict.fromkeys(paths) if not exists(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        _log.warning("%d raster(s) of these results are missing at their indexed path (%s): moved or deleted? "
+                     "Index them at their new path (or use index --relink OLD NEW) to relink them.",
+                     len(missing), shown)
+    return missing
 
 
 def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
@@ -324,26 +516,25 @@ def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
 
 
 def info(index_dir: str | Path) -> IndexInfo:
-    """What an index holds: model, tiling, rasters and tile count."""
-    import json
+    """What an index holds: model, tiling, rasters (missing ones marked) and tile count."""
+    from .index import TileIndex
 
-    from .index import FAISS_META, TileIndex
-
-    with TileIndex.open(index_dir) as idx:
-        try:
-            kind = json.loads((idx.folder / FAISS_META).read_text()).get("kind", "flat")
-        except (OSError, ValueError):
-            kind = "flat (not built yet)"
+    with TileIndex.open(index_dir) as idx, idx.snapshot():
+        meta = idx.cache_meta()
+        kind = meta.get("kind") if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
         return IndexInfo(str(idx.folder), idx.model, model_label(idx.model), idx.tiling, idx.dim,
-                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind)
+                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind, idx.readonly)
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
-    """Remove one raster's tiles from an index; returns how many were removed."""
+    """Remove one raster's tiles from an index (a missing file too); returns how many were removed."""
     from .index import TileIndex
 
-    with TileIndex.open(index_dir) as idx, idx.writing():
-        n = idx.remove_raster(str(Path(raster).expanduser().resolve()))
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        path = str(Path(raster).expanduser().resolve())
+        if idx.raster(path) is None and idx.raster(str(raster)) is not None:
+            path = str(raster)  # the path exactly as stored (a file that is gone)
+        n = idx.remove_raster(path)
         idx.vector_store()
         return n
 
