@@ -93,9 +93,10 @@ def is_geopackage(path: Path) -> bool:
 
 def gpkg_tables(path: Path) -> set[str]:
     """Lower-cased names of every table and layer in a GeoPackage, read without changing it."""
-    uri = path.absolute().as_uri() + "?mode=ro"
+    # read-only, unless an interrupted write left a hot journal that SQLite must roll back first
+    mode = "rw" if Path(f"{path}-journal").exists() else "ro"
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = sqlite3.connect(path.absolute().as_uri() + f"?mode={mode}", uri=True)
         try:
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
             names |= {r[0] for r in conn.execute("SELECT table_name FROM gpkg_contents")}

@@ -160,7 +160,7 @@ def _staging_rows_identity_and_index_id(conn: sqlite3.Connection) -> None:
 SCHEMA_VERSION = max(MIGRATIONS) + 1
 
 
-def _run_migrations(conn: sqlite3.Connection, folder: Path) -> int:
+def _run_migrations(conn: sqlite3.Connection, folder: Path, announce: bool = True) -> int:
     """Bring the database to ``SCHEMA_VERSION`` in one transaction; returns the version it had."""
     conn.execute("PRAGMA foreign_keys=OFF")  # a table rebuild must not cascade-delete tiles
     try:
@@ -180,7 +180,7 @@ def _run_migrations(conn: sqlite3.Connection, folder: Path) -> int:
             raise
     finally:
         conn.execute("PRAGMA foreign_keys=ON")
-    if start < SCHEMA_VERSION:
+    if announce and start < SCHEMA_VERSION:
         _log.info("Updated the index at %s from format %d to %d.", folder, start, SCHEMA_VERSION)
     return start
 
@@ -340,6 +340,7 @@ class TileIndex:
             return cls.open(folder, write=True)
         check_writable_folder(folder)
         tmp = folder / f".{DB_NAME}.creating"
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
@@ -354,16 +355,21 @@ class TileIndex:
                         ("schema", "1"), ("model", json.dumps(model, sort_keys=True)),
                         ("tiling", json.dumps(tiling, sort_keys=True)), ("dim", str(int(dim))),
                         ("generation", "0"), ("created", now), ("updated", now)])
-                _run_migrations(conn, folder)
+                _run_migrations(conn, folder, announce=False)
             finally:
                 conn.close()
             os.replace(tmp, folder / DB_NAME)
-        except sqlite3.Error as exc:
-            _unlink_quietly(tmp)
+        except (sqlite3.Error, OSError) as exc:
+            for leftover in (tmp, Path(f"{tmp}-journal")):
+                _unlink_quietly(leftover)
+            for path in made:  # a failed first run leaves no folder behind
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise os_storage_error(exc, folder) from None
             raise sqlite_storage_error(exc, folder) or _damaged(folder, str(exc)) from None
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise os_storage_error(exc, folder) from None
         return cls.open(folder, write=True)
 
     def close(self) -> None:
@@ -594,25 +600,30 @@ class TileIndex:
 
     def begin_raster(self, path: str, fingerprint: str, crs_wkt: str, width: int, height: int,
                      bands: Sequence[int], planned: int, content: str | None = None,
-                     full_sha256: str | None = None) -> tuple[int, set[tuple[int, int, int, int]]]:
+                     full_sha256: str | None = None, changed: bool = False) -> tuple[int, set[tuple[int, int, int, int]]]:
         """Register a raster to index; returns the row to add tiles to and the windows it already holds.
 
         A new raster gets a searchable row (its batches appear as they commit). A raster whose file
-        changed gets a staging row that replaces the searchable one only in ``finish_raster``; an
-        interrupted re-index resumes its staging row when the file is still the same.
+        changed (other fingerprint, bands or SHA-256, or ``changed``) gets a staging row that replaces
+        the searchable one only in ``finish_raster``; an interrupted re-index resumes its staging row
+        when the file is still the same.
         """
         bands_json = json.dumps(list(bands))
+
+        def same(row) -> bool:
+            return row[1] == fingerprint and _same_bands(row[2], bands) and \
+                (row[3] is None or full_sha256 is None or row[3] == full_sha256)
+
         with self._transaction():
-            live = self.conn.execute(f"SELECT r.id, r.fingerprint, r.bands FROM rasters r WHERE r.path=? AND {_LIVE}",
-                                     (path,)).fetchone()
-            staging = self.conn.execute("SELECT id, fingerprint, bands FROM rasters WHERE path=? AND status='staging'",
-                                        (path,)).fetchone()
-            if live is not None and live[1] == fingerprint and _same_bands(live[2], bands):
+            live = self.conn.execute("SELECT r.id, r.fingerprint, r.bands, r.full_sha256 FROM rasters r WHERE "
+                                     f"r.path=? AND {_LIVE}", (path,)).fetchone()
+            staging = self.conn.execute("SELECT id, fingerprint, bands, full_sha256 FROM rasters WHERE path=? AND "
+                                        "status='staging'", (path,)).fetchone()
+            if live is not None and not changed and same(live):
                 rid = int(live[0])
                 self.conn.execute("UPDATE rasters SET content = COALESCE(content, ?), full_sha256 = COALESCE("
                                   "full_sha256, ?) WHERE id = ?", (content, full_sha256, rid))
-            elif live is not None and staging is not None and staging[1] == fingerprint \
-                    and _same_bands(staging[2], bands):
+            elif live is not None and staging is not None and same(staging):
                 rid = int(staging[0])
             else:
                 if staging is not None:

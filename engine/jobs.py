@@ -220,7 +220,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     try:
         with idx.writing():
             idx.space_hint = _space_needed(idx, usable, tiling)
-            identities: dict[str, tuple[str, str | None]] = {}
+            identities: dict[str, tuple[str, str | None, bool]] = {}
             todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
             for n, info in enumerate(todo):
                 check_cancel(cancel)
@@ -258,7 +258,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
     """Decide what a raster needs: nothing (unchanged), a relink (same file, new path), or (re-)indexing.
 
-    Records the file's content sample and full SHA-256 in ``identities`` when it computed them.
+    Records the file's content sample and full SHA-256 in ``identities`` when it computed them, and
+    whether the raster must be replaced although its fingerprint is the same (``--verify full``).
     """
     from .identity import content_fingerprint, full_sha256
 
@@ -268,7 +269,7 @@ def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dic
         if rec.fingerprint == info.fingerprint:
             if verify == "full":
                 full = full_sha256(path, cancel=cancel)
-                identities[path] = (content_fingerprint(path), full)
+                identities[path] = (content_fingerprint(path), full, rec.full_sha256 != full)
                 if rec.full_sha256 != full:
                     _log.info("%s: its SHA-256 %s; re-indexing it.", name, "differs from the one recorded"
                               if rec.full_sha256 else "was not recorded (indexed by an older version)")
@@ -280,10 +281,10 @@ def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dic
                 return False
             return True
         content = content_fingerprint(path)
-        identities[path] = (content, None)
+        identities[path] = (content, None, False)
         if rec.full_sha256 and rec.content in (None, content):
             full = full_sha256(path, cancel=cancel)
-            identities[path] = (content, full)
+            identities[path] = (content, full, False)
             if full == rec.full_sha256:  # same bytes, new time (touched, copied back): nothing to embed
                 idx.update_identity(rec.id, info.fingerprint, content, full)
                 if rec.status == "complete":
@@ -293,13 +294,13 @@ def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dic
     if rec is not None:
         return True
     content = content_fingerprint(path)
-    identities[path] = (content, None)
+    identities[path] = (content, None, False)
     for cand in idx.same_content(content, info.fingerprint):
         if cand.path == path or tuple(cand.bands) != tuple(info.bands):
             continue
         if verify == "full" and cand.full_sha256:
             full = identities[path][1] or full_sha256(path, cancel=cancel)
-            identities[path] = (content, full)
+            identities[path] = (content, full, False)
             if full != cand.full_sha256:
                 continue
         if not cand.missing:
@@ -326,11 +327,11 @@ def _space_needed(idx, usable, tiling) -> int:
         except EngineError:
             continue
     per_tile = 4 * idx.dim + 700
-    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (8 << 20)
+    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (4 << 20)  # + a WAL's worth
 
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
-               identity: tuple[str, str | None] | None = None) -> int:
+               identity: tuple[str, str | None, bool] | None = None) -> int:
     """Embed one raster's remaining tiles, committing each batch; returns tiles added.
 
     Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
@@ -347,12 +348,12 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     from .tiling import RasterTiler
 
     name = Path(info.path).name
-    content, full = identity or (None, None)
+    content, full, changed = identity or (None, None, False)
     content = content or content_fingerprint(info.path)
     full = full or full_sha256(info.path, cancel=cancel)
     with RasterTiler(info.path, tiling) as tiler:
         raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows), content, full)
+                                           info.bands, len(tiler.windows), content, full, changed)
 
         def tick(fraction: float, message: str) -> None:
             progress(fraction, f"{name}: {message}")
