@@ -107,6 +107,17 @@ def gpkg_tables(path: Path) -> set[str]:
     return {str(n).lower() for n in names}
 
 
+def gpkg_has_layer(path: str | Path, layer: str) -> bool:
+    """Whether ``path`` is an existing GeoPackage that already has a layer (or table) named ``layer``."""
+    path = Path(path).expanduser()
+    if not path.is_file() or not is_geopackage(path):
+        return False
+    try:
+        return layer.lower() in gpkg_tables(path)
+    except EngineError:
+        return False
+
+
 def gpkg_plan(path: str | Path, layer: str, overwrite: bool = False) -> str:
     """What writing ``layer`` to ``path`` does, or ``EngineError`` saying why it must not.
 
