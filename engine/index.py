@@ -12,8 +12,8 @@ What readers can rely on:
 * Every change a reader can see bumps the ``generation`` and draws a new random ``revision``; tile
   ids are never reused (``next_tile_id``).
 * The FAISS file is a cache bound to its database by the index's random ``index_id``, the
-  generation, the revision, the tile count and a digest of the tile ids (``vectors.json``), and
-  checked against its SHA-256; anything else is rebuilt from the database. A search drops any id
+  generation, the revision, the tile count and a digest of the tile ids and their rasters
+  (``vectors.json``), and checked against its SHA-256; anything else is rebuilt from the database. A search drops any id
   the database lacks and rebuilds the cache.
 * An index on read-only media opens read-only (SQLite ``mode=ro``, or ``immutable=1`` when it has no
   WAL files); its cache goes to the user's cache folder, or stays in memory.
@@ -840,6 +840,21 @@ class TileIndex:
         return out_ids, vecs
 
     @_guarded
+    def ids_digest(self) -> tuple[int, str]:
+        """(count, digest) of the searchable tile ids and their rasters, as the database holds them now.
+
+        Computed inside SQLite from the small ``tiles_raster`` index (count, sum and a multiplicative
+        hash of the ids) plus each searchable raster's id and fingerprint: a few per cent of the cost
+        of hashing the FAISS file, where reading every id into Python would cost more than that.
+        """
+        count, total, mixed = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(t.id), 0), COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
+            f" FROM rasters r JOIN tiles t INDEXED BY tiles_raster ON t.raster_id = r.id WHERE {_LIVE}").fetchone()
+        rasters = self.conn.execute(f"SELECT r.id, r.fingerprint FROM rasters r WHERE {_LIVE} ORDER BY r.id").fetchall()
+        digest = hashlib.sha256(json.dumps([count, total, mixed, rasters], default=str).encode()).hexdigest()
+        return int(count), digest
+
+    @_guarded
     def present(self, ids: Sequence[int]) -> set[int]:
         """Which of ``ids`` are searchable tiles in the database now."""
         out: set[int] = set()
@@ -860,9 +875,9 @@ class TileIndex:
             key = (self.generation, self.revision)
             if not rebuild and self._store is not None and self._store_key == key:
                 return self._store
-            ids = self.live_ids()
-            binding = {"index_id": self.index_id, "generation": key[0], "revision": key[1], "count": int(len(ids)),
-                       "ids_sha256": hashlib.sha256(ids.astype("<i8").tobytes()).hexdigest()}
+            count, digest = self.ids_digest()
+            binding = {"index_id": self.index_id, "generation": key[0], "revision": key[1], "count": count,
+                       "ids_digest": digest}
             store = None if rebuild else self._load_cached_store(binding)
             if store is None:
                 built_ids, vecs = self.embeddings()

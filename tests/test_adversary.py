@@ -414,7 +414,7 @@ def hostile_cache_descriptions_are_ignored_and_rebuilt(w: World):
     jobs.search(idx, "water", top_k=3)
     good = json.loads((idx / FAISS_META).read_text())
     for bad in (dict(good, kind=["ivf"]), dict(good, kind="ivf16,nprobe=x"), dict(good, count=str(good["count"])),
-                [good], "not json {", dict(good, pad="x" * 200_000), dict(good, ids_sha256="0" * 64)):
+                [good], "not json {", dict(good, pad="x" * 200_000), dict(good, ids_digest="0" * 64)):
         (idx / FAISS_META).write_text(bad if isinstance(bad, str) else json.dumps(bad))
         assert_similar_is_right(idx)
         assert len(jobs.search(idx, "field", top_k=4)) == 4
