@@ -54,6 +54,8 @@ FAISS_META = "vectors.json"
 LOCK_NAME = "index.lock"
 #: Largest embedding width accepted from an index folder (real CLIP models: 512–1024).
 MAX_DIM = 16384
+#: Largest tile id SQLite can store.
+_MAX_ID = (1 << 63) - 1
 #: Largest ``vectors.json`` read; a bigger one is not ours.
 MAX_CACHE_META = 1 << 16
 
@@ -203,8 +205,12 @@ def _newer_error(folder: Path, version: int) -> EngineError:
                        f"{version}; this version reads up to {SCHEMA_VERSION}); update RS-CLIP Search to open it.")
 
 
+class DamagedIndexError(EngineError):
+    """Something read from the index folder is not what the engine wrote: never a problem of one raster."""
+
+
 def _damaged(folder: Path, what: str) -> EngineError:
-    return EngineError(f"The index at {folder} is damaged ({what}); index the rasters again into a new folder.")
+    return DamagedIndexError(f"The index at {folder} is damaged ({what}); index the rasters again into a new folder.")
 
 
 # -- records -----------------------------------------------------------------------------------------
@@ -418,7 +424,7 @@ class TileIndex:
         if storage is not None:
             return storage
         if opening:
-            return EngineError(f"The index database {self.folder / DB_NAME} is damaged or not an index ({exc}).")
+            return DamagedIndexError(f"The index database {self.folder / DB_NAME} is damaged or not an index ({exc}).")
         return _damaged(self.folder, f"SQLite: {exc}")
 
     # -- metadata ------------------------------------------------------------------
@@ -653,7 +659,9 @@ class TileIndex:
         with self._transaction():
             status = self._status(raster_id)
             first = max(self._int_meta("next_tile_id"),
-                        int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM tiles").fetchone()[0]))
+                        int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0]) + 1)
+            if first + len(tiles) > _MAX_ID:
+                raise _damaged(self.folder, f"its tile ids have reached {first - 1}, the largest SQLite allows")
             rows = [(first + n, raster_id, t.window.col_off, t.window.row_off, t.window.width, t.window.height,
                      *t.bounds, t.footprint_wkt, t.footprint_wgs84_wkt, e.tobytes())
                     for n, (t, e) in enumerate(zip(tiles, emb))]
@@ -832,11 +840,12 @@ class TileIndex:
         width = 4 * self.dim
         for i, r in enumerate(rows):
             if type(r[1]) is not bytes or len(r[1]) != width:
-                raise EngineError(f"Tile {r[0]} in {self.folder} has a damaged embedding; rebuild the index.")
+                raise DamagedIndexError(f"Tile {r[0]} in {self.folder} has a damaged embedding; rebuild the index.")
             vecs[i] = np.frombuffer(r[1], dtype=np.float32)
         if len(vecs) and not np.isfinite(vecs).all():
             bad = int(out_ids[np.flatnonzero(~np.isfinite(vecs).all(axis=1))[0]])
-            raise EngineError(f"Tile {bad} in {self.folder} has a damaged embedding (not finite); rebuild the index.")
+            raise DamagedIndexError(f"Tile {bad} in {self.folder} has a damaged embedding (not finite); rebuild the "
+                                    "index.")
         return out_ids, vecs
 
     @_guarded
@@ -848,7 +857,7 @@ class TileIndex:
         of hashing the FAISS file, where reading every id into Python would cost more than that.
         """
         count, total, mixed = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(t.id), 0), COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
+            "SELECT COUNT(*), COALESCE(SUM(t.id % 2147483629), 0), COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
             f" FROM rasters r JOIN tiles t INDEXED BY tiles_raster ON t.raster_id = r.id WHERE {_LIVE}").fetchone()
         rasters = self.conn.execute(f"SELECT r.id, r.fingerprint FROM rasters r WHERE {_LIVE} ORDER BY r.id").fetchall()
         digest = hashlib.sha256(json.dumps([count, total, mixed, rasters], default=str).encode()).hexdigest()
@@ -1059,5 +1068,5 @@ def _file_lock(path: Path) -> Iterator[None]:
         fh.close()
 
 
-__all__ = ["DB_NAME", "FAISS_META", "FAISS_NAME", "LOCK_NAME", "MIGRATIONS", "READ_VIEWS", "SCHEMA_VERSION",
+__all__ = ["DamagedIndexError", "DB_NAME", "FAISS_META", "FAISS_NAME", "LOCK_NAME", "MIGRATIONS", "READ_VIEWS", "SCHEMA_VERSION",
            "RasterRecord", "StorageError", "TileIndex", "TileRecord", "checked_footprint", "is_index", "migration"]

@@ -172,7 +172,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     unchanged. If no raster is usable, nothing is created or changed and ``EngineError`` says why. A
     full disk or read-only storage stops the run with ``StorageError``; committed batches are kept.
     """
-    from .index import TileIndex, is_index
+    from .index import DamagedIndexError, TileIndex, is_index
     from .storage import check_writable_folder, read_only_error
     from .tiling import TilingSpec, open_raster
 
@@ -237,8 +237,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                     elif now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
-                except StorageError:
-                    raise
+                except (StorageError, DamagedIndexError):
+                    raise  # the index or its disk, not this raster: stop here, committed work is kept
                 except EngineError as exc:
                     report.skipped.append((info.path, str(exc)))
                     continue
@@ -343,8 +343,8 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     from contextlib import closing
 
     from .identity import content_fingerprint, full_sha256
+    from .index import DamagedIndexError
     from .pipeline import prefetch_batches
-    from .storage import StorageError
     from .tiling import RasterTiler
 
     name = Path(info.path).name
@@ -366,7 +366,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                     idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
                     added += len(tiles)
                     check_cancel(cancel)
-        except (Cancelled, StorageError):
+        except (Cancelled, StorageError, DamagedIndexError):
             raise
         except EngineError as exc:
             kept = idx.abandon_raster(raster_id)

@@ -283,6 +283,29 @@ def reindex_changed_raster_survives_kill9_and_concurrent_searches(w: World):
     assert_similar_is_right(idx)
 
 
+@case("faults during writes", data=True)
+def sigint_and_sigterm_during_a_reindex_keep_the_old_tiles(w: World):
+    naip = w.tmp / "naip.tif"
+    shutil.copy2(NAIP, naip)
+    idx = w.tmp / "idx"
+    jobs.index_rasters(idx, [str(naip)], model=w.model, tiling=TilingSpec(size=24))
+    old = tiles_of(idx, naip)
+    change_pixels(naip, seed=8, size=300)
+    staged = "SELECT COUNT(*) FROM tiles t JOIN rasters r ON r.id = t.raster_id WHERE r.status = 'staging'"
+    for sig, codes in ((signal.SIGINT, (130,)), (signal.SIGTERM, (-signal.SIGTERM,))):
+        proc = start_cli("index", naip, "--index", idx, "--batch-size", "32")
+        while proc.poll() is None and rows(idx, staged)[0][0] == 0:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the re-index finished before the signal"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode in codes, (sig, proc.returncode, err)
+        assert "Traceback" not in err and "terminate called" not in err, err
+        assert tiles_of(idx, naip) == old, "an interrupted re-index leaves the old tiles searchable"
+        assert len(jobs.search(idx, "farmland", top_k=5)) == 5
+    assert "interrupted; committed work was kept" in err or proc.returncode == -signal.SIGTERM
+
+
 @case("faults during writes")
 def killed_reindex_resumes_its_staged_tiles(w: World):
     idx = w.index()
@@ -502,6 +525,30 @@ def disk_fills_while_adding_tiles(w: World):
 
 
 @case("full disk", root=True)
+def disk_fills_during_a_reindex_and_the_old_tiles_stay(w: World):
+    mnt = w.tmp / "small"
+    with tmpfs(mnt, "3m"):
+        big = write_raster(mnt / "big.tif", noise(3, 512, 512, seed=31))
+        idx = mnt / "idx"
+        jobs.index_rasters(idx, [str(big), str(w.rasters["b"])], model=w.model, tiling=TilingSpec(size=16))
+        old = tiles_of(idx, big)
+        change_pixels(big, seed=2, size=128)
+        fill_disk(mnt, leave=150_000)
+        with pytest.raises(EngineError, match="is full") as refused:
+            jobs.index_rasters(idx, [str(big)], batch_size=64)
+        assert "kept" in str(refused.value)
+        assert tiles_of(idx, big) == old, "the old tiles are still the searchable ones"
+        assert len(jobs.search(idx, "water", top_k=5)) == 5
+        code, out, err = w.cli("info", "--index", idx)
+        staged = rows(idx, "SELECT COUNT(*) FROM rasters WHERE status = 'staging'")[0][0]
+        assert code == 0 and f"{len(old)} tiles" in out and ("re-indexing" in out) == bool(staged), out
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # the user frees space
+        report = jobs.index_rasters(idx, [str(big)])
+        assert report.added and tiles_of(idx, big) != old
+        no_duplicate_windows(idx)
+
+
+@case("full disk", root=True)
 def disk_full_when_writing_the_vector_cache(w: World):
     mnt = w.tmp / "small"
     with tmpfs(mnt, "4m"):
@@ -561,9 +608,15 @@ def index_on_a_read_only_mount_searches_labels_and_exports(w: World):
         assert list((w.tmp / "user-cache").glob("*/vectors.faiss")), "the cache went to the user's cache folder"
         code, out, err = w.cli("index", w.rasters["c"], "--index", ridx)
         one_error_line(code, err, "read-only")
+        one_error_line(*w.cli("index", "--index", ridx, "--remove", w.rasters["a"])[::2], "read-only")
+        one_error_line(*w.cli("index", "--index", ridx, "--relink", w.rasters["a"], w.rasters["c"])[::2], "read-only")
         code, out, err = w.cli("search", "water", "--index", ridx, "--out", ro / "x.gpkg")
         one_error_line(code, err, "read-only")
+        cached = next((w.tmp / "user-cache").glob("*/vectors.json"))
+        stamp = cached.stat().st_mtime_ns
         assert_similar_is_right(ridx)
+        assert len(jobs.search(ridx, "field", top_k=2)) == 2
+        assert cached.stat().st_mtime_ns == stamp, "the user-folder cache is reused, not rebuilt"
     assert file_digests(idx) == before, "nothing in the index folder was written"
 
 
@@ -724,6 +777,16 @@ def hostile_tile_rows(w: World):
 
 
 @case("damaged values")
+def hostile_tile_ids_at_the_edge_of_sqlite_integers(w: World):
+    idx = w.index()
+    write_sql(idx, "UPDATE tiles SET id = 9223372036854775807 WHERE id = (SELECT MAX(id) FROM tiles)")
+    assert_similar_is_right(idx)
+    code, out, err = w.cli("index", w.rasters["c"], "--index", idx)
+    one_error_line(code, err, "damaged")
+    assert_similar_is_right(idx)
+
+
+@case("damaged values")
 def garbage_wal_and_shm_files(w: World):
     idx = w.index()
     rng = np.random.default_rng(9)
@@ -859,6 +922,26 @@ def edit_that_keeps_size_and_time_needs_verify_full(w: World):
     assert code == 0 and f"{len(before)} new tiles" in out, out
     assert tiles_of(idx, big) != before
     no_duplicate_windows(idx)
+
+
+@case("moved rasters")
+def verify_full_does_not_relink_a_file_that_only_looks_the_same(w: World):
+    big = write_raster(w.tmp / "big.tif", noise(3, 1100, 1100, seed=22))
+    idx = w.tmp / "idx"
+    jobs.index_rasters(idx, [str(big)], model=w.model, tiling=TilingSpec(size=275))
+    from engine.identity import CONTENT_SAMPLES, SAMPLE_BYTES
+
+    data = bytearray(big.read_bytes())
+    step = (len(data) - SAMPLE_BYTES) / (CONTENT_SAMPLES - 1)
+    offset = int(7 * step) + SAMPLE_BYTES + 1000
+    data[offset:offset + 4000] = bytes((b + 13) % 256 for b in data[offset:offset + 4000])
+    twin = w.tmp / "moved" / "big.tif"
+    twin.parent.mkdir()
+    twin.write_bytes(bytes(data))  # same size and samples, other bytes; the original goes away
+    big.unlink()
+    report = jobs.index_rasters(idx, [str(twin)], verify="full")
+    assert report.relinked == [] and report.added and report.added[0][0] == str(twin)
+    assert [r.missing for r in jobs.info(idx).rasters] == [True, False], "the old one is still listed, missing"
 
 
 @case("moved rasters")
