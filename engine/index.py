@@ -61,12 +61,9 @@ MAX_CACHE_META = 1 << 16
 
 _log = logging.getLogger("rsclip_search.engine")
 
-#: The schema as released in version 1; newer versions are reached through the migration steps.
-_BASE_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS rasters (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
+#: The raster columns of version 1 (frozen: later versions add to them in their migration steps).
+_V1_RASTER_COLUMNS = """id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     crs_wkt TEXT NOT NULL,
     width INTEGER NOT NULL,
@@ -74,8 +71,11 @@ _BASE_SCHEMA = (
     bands TEXT NOT NULL,
     status TEXT NOT NULL,
     planned INTEGER NOT NULL,
-    added_at REAL NOT NULL
-)""",
+    added_at REAL NOT NULL"""
+#: The schema as released in version 1; newer versions are reached through the migration steps.
+_BASE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS rasters ({_V1_RASTER_COLUMNS}, UNIQUE (path))",
     """CREATE TABLE IF NOT EXISTS tiles (
     id INTEGER PRIMARY KEY,
     raster_id INTEGER NOT NULL REFERENCES rasters(id) ON DELETE CASCADE,
@@ -131,21 +131,7 @@ def _v1_read_view(conn: sqlite3.Connection) -> None:
 @migration(1, read_view=_v1_read_view)
 def _staging_rows_identity_and_index_id(conn: sqlite3.Connection) -> None:
     """v2: re-index under staging rows (path unique among live rows only), relink data, index id, no id reuse."""
-    conn.execute("""CREATE TABLE rasters_v2 (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    crs_wkt TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    bands TEXT NOT NULL,
-    status TEXT NOT NULL,
-    planned INTEGER NOT NULL,
-    added_at REAL NOT NULL,
-    content TEXT,
-    full_sha256 TEXT,
-    replaces INTEGER
-)""")
+    conn.execute(f"CREATE TABLE rasters_v2 ({_V1_RASTER_COLUMNS}, content TEXT, full_sha256 TEXT, replaces INTEGER)")
     conn.execute("INSERT INTO rasters_v2(id, path, fingerprint, crs_wkt, width, height, bands, status, planned,"
                  " added_at) SELECT id, path, fingerprint, crs_wkt, width, height, bands, status, planned, added_at"
                  " FROM rasters")
@@ -449,15 +435,15 @@ class TileIndex:
             TilingSpec.from_dict(tiling).validate()
         except EngineError as exc:
             raise _damaged(self.folder, f"its tile settings are not valid: {exc}") from None
-        dim = self._int_meta("dim")
+        dim = self._number_meta("dim")
         if not 1 <= dim <= MAX_DIM:
             raise _damaged(self.folder, f"its embedding width {dim} is not possible")
         index_id = self._meta("index_id")
         if not index_id:
             raise _damaged(self.folder, "it has no index id")
-        self._int_meta("generation")
+        self._number_meta("generation")
         for key in ("created", "updated"):
-            self._float_meta(key)
+            self._number_meta(key, float)
         self._model, self._tiling, self._dim, self._index_id = model, tiling, dim, index_id
 
     def _json_meta(self, key: str) -> dict:
@@ -470,24 +456,16 @@ class TileIndex:
             raise _damaged(self.folder, f"its {key!r} entry is missing or not a record")
         return value
 
-    def _int_meta(self, key: str) -> int:
+    def _number_meta(self, key: str, kind: type = int):
+        """A whole (``int``) or real (``float``) number entry, finite and not negative."""
         text = self._meta(key)
         try:
-            value = int(text)  # type: ignore[arg-type]
+            value = kind(text)
         except (TypeError, ValueError):
-            raise _damaged(self.folder, f"its {key!r} entry {str(text)[:40]!r} is not a whole number") from None
-        if value < 0:
-            raise _damaged(self.folder, f"its {key!r} entry is negative")
-        return value
-
-    def _float_meta(self, key: str) -> float:
-        text = self._meta(key)
-        try:
-            value = float(text)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise _damaged(self.folder, f"its {key!r} entry {str(text)[:40]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise _damaged(self.folder, f"its {key!r} entry is not a finite number")
+            what = "a whole number" if kind is int else "a number"
+            raise _damaged(self.folder, f"its {key!r} entry {str(text)[:40]!r} is not {what}") from None
+        if not math.isfinite(value) or value < 0:
+            raise _damaged(self.folder, f"its {key!r} entry is not a finite number of 0 or more")
         return value
 
     @property
@@ -510,7 +488,7 @@ class TileIndex:
     @property
     @_guarded
     def generation(self) -> int:
-        return self._int_meta("generation")
+        return self._number_meta("generation")
 
     @property
     @_guarded
@@ -520,12 +498,12 @@ class TileIndex:
     @property
     @_guarded
     def created(self) -> float:
-        return self._float_meta("created")
+        return self._number_meta("created", float)
 
     @property
     @_guarded
     def updated(self) -> float:
-        return self._float_meta("updated")
+        return self._number_meta("updated", float)
 
     @_guarded
     def tile_count(self) -> int:
@@ -658,7 +636,7 @@ class TileIndex:
             raise EngineError(f"Embeddings have {emb.shape[1]} dimensions but the index holds {self.dim}.")
         with self._transaction():
             status = self._status(raster_id)
-            first = max(self._int_meta("next_tile_id"),
+            first = max(self._number_meta("next_tile_id"),
                         int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0]) + 1)
             if first + len(tiles) > _MAX_ID:
                 raise _damaged(self.folder, f"its tile ids have reached {first - 1}, the largest SQLite allows")

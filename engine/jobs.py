@@ -295,6 +295,12 @@ def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dic
         return True
     content = content_fingerprint(path)
     identities[path] = (content, None, False)
+    twin = next((p for p, ident in identities.items() if p != path and ident[0] == content), None)
+    if twin is not None and idx.raster(twin) is None:  # two copies given in the same run
+        report.skipped.append((path, f"{name} has the same content as {twin}, which this run indexes; nothing was "
+                                     "added for it."))
+        del identities[path]
+        return False
     for cand in idx.same_content(content, info.fingerprint):
         if cand.path == path or tuple(cand.bands) != tuple(info.bands):
             continue

@@ -883,6 +883,11 @@ def copied_raster_is_not_indexed_twice_and_relink_points_at_it(w: World):
     code, out, err = w.cli("index", "--relink", w.tmp / "nope.tif", copy, "--index", idx)
     one_error_line(code, err, "not in the index")
     code, out, err = w.cli("index", "--index", idx, "--remove", w.rasters["b"])
+    twins = [w.tmp / "twin 1.tif", w.tmp / "twin 2.tif"]
+    for twin in twins:
+        shutil.copy(w.rasters["b"], twin)
+    code, out, err = w.cli("index", *twins, "--index", idx)
+    assert code == 1 and "twin 2.tif has the same content as" in err and "15 new tiles from 1 raster(s)" in out
     shutil.copy(w.rasters["a"], w.tmp / "other copy.tif")
     code, out, err = w.cli("index", "--relink", copy, w.tmp / "other copy.tif", "--index", idx, "--verify", "full")
     assert code == 0, err
