@@ -584,7 +584,8 @@ class TileIndex:
 
     def begin_raster(self, path: str, fingerprint: str, crs_wkt: str, width: int, height: int,
                      bands: Sequence[int], planned: int, content: str | None = None,
-                     full_sha256: str | None = None, changed: bool = False) -> tuple[int, set[tuple[int, int, int, int]]]:
+                     full_sha256: str | None = None,
+                     changed: bool = False) -> tuple[int, set[tuple[int, int, int, int]]]:
         """Register a raster to index; returns the row to add tiles to and the windows it already holds.
 
         A new raster gets a searchable row (its batches appear as they commit). A raster whose file
@@ -835,7 +836,8 @@ class TileIndex:
         of hashing the FAISS file, where reading every id into Python would cost more than that.
         """
         count, total, mixed = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(t.id % 2147483629), 0), COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
+            "SELECT COUNT(*), COALESCE(SUM(t.id % 2147483629), 0),"
+            " COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
             f" FROM rasters r JOIN tiles t INDEXED BY tiles_raster ON t.raster_id = r.id WHERE {_LIVE}").fetchone()
         rasters = self.conn.execute(f"SELECT r.id, r.fingerprint FROM rasters r WHERE {_LIVE} ORDER BY r.id").fetchall()
         digest = hashlib.sha256(json.dumps([count, total, mixed, rasters], default=str).encode()).hexdigest()
@@ -1046,5 +1048,6 @@ def _file_lock(path: Path) -> Iterator[None]:
         fh.close()
 
 
-__all__ = ["DamagedIndexError", "DB_NAME", "FAISS_META", "FAISS_NAME", "LOCK_NAME", "MIGRATIONS", "READ_VIEWS", "SCHEMA_VERSION",
-           "RasterRecord", "StorageError", "TileIndex", "TileRecord", "checked_footprint", "is_index", "migration"]
+__all__ = ["DamagedIndexError", "DB_NAME", "FAISS_META", "FAISS_NAME", "LOCK_NAME", "MIGRATIONS", "READ_VIEWS",
+           "SCHEMA_VERSION", "RasterRecord", "StorageError", "TileIndex", "TileRecord", "checked_footprint", "is_index",
+           "migration"]

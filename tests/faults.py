@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -54,7 +55,7 @@ def _umount(path: Path) -> None:
     for _ in range(20):
         if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
             return
-        subprocess.run(["sleep", "0.2"])
+        time.sleep(0.2)  # a process that just exited may still hold the mount for a moment
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 

@@ -112,8 +112,8 @@ def shared(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("adversary")
     rasters = {
         "a": write_raster(folder / "a.tif", noise(3, 128, 128, seed=11)),
-        "b": write_raster(folder / "b.tif", noise(3, 96, 160, seed=12), transform=(502000.0, 10.0, 0, 6000000.0, 0, -10.0)),
-        "c": write_raster(folder / "c.tif", noise(3, 128, 128, seed=13), transform=(504000.0, 10.0, 0, 6000000.0, 0, -10.0)),
+        "b": write_raster(folder / "b.tif", noise(3, 96, 160, seed=12), transform=(502000.0, 10, 0, 6000000.0, 0, -10)),
+        "c": write_raster(folder / "c.tif", noise(3, 128, 128, seed=13), transform=(504000.0, 10, 0, 6e6, 0, -10)),
         "a2": write_raster(folder / "a2.tif", noise(3, 128, 128, seed=14)),
     }
     model = jobs.resolve_model(folder / "unused", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
