@@ -71,13 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="tiles per model batch")
     p.add_argument("--remove", action="append", default=[], metavar="RASTER", help="remove a raster's tiles")
     add_remote_arguments(p)
+    p.add_argument("--relink", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
+                   help="point an indexed raster at its new path (moved or renamed); nothing is re-embedded")
+    p.add_argument("--verify", choices=("sample", "full"), default="sample",
+                   help="how to recognise unchanged and moved rasters: size, time and samples of the file "
+                        "(default), or also the SHA-256 of every byte (full)")
 
     p = sub.add_parser("search", help="find the tiles that best match a text")
     p.add_argument("query", metavar="TEXT")
     p.add_argument("--index", required=True, metavar="DIR")
     p.add_argument("--top-k", type=int, default=10, metavar="K")
     p.add_argument("--min-score", type=float, default=None, metavar="S")
-    p.add_argument("--out", metavar="FILE.gpkg", help="write the result tiles to a GeoPackage")
+    p.add_argument("--out", metavar="FILE.gpkg", help="write the result tiles to a GeoPackage (a new layer in an "
+                   "existing one)")
+    p.add_argument("--layer", default="search_results", metavar="NAME", help="layer name in --out (default "
+                   "search_results)")
+    p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
     p = sub.add_parser("label", help="label every tile zero-shot with land-cover classes")
@@ -87,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     classes.add_argument("--classes-file", metavar="FILE", help="one class per line")
     p.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated)")
     p.add_argument("--out", metavar="FILE.gpkg")
+    p.add_argument("--layer", default="tile_labels", metavar="NAME", help="layer name in --out (default tile_labels)")
+    p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="what an index holds")
@@ -157,16 +168,20 @@ def cmd_index(args) -> int:
     rasters = list(args.rasters) + ([web] if web else [])
     if args.stac and rasters:
         raise EngineError("--stac indexes what the catalogue holds; give rasters or a web map in another run.")
+    for old, new in args.relink:
+        n = jobs.relink_raster(args.index, old, new, verify=args.verify)
+        print(f"Relinked {old} to {new} ({n} tiles, nothing re-embedded) in {args.index}.")
     if not rasters and not args.stac:
-        if args.remove:
+        if args.remove or args.relink:
             return 0
         raise EngineError("Give at least one raster to index (a file, a COG URL, --xyz, --wms or --stac).")
     model = None
     if args.model or args.arch:
         model = jobs.resolve_model(args.index, args.model, args.arch, args.checkpoint)
     tiling = None
-    if args.tile_size or args.tile_m or args.overlap or args.bands:
-        tiling = TilingSpec(size=args.tile_m or args.tile_size or 224.0, units="m" if args.tile_m else "px",
+    if args.tile_size is not None or args.tile_m is not None or args.overlap or args.bands:
+        size = args.tile_m if args.tile_m is not None else args.tile_size if args.tile_size is not None else 224.0
+        tiling = TilingSpec(size=size, units="m" if args.tile_m is not None else "px",
                             overlap=args.overlap, bands=parse_bands(args.bands))
         tiling.validate()
     if any(r.startswith("webmap:") for r in rasters) or args.estimate:
@@ -188,7 +203,9 @@ def cmd_index(args) -> int:
     else:
         with using(options):
             report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
-                                        batch_size=args.batch_size, progress=ProgressBar())
+                                        batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify)
+    for old, new in report.relinked:
+        print(f"relinked {old} to {new} (the same file, moved; nothing re-embedded)", file=sys.stderr)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for path, count, why in report.unavailable:
@@ -200,13 +217,15 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     from . import jobs
-    from .export import hit_row, write_hits_gpkg
+    from .export import gpkg_plan, hit_row, write_hits_gpkg
 
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
+    if args.out:
+        gpkg_plan(args.out, args.layer, args.overwrite)  # refuse before the work, not after
     hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, progress=ProgressBar())
     if args.out:
-        write_hits_gpkg(args.out, hits)
+        write_hits_gpkg(args.out, hits, args.layer, args.overwrite)
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_row(h) for h in hits]}, indent=2))
     else:
@@ -223,7 +242,7 @@ def cmd_label(args) -> int:
 
     from . import jobs
     from .classsets import available_class_sets, load_class_set, parse_classes, read_classes_file
-    from .export import label_row, write_labels_gpkg
+    from .export import gpkg_plan, label_row, write_labels_gpkg
     from .prompts import parse_templates
 
     if args.classes_file:
@@ -232,9 +251,11 @@ def cmd_label(args) -> int:
         classes = load_class_set(args.classes.strip())
     else:
         classes = parse_classes(args.classes)
+    if args.out:
+        gpkg_plan(args.out, args.layer, args.overwrite)
     labels = jobs.label(args.index, classes, parse_templates(args.templates), progress=ProgressBar())
     if args.out:
-        write_labels_gpkg(args.out, labels)
+        write_labels_gpkg(args.out, labels, args.layer, args.overwrite)
     if args.json:
         print(json.dumps({"classes": classes, "results": [label_row(lab) for lab in labels]}, indent=2))
     else:
@@ -251,7 +272,7 @@ def cmd_info(args) -> int:
 
     info = jobs.info(args.index)
     tiling = info.tiling
-    print(f"Index:    {info.index_dir}")
+    print(f"Index:    {info.index_dir}" + (" (read-only)" if info.readonly else ""))
     print(f"Model:    {info.model_label} ({info.dim}-d embeddings)")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
@@ -260,7 +281,14 @@ def cmd_info(args) -> int:
     print(f"Rasters:  {len(info.rasters)}")
     for r in info.rasters:
         state = "" if r.status == "complete" else f" ({r.status}: {r.tiles} of {r.planned} tiles)"
+        if r.reindexing is not None:
+            state += f" (changed; re-indexing: {r.reindexing[0]} of {r.reindexing[1]} new tiles, old tiles still used)"
+        if r.missing:
+            state += " (MISSING: no file at this path; index it at its new path to relink it)"
         print(f"  {r.tiles:7d} tiles  {r.path}{state}")
+    if info.missing:
+        print(f"Missing:  {len(info.missing)} raster(s) are not at their indexed path; their tiles are still "
+              "searchable but cannot be shown.")
     return 0
 
 

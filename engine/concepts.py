@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import EngineError
 
-#: The concept tables; created on first write by ``ensure_concept_tables`` (idempotent).
+#: The concept tables, created by the index's format-3 migration (``index._concept_tables``).
 CONCEPT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS concepts (
     id INTEGER PRIMARY KEY,
@@ -55,12 +55,6 @@ KINDS = ("example", "accepted", "rejected")
 MAX_NAME = 100
 
 
-def ensure_concept_tables(conn: sqlite3.Connection) -> None:
-    """Create the concept tables if this index has none yet (safe to call any number of times)."""
-    with _writing(conn):
-        conn.executescript(CONCEPT_SCHEMA)
-
-
 @contextmanager
 def _writing(conn: sqlite3.Connection) -> Iterator[None]:
     """One transaction; a database that cannot be written (disk full, locked, read-only) is one sentence."""
@@ -73,6 +67,7 @@ def _writing(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def has_concept_tables(conn: sqlite3.Connection) -> bool:
+    """False for an older index read without updating it (read-only media): it has no concepts yet."""
     row = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name IN "
                        "('concepts', 'concept_marks')").fetchone()
     return int(row[0]) == 2
@@ -173,7 +168,6 @@ def create_concept(conn: sqlite3.Connection, name: str, query: str = "", negativ
                    query_vec: np.ndarray | None = None, negative_vec: np.ndarray | None = None) -> Concept:
     """Store a new concept; a name already used (in any letter case) is refused."""
     name = clean_name(name)
-    ensure_concept_tables(conn)
     now = time.time()
     try:
         with _writing(conn):

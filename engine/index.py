@@ -1,39 +1,73 @@
-"""An index is a folder: a SQLite database of rasters, tiles and embeddings, plus a FAISS file.
+"""An index is a folder: a SQLite database of rasters, tiles and embeddings, plus a FAISS cache.
 
-SQLite is the source of truth and is written in transactions (one per batch of tiles), so
-an interrupted run leaves every committed batch searchable and nothing half-written. The
-FAISS file is a cache derived from it (see ``vectors.py``). One writer at a time holds a
-lock file; readers see the last committed state (SQLite WAL mode).
+SQLite is the source of truth and is written in transactions (one per batch of tiles), so an
+interrupted run leaves every committed batch searchable and nothing half-written. One writer at a
+time holds a lock file; readers see the last committed state (SQLite WAL mode).
+
+What readers can rely on:
+
+* Re-indexing a raster that changed writes its new tiles under a *staging* row that readers do not
+  see; one transaction at the end swaps it in and drops the old tiles. Until then the old tiles stay
+  searchable; an interrupted re-index leaves the old tiles (and resumes the staging row next time).
+* Every change a reader can see bumps the ``generation`` and draws a new random ``revision``; tile
+  ids are never reused (``next_tile_id``).
+* The FAISS file is a cache bound to its database by the index's random ``index_id``, the
+  generation, the revision, the tile count and a digest of the tile ids and their rasters
+  (``vectors.json``), and checked against its SHA-256; anything else is rebuilt from the database. A search drops any id
+  the database lacks and rebuilds the cache.
+* An index on read-only media opens read-only (SQLite ``mode=ro``, or ``immutable=1`` when it has no
+  WAL files); its cache goes to the user's cache folder, or stays in memory.
+* Values read from the folder are checked; a damaged one gives the "damaged" sentence.
+
+The schema is versioned (``meta.schema``). ``@migration(n)`` registers the step from version n to
+n + 1; opening an older index for writing runs the missing steps in one transaction. Opened for
+reading, an older index is seen through temporary views (``read_view``), so read-only media work too.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
+import math
 import os
+import re
+import secrets
 import sqlite3
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .atomic import atomic_write_bytes
 from .errors import EngineError
 
+if TYPE_CHECKING:
+    from .vectors import VectorStore
+from .storage import (StorageError, folder_is_writable, os_storage_error, read_only_error, sqlite_storage_error,
+                      user_cache_root)
+
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 FAISS_META = "vectors.json"
 LOCK_NAME = "index.lock"
-SCHEMA_VERSION = 1
+#: Largest embedding width accepted from an index folder (real CLIP models: 512–1024).
+MAX_DIM = 16384
+#: Largest tile id SQLite can store.
+_MAX_ID = (1 << 63) - 1
+#: Largest ``vectors.json`` read; a bigger one is not ours.
+MAX_CACHE_META = 1 << 16
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rasters (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
+_log = logging.getLogger("rsclip_search.engine")
+
+#: The raster columns of version 1 (frozen: later versions add to them in their migration steps).
+_V1_RASTER_COLUMNS = """id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     crs_wkt TEXT NOT NULL,
     width INTEGER NOT NULL,
@@ -41,9 +75,12 @@ CREATE TABLE IF NOT EXISTS rasters (
     bands TEXT NOT NULL,
     status TEXT NOT NULL,
     planned INTEGER NOT NULL,
-    added_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tiles (
+    added_at REAL NOT NULL"""
+#: The schema as released in version 1; newer versions are reached through the migration steps.
+_BASE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS rasters ({_V1_RASTER_COLUMNS}, UNIQUE (path))",
+    """CREATE TABLE IF NOT EXISTS tiles (
     id INTEGER PRIMARY KEY,
     raster_id INTEGER NOT NULL REFERENCES rasters(id) ON DELETE CASCADE,
     col_off INTEGER NOT NULL, row_off INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
@@ -52,11 +89,135 @@ CREATE TABLE IF NOT EXISTS tiles (
     footprint_wgs84 TEXT NOT NULL,
     embedding BLOB NOT NULL,
     UNIQUE (raster_id, col_off, row_off, width, height)
-);
-CREATE INDEX IF NOT EXISTS tiles_raster ON tiles(raster_id);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS tiles_raster ON tiles(raster_id)",
+)
+
+# -- schema versions -----------------------------------------------------------------------------
+Step = Callable[[sqlite3.Connection], None]
+#: version n → the step that makes an index of version n one of version n + 1.
+MIGRATIONS: dict[int, Step] = {}
+#: version n → temporary views that make an index of version n read like one of version n + 1.
+READ_VIEWS: dict[int, Step] = {}
 
 
+def migration(from_version: int, read_view: Step | None = None) -> Callable[[Step], Step]:
+    """Register the step from ``from_version`` to the next version (run inside one transaction).
+
+    A step must not commit (no ``executescript``). ``read_view`` lets indexes of ``from_version``
+    be read without changing them (read-only media): it creates TEMP views or tables with the new
+    version's names; without it such an index is refused with a sentence until opened writable.
+    """
+
+    def register(step: Step) -> Step:
+        if from_version in MIGRATIONS:
+            raise ValueError(f"two migrations from version {from_version}")
+        MIGRATIONS[from_version] = step
+        if read_view is not None:
+            READ_VIEWS[from_version] = read_view
+        return step
+
+    return register
+
+
+def _v1_read_view(conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT group_concat(key || '=' || value, ';') FROM "
+                       "(SELECT key, value FROM main.meta WHERE key IN ('created', 'model', 'tiling') ORDER BY key)"
+                       ).fetchone()
+    legacy_id = "v1-" + hashlib.sha256(str(row[0]).encode()).hexdigest()[:32]
+    conn.execute("CREATE TEMP VIEW rasters AS SELECT id, path, fingerprint, crs_wkt, width, height, bands, status,"
+                 " planned, added_at, NULL AS content, NULL AS full_sha256, NULL AS replaces FROM main.rasters")
+    conn.execute("CREATE TEMP VIEW meta AS SELECT key, value FROM main.meta UNION ALL "
+                 f"SELECT 'index_id', '{legacy_id}' UNION ALL SELECT 'revision', 'v1' UNION ALL "
+                 "SELECT 'next_tile_id', COALESCE((SELECT MAX(id) FROM main.tiles), 0) + 1")
+
+
+@migration(1, read_view=_v1_read_view)
+def _staging_rows_identity_and_index_id(conn: sqlite3.Connection) -> None:
+    """v2: re-index under staging rows (path unique among live rows only), relink data, index id, no id reuse."""
+    conn.execute(f"CREATE TABLE rasters_v2 ({_V1_RASTER_COLUMNS}, content TEXT, full_sha256 TEXT, replaces INTEGER)")
+    conn.execute("INSERT INTO rasters_v2(id, path, fingerprint, crs_wkt, width, height, bands, status, planned,"
+                 " added_at) SELECT id, path, fingerprint, crs_wkt, width, height, bands, status, planned, added_at"
+                 " FROM rasters")
+    conn.execute("DROP TABLE rasters")
+    conn.execute("ALTER TABLE rasters_v2 RENAME TO rasters")
+    conn.execute("CREATE UNIQUE INDEX rasters_path ON rasters(path, status = 'staging')")
+    conn.execute("CREATE INDEX rasters_content ON rasters(content)")
+    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM tiles").fetchone()[0]
+    conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [
+        ("index_id", uuid.uuid4().hex), ("revision", secrets.token_hex(8)), ("next_tile_id", str(next_id))])
+
+
+def _no_concepts_yet(conn: sqlite3.Connection) -> None:
+    """Read view of a version 2 index: it has no concept tables, which reads as no concepts stored."""
+
+
+@migration(2, read_view=_no_concepts_yet)
+def _concept_tables(conn: sqlite3.Connection) -> None:
+    """v3: concepts ("find every X") with their example, accepted and rejected tiles, next to the tiles."""
+    from .concepts import CONCEPT_SCHEMA
+
+    for statement in CONCEPT_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+#: The version this code writes: one past the last registered step.
+SCHEMA_VERSION = max(MIGRATIONS) + 1
+
+
+def _run_migrations(conn: sqlite3.Connection, folder: Path, announce: bool = True) -> int:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction; returns the version it had."""
+    conn.execute("PRAGMA foreign_keys=OFF")  # a table rebuild must not cascade-delete tiles
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            start = version = _schema_version(conn, folder)
+            if version > SCHEMA_VERSION:
+                raise _newer_error(folder, version)
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(version),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+    if announce and start < SCHEMA_VERSION:
+        _log.info("Updated the index at %s from format %d to %d.", folder, start, SCHEMA_VERSION)
+    return start
+
+
+def _schema_version(conn: sqlite3.Connection, folder: Path) -> int:
+    row = conn.execute("SELECT value FROM main.meta WHERE key='schema'").fetchone()
+    if row is None:
+        raise EngineError(f"{folder / DB_NAME} is not an RS-CLIP Search index (it records no index format).")
+    try:
+        version = int(row[0])
+    except (TypeError, ValueError):
+        raise _damaged(folder, f"its format entry {str(row[0])[:40]!r} is not a number") from None
+    if version < 1:
+        raise _damaged(folder, f"its format entry {version} is not a valid version")
+    return version
+
+
+def _newer_error(folder: Path, version: int) -> EngineError:
+    return EngineError(f"The index at {folder} was made by a newer version of RS-CLIP Search (index format "
+                       f"{version}; this version reads up to {SCHEMA_VERSION}); update RS-CLIP Search to open it.")
+
+
+class DamagedIndexError(EngineError):
+    """Something read from the index folder is not what the engine wrote: never a problem of one raster."""
+
+
+def _damaged(folder: Path, what: str) -> EngineError:
+    return DamagedIndexError(f"The index at {folder} is damaged ({what}); index the rasters again into a new folder.")
+
+
+# -- records -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TileRecord:
     """One indexed tile as stored: where it is, never its pixels."""
@@ -73,6 +234,8 @@ class TileRecord:
 
 @dataclass(frozen=True)
 class RasterRecord:
+    """One raster of an index; ``reindexing`` is (new tiles so far, planned) while a re-index is staged."""
+
     id: int
     path: str
     fingerprint: str
@@ -83,72 +246,152 @@ class RasterRecord:
     status: str
     planned: int
     tiles: int
+    content: str | None = None
+    full_sha256: str | None = None
+    reindexing: tuple[int, int] | None = None
+
+    @property
+    def missing(self) -> bool:
+        """True when the file is no longer at its recorded path (moved, renamed or deleted)."""
+        from .identity import exists
+
+        return not exists(self.path)
 
 
 def is_index(folder: Path | str) -> bool:
     return (Path(folder) / DB_NAME).is_file()
 
 
-class TileIndex:
-    """Open handle on an index folder. Use ``open_index``/``create_index`` to get one."""
+_LIVE = "r.status != 'staging'"
+_FOOTPRINT = re.compile(r"POLYGON \(\((?:[-+0-9.eE]+ [-+0-9.eE]+, ){4}[-+0-9.eE]+ [-+0-9.eE]+\)\)")
 
-    def __init__(self, folder: Path, conn: sqlite3.Connection) -> None:
+
+class Footprinted(Protocol):
+    """Anything with a footprint in a CRS: an indexed tile, a concept's mark."""
+
+    @property
+    def crs_wkt(self) -> str: ...
+
+    @property
+    def footprint_wkt(self) -> str: ...
+
+
+def checked_footprint(tile: Footprinted, wgs84: bool = False) -> str:
+    """A tile's footprint WKT as written by the engine (a closed 5-point polygon), else the damaged sentence."""
+    wkt = getattr(tile, "footprint_wgs84_wkt", None) if wgs84 else tile.footprint_wkt
+    if not isinstance(wkt, str) or not _FOOTPRINT.fullmatch(wkt):
+        tile_id, raster = getattr(tile, "id", getattr(tile, "tile_id", "?")), getattr(tile, "raster", "?")
+        raise EngineError(f"Tile {tile_id} of {Path(str(raster)).name} has a damaged footprint in its index; "
+                          "index the rasters again into a new folder.")
+    return wkt
+
+
+def _guarded(method):
+    """SQLite failures inside a read become the storage or "damaged" sentence, never a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: "TileIndex", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+
+    return wrapper
+
+
+class TileIndex:
+    """Open handle on an index folder. Use ``TileIndex.open``/``TileIndex.create`` to get one."""
+
+    def __init__(self, folder: Path, conn: sqlite3.Connection, mode: str = "rw", version: int = SCHEMA_VERSION) -> None:
         self.folder = folder
         self.conn = conn
-        self._store = None
-        self._store_generation = -1
+        #: "rw", "ro" (read-only, sees the WAL) or "immutable" (read-only media without WAL files).
+        self.mode = mode
+        self.version = version
+        #: Bytes a running job still expects to write, for the full-disk sentence.
+        self.space_hint = 0
+        self._store: VectorStore | None = None
+        self._store_key: tuple | None = None
+        self._snapshot_depth = 0
+        self._model: dict = {}
+        self._tiling: dict = {}
+        self._dim = 0
+        self._index_id = ""
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: Path | str) -> "TileIndex":
-        """Open an existing index for reading (and writing under ``writing()``)."""
+    def open(cls, folder: Path | str, write: bool = False) -> "TileIndex":
+        """Open an existing index; ``write=True`` refuses read-only storage and updates an older format."""
         folder = Path(folder).expanduser().resolve()
         db = folder / DB_NAME
-        if not db.is_file():
+        try:
+            has_db = db.is_file()
+        except OSError:
+            has_db = False
+        if not has_db:
             if folder.is_dir() and any(folder.iterdir()) or folder.is_file():
                 raise EngineError(f"{folder} is not an RS-CLIP Search index (no {DB_NAME} in it).")
             raise EngineError(f"No index at {folder}; build one first with 'index'.")
+        conn, mode = _open_connection(db, folder)
+        idx = cls(folder, conn, mode)
         try:
-            conn = _connect(db)
-        except sqlite3.DatabaseError as exc:
-            raise EngineError(f"The index database {db} is damaged or not an index ({exc}).") from None
-        try:
-            version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        except sqlite3.DatabaseError as exc:
+            idx.version = _schema_version(conn, folder)
+            if idx.version > SCHEMA_VERSION:
+                raise _newer_error(folder, idx.version)
+            if write:
+                idx._require_writable()
+            elif idx.version < SCHEMA_VERSION:
+                idx._read_older_version()
+            idx._load_meta()
+        except sqlite3.Error as exc:
             conn.close()
-            raise EngineError(f"The index database {db} is damaged or not an index ({exc}).") from None
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise idx._translate(exc, opening=True) from None
+        except BaseException:
             conn.close()
-            raise EngineError(f"{db} has an unknown index format; rebuild the index with this version.")
-        return cls(folder, conn)
+            raise
+        return idx
 
     @classmethod
     def create(cls, folder: Path | str, model: dict, tiling: dict, dim: int) -> "TileIndex":
         """Create a new empty index recording the model and tiling it is built with."""
+        from .storage import check_writable_folder
+
         folder = Path(folder).expanduser().resolve()
         if (folder / DB_NAME).exists():
-            return cls.open(folder)
-        if folder.is_file():
-            raise EngineError(f"{folder} is a file; the index needs a folder.")
-        folder.mkdir(parents=True, exist_ok=True)
+            return cls.open(folder, write=True)
+        check_writable_folder(folder)
         tmp = folder / f".{DB_NAME}.creating"
-        if tmp.exists():
-            tmp.unlink()
-        conn = _connect(tmp, wal=False)
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
-                ("schema", str(SCHEMA_VERSION)),
-                ("model", json.dumps(model, sort_keys=True)),
-                ("tiling", json.dumps(tiling, sort_keys=True)),
-                ("dim", str(int(dim))),
-                ("generation", "0"),
-                ("created", str(time.time())),
-                ("updated", str(time.time())),
-            ])
-        conn.close()
-        os.replace(tmp, folder / DB_NAME)
-        return cls.open(folder)
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                tmp.unlink()
+            conn = _connect(tmp, "rw", wal=False)
+            try:
+                with conn:
+                    for statement in _BASE_SCHEMA:
+                        conn.execute(statement)
+                    now = str(time.time())
+                    conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
+                        ("schema", "1"), ("model", json.dumps(model, sort_keys=True)),
+                        ("tiling", json.dumps(tiling, sort_keys=True)), ("dim", str(int(dim))),
+                        ("generation", "0"), ("created", now), ("updated", now)])
+                _run_migrations(conn, folder, announce=False)
+            finally:
+                conn.close()
+            os.replace(tmp, folder / DB_NAME)
+        except (sqlite3.Error, OSError) as exc:
+            for leftover in (tmp, Path(f"{tmp}-journal")):
+                _unlink_quietly(leftover)
+            for path in made:  # a failed first run leaves no folder behind
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise os_storage_error(exc, folder) from None
+            raise sqlite_storage_error(exc, folder) or _damaged(folder, str(exc)) from None
+        return cls.open(folder, write=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -159,77 +402,259 @@ class TileIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def readonly(self) -> bool:
+        return self.mode != "rw"
+
+    def _read_older_version(self) -> None:
+        """Make an older index read like the current one, through TEMP views; the file is not changed."""
+        for version in range(self.version, SCHEMA_VERSION):
+            view = READ_VIEWS.get(version)
+            if view is None:
+                raise EngineError(f"The index at {self.folder} is in an older format ({self.version}) that this "
+                                  "version cannot read without updating it; open it once where it can be written.")
+            view(self.conn)
+
+    def _drop_read_views(self) -> None:
+        for kind, name in self.conn.execute("SELECT type, name FROM temp.sqlite_master WHERE type IN ('view', 'table')"
+                                            ).fetchall():
+            self.conn.execute(f'DROP {"VIEW" if kind == "view" else "TABLE"} temp."{name}"')
+
+    def _require_writable(self) -> None:
+        """Refuse read-only storage; bring an older format up to date (one transaction)."""
+        if self.readonly:
+            raise read_only_error(self.folder)
+        if self.version < SCHEMA_VERSION:
+            self._drop_read_views()
+            try:
+                _run_migrations(self.conn, self.folder)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
+            self.version = SCHEMA_VERSION
+            self._load_meta()
+
+    def _translate(self, exc: sqlite3.Error, opening: bool = False) -> EngineError:
+        """The sentence for a SQLite failure: storage (full, read-only, busy) or damage."""
+        storage = sqlite_storage_error(exc, self.folder, self.space_hint)
+        if storage is not None:
+            return storage
+        if opening:
+            return DamagedIndexError(f"The index database {self.folder / DB_NAME} is damaged or not an index ({exc}).")
+        return _damaged(self.folder, f"SQLite: {exc}")
+
     # -- metadata ------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if not isinstance(row[0], str):
+            raise _damaged(self.folder, f"its {key!r} entry is not text")
+        return row[0]
+
+    def _load_meta(self) -> None:
+        """Read and check the values fixed at creation; a damaged one gives the damaged sentence."""
+        from .tiling import TilingSpec
+
+        model = self._json_meta("model")
+        for key in ("kind", "name", "arch", "checkpoint", "checkpoint_sha256"):
+            if model.get(key) is not None and not isinstance(model[key], str):
+                raise _damaged(self.folder, f"its model entry has a {key} that is not text")
+        tiling = self._json_meta("tiling")
+        try:
+            TilingSpec.from_dict(tiling).validate()
+        except EngineError as exc:
+            raise _damaged(self.folder, f"its tile settings are not valid: {exc}") from None
+        dim = self._number_meta("dim")
+        if not 1 <= dim <= MAX_DIM:
+            raise _damaged(self.folder, f"its embedding width {dim} is not possible")
+        index_id = self._meta("index_id")
+        if not index_id:
+            raise _damaged(self.folder, "it has no index id")
+        self._number_meta("generation")
+        for key in ("created", "updated"):
+            self._number_meta(key, float)
+        self._model, self._tiling, self._dim, self._index_id = model, tiling, dim, index_id
+
+    def _json_meta(self, key: str) -> dict:
+        text = self._meta(key)
+        try:
+            value = json.loads(text) if text is not None else None
+        except ValueError:
+            raise _damaged(self.folder, f"its {key!r} entry is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise _damaged(self.folder, f"its {key!r} entry is missing or not a record")
+        return value
+
+    def _number_meta(self, key: str, kind: type = int):
+        """A whole (``int``) or real (``float``) number entry, finite and not negative."""
+        text = self._meta(key)
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            what = "a whole number" if kind is int else "a number"
+            raise _damaged(self.folder, f"its {key!r} entry {str(text)[:40]!r} is not {what}") from None
+        if not math.isfinite(value) or value < 0:
+            raise _damaged(self.folder, f"its {key!r} entry is not a finite number of 0 or more")
+        return value
 
     @property
     def model(self) -> dict:
-        return json.loads(self._meta("model") or "{}")
+        return dict(self._model)
 
     @property
     def tiling(self) -> dict:
-        return json.loads(self._meta("tiling") or "{}")
+        return dict(self._tiling)
 
     @property
     def dim(self) -> int:
-        return int(self._meta("dim") or 0)
+        return self._dim
 
     @property
+    def index_id(self) -> str:
+        """Random id drawn when the index was created (or migrated): ties caches to this database."""
+        return self._index_id
+
+    @property
+    @_guarded
     def generation(self) -> int:
-        return int(self._meta("generation") or 0)
+        return self._number_meta("generation")
 
     @property
+    @_guarded
+    def revision(self) -> str:
+        return self._meta("revision") or ""
+
+    @property
+    @_guarded
     def created(self) -> float:
-        return float(self._meta("created") or 0)
+        return self._number_meta("created", float)
 
     @property
+    @_guarded
     def updated(self) -> float:
-        return float(self._meta("updated") or 0)
+        return self._number_meta("updated", float)
 
+    @_guarded
     def tile_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0])
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
+                                     ).fetchone()[0])
 
+    @_guarded
     def rasters(self) -> list[RasterRecord]:
-        rows = self.conn.execute(
-            "SELECT r.id, r.path, r.fingerprint, r.crs_wkt, r.width, r.height, r.bands, r.status, r.planned,"
-            " (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id) FROM rasters r ORDER BY r.id").fetchall()
-        return [RasterRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9])
-                for r in rows]
+        """The searchable rasters, oldest first; a raster being re-indexed says how far it got."""
+        cols = ("SELECT r.id, r.path, r.fingerprint, r.crs_wkt, r.width, r.height, r.bands, r.status, r.planned,"
+                " (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id), r.content, r.full_sha256 FROM rasters r")
+        staged = {}
+        for row in self.conn.execute(cols + " WHERE r.status = 'staging'"):
+            staged[row[1]] = (int(row[9]), int(row[8]) if isinstance(row[8], int) else 0)
+        out = []
+        for row in self.conn.execute(cols + f" WHERE {_LIVE} ORDER BY r.id"):
+            rec = self._raster_record(row)
+            if rec.path in staged:
+                rec = RasterRecord(**{**rec.__dict__, "reindexing": staged[rec.path]})
+            out.append(rec)
+        return out
+
+    def _raster_record(self, r) -> RasterRecord:
+        try:
+            bands = json.loads(r[6]) if isinstance(r[6], str) else None
+        except ValueError:
+            bands = None
+        ok = (isinstance(r[0], int) and all(isinstance(v, str) for v in (r[1], r[2], r[3], r[7]))
+              and all(isinstance(v, int) for v in (r[4], r[5], r[8], r[9]))
+              and isinstance(bands, list) and all(isinstance(b, int) and not isinstance(b, bool) for b in bands)
+              and all(v is None or isinstance(v, str) for v in (r[10], r[11])))
+        if not ok or not isinstance(bands, list):
+            raise _damaged(self.folder, f"raster row {r[0]!r} has values of the wrong kind")
+        return RasterRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(bands), r[7], r[8], r[9], r[10], r[11])
 
     def raster(self, path: str) -> RasterRecord | None:
         return next((r for r in self.rasters() if r.path == path), None)
+
+    @_guarded
+    def same_content(self, content: str | None, fingerprint: str) -> list[RasterRecord]:
+        """Searchable rasters whose file had this content sample (or this exact fingerprint)."""
+        rows = self.conn.execute(
+            "SELECT r.id, r.path, r.fingerprint, r.crs_wkt, r.width, r.height, r.bands, r.status, r.planned,"
+            " (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id), r.content, r.full_sha256 FROM rasters r"
+            f" WHERE {_LIVE} AND ((r.content IS NOT NULL AND r.content = ?) OR r.fingerprint = ?) ORDER BY r.id",
+            (content, fingerprint)).fetchall()
+        return [self._raster_record(r) for r in rows]
 
     # -- writing -------------------------------------------------------------------
     @contextmanager
     def writing(self) -> Iterator["TileIndex"]:
         """Hold the index's writer lock; a second writer is refused with a clear message."""
+        self._require_writable()
         with _file_lock(self.folder / LOCK_NAME):
-            yield self
+            try:
+                yield self
+            finally:
+                self._checkpoint()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; storage failures become ``StorageError``, damage the damaged sentence."""
+        self._require_writable()
+        try:
+            with self.conn:
+                yield
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        except OSError as exc:
+            raise os_storage_error(exc, self.folder, self.space_hint) from None
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database so the folder reads right even where the WAL cannot be used."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # a full disk or a reader in the way: the WAL stays and SQLite keeps using it
 
     def begin_raster(self, path: str, fingerprint: str, crs_wkt: str, width: int, height: int,
-                     bands: Sequence[int], planned: int) -> tuple[int, set[tuple[int, int, int, int]]]:
-        """Register a raster to index; returns its id and the windows already committed.
+                     bands: Sequence[int], planned: int, content: str | None = None,
+                     full_sha256: str | None = None,
+                     changed: bool = False) -> tuple[int, set[tuple[int, int, int, int]]]:
+        """Register a raster to index; returns the row to add tiles to and the windows it already holds.
 
-        A raster whose fingerprint changed since it was indexed loses its old tiles first.
+        A new raster gets a searchable row (its batches appear as they commit). A raster whose file
+        changed (other fingerprint, bands or SHA-256, or ``changed``) gets a staging row that replaces
+        the searchable one only in ``finish_raster``; an interrupted re-index resumes its staging row
+        when the file is still the same.
         """
-        row = self.conn.execute("SELECT id, fingerprint, bands FROM rasters WHERE path=?", (path,)).fetchone()
-        with self.conn:
-            if row is not None and (row[1] != fingerprint or tuple(json.loads(row[2])) != tuple(bands)):
-                self._delete_raster(row[0])
-                row = None
-            if row is None:
+        bands_json = json.dumps(list(bands))
+
+        def same(row) -> bool:
+            return row[1] == fingerprint and _same_bands(row[2], bands) and \
+                (row[3] is None or full_sha256 is None or row[3] == full_sha256)
+
+        with self._transaction():
+            live = self.conn.execute("SELECT r.id, r.fingerprint, r.bands, r.full_sha256 FROM rasters r WHERE "
+                                     f"r.path=? AND {_LIVE}", (path,)).fetchone()
+            staging = self.conn.execute("SELECT id, fingerprint, bands, full_sha256 FROM rasters WHERE path=? AND "
+                                        "status='staging'", (path,)).fetchone()
+            if live is not None and not changed and same(live):
+                rid = int(live[0])
+                self.conn.execute("UPDATE rasters SET content = COALESCE(content, ?), full_sha256 = COALESCE("
+                                  "full_sha256, ?) WHERE id = ?", (content, full_sha256, rid))
+            elif live is not None and staging is not None and same(staging):
+                rid = int(staging[0])
+            else:
+                if staging is not None:
+                    self._delete_raster(staging[0])
+                status = "partial" if live is None else "staging"
                 cur = self.conn.execute(
-                    "INSERT INTO rasters(path, fingerprint, crs_wkt, width, height, bands, status, planned, added_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'partial', ?, ?)",
-                    (path, fingerprint, crs_wkt, width, height, json.dumps(list(bands)), planned, time.time()))
-                raster_id = cur.lastrowid
-                assert raster_id is not None, "an INSERT into a rowid table sets lastrowid"
-                return raster_id, set()
-        done = self.conn.execute(
-            "SELECT col_off, row_off, width, height FROM tiles WHERE raster_id=?", (row[0],)).fetchall()
-        return int(row[0]), {tuple(r) for r in done}
+                    "INSERT INTO rasters(path, fingerprint, crs_wkt, width, height, bands, status, planned, added_at,"
+                    " content, full_sha256, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (path, fingerprint, crs_wkt, width, height, bands_json, status, planned, time.time(), content,
+                     full_sha256, None if live is None else live[0]))
+                assert cur.lastrowid is not None, "an INSERT into a rowid table sets lastrowid"
+                rid = int(cur.lastrowid)
+                if live is None:
+                    self._bump()
+            done = self.conn.execute("SELECT col_off, row_off, width, height FROM tiles WHERE raster_id=?",
+                                     (rid,)).fetchall()
+        return rid, {tuple(r) for r in done}
 
     def add_tiles(self, raster_id: int, tiles: Sequence, embeddings: np.ndarray) -> None:
         """Commit one batch of tiles with their embeddings in a single transaction."""
@@ -240,28 +665,92 @@ class TileIndex:
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if emb.shape[1] != self.dim:
             raise EngineError(f"Embeddings have {emb.shape[1]} dimensions but the index holds {self.dim}.")
-        rows = [(raster_id, t.window.col_off, t.window.row_off, t.window.width, t.window.height,
-                 *t.bounds, t.footprint_wkt, t.footprint_wgs84_wkt, e.tobytes()) for t, e in zip(tiles, emb)]
-        with self.conn:
+        with self._transaction():
+            status = self._status(raster_id)
+            first = max(self._number_meta("next_tile_id"),
+                        int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0]) + 1)
+            if first + len(tiles) > _MAX_ID:
+                raise _damaged(self.folder, f"its tile ids have reached {first - 1}, the largest SQLite allows")
+            rows = [(first + n, raster_id, t.window.col_off, t.window.row_off, t.window.width, t.window.height,
+                     *t.bounds, t.footprint_wkt, t.footprint_wgs84_wkt, e.tobytes())
+                    for n, (t, e) in enumerate(zip(tiles, emb))]
             self.conn.executemany(
-                "INSERT OR REPLACE INTO tiles(raster_id, col_off, row_off, width, height, minx, miny, maxx, maxy,"
-                " footprint, footprint_wgs84, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._bump()
+                "INSERT OR REPLACE INTO tiles(id, raster_id, col_off, row_off, width, height, minx, miny, maxx, maxy,"
+                " footprint, footprint_wgs84, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_tile_id'", (str(first + len(rows)),))
+            if status != "staging":
+                self._bump()
 
     def finish_raster(self, raster_id: int) -> None:
-        with self.conn:
-            self.conn.execute("UPDATE rasters SET status='complete' WHERE id=?", (raster_id,))
+        """Mark a raster complete; a staging row replaces its old tiles here, in one transaction."""
+        with self._transaction():
+            if self._status(raster_id) == "staging":
+                path, replaces = self.conn.execute("SELECT path, replaces FROM rasters WHERE id=?",
+                                                   (raster_id,)).fetchone()
+                for (old,) in self.conn.execute(f"SELECT r.id FROM rasters r WHERE r.path=? AND {_LIVE}",
+                                                (path,)).fetchall():
+                    self._delete_raster(old)
+                if replaces is not None:
+                    self._delete_raster(replaces)
+            self.conn.execute("UPDATE rasters SET status='complete', replaces=NULL WHERE id=?", (raster_id,))
             self._bump()
 
+    def abandon_raster(self, raster_id: int) -> bool:
+        """Drop what this run wrote for a raster that failed; True when it was a re-index (old tiles kept)."""
+        with self._transaction():
+            status = self._status(raster_id)
+            self._delete_raster(raster_id)
+            if status != "staging":
+                self._bump()
+        return status == "staging"
+
+    def drop_staging(self, path: str) -> int:
+        """Forget an unfinished re-index of ``path`` (its file went back to what is indexed)."""
+        with self._transaction():
+            rows = self.conn.execute("SELECT id FROM rasters WHERE path=? AND status='staging'", (path,)).fetchall()
+            return sum(self._delete_raster(r[0]) for r in rows)
+
     def remove_raster(self, path: str) -> int:
-        """Drop a raster and its tiles; returns how many tiles went."""
-        row = self.conn.execute("SELECT id FROM rasters WHERE path=?", (path,)).fetchone()
-        if row is None:
-            raise EngineError(f"{path} is not in the index at {self.folder}.")
-        with self.conn:
-            n = self._delete_raster(row[0])
+        """Drop a raster (and any re-index of it in progress); returns how many tiles went."""
+        with self._transaction():
+            rows = self.conn.execute("SELECT id FROM rasters WHERE path=?", (path,)).fetchall()
+            if not rows:
+                raise EngineError(f"{path} is not in the index at {self.folder}.")
+            n = sum(self._delete_raster(r[0]) for r in rows)
             self._bump()
         return n
+
+    def relink(self, old_path: str, new_path: str, fingerprint: str, content: str | None,
+               full_sha256: str | None) -> int:
+        """Point a raster's tiles at its new path (same content, moved or renamed); returns its tile count."""
+        with self._transaction():
+            row = self.conn.execute(f"SELECT r.id FROM rasters r WHERE r.path=? AND {_LIVE}", (old_path,)).fetchone()
+            if row is None:
+                raise EngineError(f"{old_path} is not in the index at {self.folder}.")
+            if self.conn.execute("SELECT 1 FROM rasters WHERE path=?", (new_path,)).fetchone() is not None:
+                raise EngineError(f"{new_path} is already in the index at {self.folder}; remove it first "
+                                  "(index --remove) or relink another file.")
+            for (staged,) in self.conn.execute("SELECT id FROM rasters WHERE path=? AND status='staging'",
+                                               (old_path,)).fetchall():
+                self._delete_raster(staged)
+            self.conn.execute("UPDATE rasters SET path=?, fingerprint=?, content=?, full_sha256=COALESCE(?, "
+                              "full_sha256) WHERE id=?", (new_path, fingerprint, content, full_sha256, row[0]))
+            self._bump()
+            return int(self.conn.execute("SELECT COUNT(*) FROM tiles WHERE raster_id=?", (row[0],)).fetchone()[0])
+
+    def update_identity(self, raster_id: int, fingerprint: str, content: str | None, full_sha256: str | None) -> None:
+        """Record a file's new fingerprint when its bytes are known to be unchanged (touched, copied back)."""
+        with self._transaction():
+            self.conn.execute("UPDATE rasters SET fingerprint=?, content=COALESCE(?, content), "
+                              "full_sha256=COALESCE(?, full_sha256) WHERE id=?",
+                              (fingerprint, content, full_sha256, raster_id))
+
+    def _status(self, raster_id: int) -> str:
+        row = self.conn.execute("SELECT status FROM rasters WHERE id=?", (raster_id,)).fetchone()
+        if row is None:
+            raise EngineError(f"The raster being indexed was removed from the index at {self.folder} meanwhile; "
+                              "run the same command again.")
+        return str(row[0])
 
     def _delete_raster(self, raster_id: int) -> int:
         n = self.conn.execute("DELETE FROM tiles WHERE raster_id=?", (raster_id,)).rowcount
@@ -271,19 +760,48 @@ class TileIndex:
     def _bump(self) -> None:
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
         self.conn.execute("UPDATE meta SET value = ? WHERE key='updated'", (str(time.time()),))
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('revision', ?)", (secrets.token_hex(8),))
 
     # -- reading -------------------------------------------------------------------
     _TILE_SQL = ("SELECT t.id, r.path, r.id, t.col_off, t.row_off, t.width, t.height, t.minx, t.miny, t.maxx, t.maxy,"
-                 " t.footprint, t.footprint_wgs84, r.crs_wkt FROM tiles t JOIN rasters r ON r.id = t.raster_id")
+                 " t.footprint, t.footprint_wgs84, r.crs_wkt FROM tiles t JOIN rasters r ON r.id = t.raster_id"
+                 f" AND {_LIVE}")
 
+    @contextmanager
+    def snapshot(self) -> Iterator["TileIndex"]:
+        """Reads inside see one committed state, whatever a writer commits meanwhile (re-entrant)."""
+        if self._snapshot_depth or self.conn.in_transaction:
+            self._snapshot_depth += 1
+            try:
+                yield self
+            finally:
+                self._snapshot_depth -= 1
+            return
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        self._snapshot_depth = 1
+        try:
+            yield self
+        finally:
+            self._snapshot_depth = 0
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error:
+                    pass
+
+    @_guarded
     def tiles(self, ids: Iterable[int]) -> dict[int, TileRecord]:
+        """Records of the given tile ids; ids the database does not hold are simply absent."""
         ids = [int(i) for i in ids]
         out: dict[int, TileRecord] = {}
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
             sql = f"{self._TILE_SQL} WHERE t.id IN ({','.join('?' * len(part))})"
             for r in self.conn.execute(sql, part):
-                out[r[0]] = _tile_record(r)
+                out[r[0]] = self._tile_record(r)
         return out
 
     def iter_tiles(self, raster_paths: Sequence[str] | None = None) -> Iterator[TileRecord]:
@@ -291,84 +809,240 @@ class TileIndex:
         if raster_paths:
             sql += f" WHERE r.path IN ({','.join('?' * len(raster_paths))})"
             args = list(raster_paths)
-        for r in self.conn.execute(sql + " ORDER BY t.id", args):
-            yield _tile_record(r)
+        try:
+            for r in self.conn.execute(sql + " ORDER BY t.id", args):
+                yield self._tile_record(r)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
 
+    def _tile_record(self, r) -> TileRecord:
+        if not (type(r[0]) is int and type(r[1]) is str and all(type(v) is int for v in r[2:7])
+                and all(type(v) in (float, int) for v in r[7:11]) and type(r[11]) is str and type(r[12]) is str
+                and type(r[13]) is str):
+            raise _damaged(self.folder, f"tile {r[0]!r} has values of the wrong kind")
+        return TileRecord(id=r[0], raster=r[1], raster_id=r[2], window=(r[3], r[4], r[5], r[6]),
+                          bounds=(r[7], r[8], r[9], r[10]), footprint_wkt=r[11], footprint_wgs84_wkt=r[12],
+                          crs_wkt=r[13])
+
+    @_guarded
+    def live_ids(self) -> np.ndarray:
+        """Ids of every searchable tile, ascending."""
+        cur = self.conn.execute(f"SELECT t.id FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE} "
+                                "ORDER BY t.id")
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    @_guarded
     def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) for the given tiles, or for all of them in id order."""
+        base = f"SELECT t.id, t.embedding FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
         if ids is None:
-            rows = self.conn.execute("SELECT id, embedding FROM tiles ORDER BY id").fetchall()
+            rows = self.conn.execute(base + " ORDER BY t.id").fetchall()
         else:
             rows = []
             ids = [int(i) for i in ids]
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk:chunk + 500]
-                marks = ",".join("?" * len(part))
-                rows += self.conn.execute(f"SELECT id, embedding FROM tiles WHERE id IN ({marks}) ORDER BY id",
+                rows += self.conn.execute(f"{base} WHERE t.id IN ({','.join('?' * len(part))}) ORDER BY t.id",
                                           part).fetchall()
         out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vecs = np.empty((len(rows), self.dim), dtype=np.float32)
+        width = 4 * self.dim
         for i, r in enumerate(rows):
-            vec = np.frombuffer(r[1], dtype=np.float32)
-            if vec.shape[0] != self.dim:
-                raise EngineError(f"Tile {r[0]} in {self.folder} has a damaged embedding; rebuild the index.")
-            vecs[i] = vec
+            if type(r[1]) is not bytes or len(r[1]) != width:
+                raise DamagedIndexError(f"Tile {r[0]} in {self.folder} has a damaged embedding; rebuild the index.")
+            vecs[i] = np.frombuffer(r[1], dtype=np.float32)
+        if len(vecs) and not np.isfinite(vecs).all():
+            bad = int(out_ids[np.flatnonzero(~np.isfinite(vecs).all(axis=1))[0]])
+            raise DamagedIndexError(f"Tile {bad} in {self.folder} has a damaged embedding (not finite); rebuild the "
+                                    "index.")
         return out_ids, vecs
 
-    def vector_store(self):
-        """The FAISS store for the current committed state, loaded from cache or rebuilt."""
+    @_guarded
+    def ids_digest(self) -> tuple[int, str]:
+        """(count, digest) of the searchable tile ids and their rasters, as the database holds them now.
+
+        Computed inside SQLite from the small ``tiles_raster`` index (count, sum and a multiplicative
+        hash of the ids) plus each searchable raster's id and fingerprint: a few per cent of the cost
+        of hashing the FAISS file, where reading every id into Python would cost more than that.
+        """
+        count, total, mixed = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(t.id % 2147483629), 0),"
+            " COALESCE(SUM((t.id % 2147483647) * 48271 % 2147483647), 0)"
+            f" FROM rasters r JOIN tiles t INDEXED BY tiles_raster ON t.raster_id = r.id WHERE {_LIVE}").fetchone()
+        rasters = self.conn.execute(f"SELECT r.id, r.fingerprint FROM rasters r WHERE {_LIVE} ORDER BY r.id").fetchall()
+        digest = hashlib.sha256(json.dumps([count, total, mixed, rasters], default=str).encode()).hexdigest()
+        return int(count), digest
+
+    @_guarded
+    def present(self, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are searchable tiles in the database now."""
+        out: set[int] = set()
+        ids = [int(i) for i in ids]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT t.id FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE} "
+                f"WHERE t.id IN ({','.join('?' * len(part))})", part))
+        return out
+
+    # -- the vector cache -----------------------------------------------------------------
+    def vector_store(self, rebuild: bool = False):
+        """The FAISS store of the committed state: in memory, from a cache bound to this state, or rebuilt."""
         from .vectors import VectorStore
 
-        gen = self.generation
-        if self._store is not None and self._store_generation == gen:
-            return self._store
-        store = self._load_cached_store(gen)
-        if store is None:
-            ids, vecs = self.embeddings()
-            store = VectorStore.build(ids, vecs)
-            self._save_store(store, gen)
-        self._store, self._store_generation = store, gen
+        with self.snapshot():
+            key = (self.generation, self.revision)
+            if not rebuild and self._store is not None and self._store_key == key:
+                return self._store
+            count, digest = self.ids_digest()
+            binding = {"index_id": self.index_id, "generation": key[0], "revision": key[1], "count": count,
+                       "ids_digest": digest}
+            store = None if rebuild else self._load_cached_store(binding)
+            if store is None:
+                built_ids, vecs = self.embeddings()
+                store = VectorStore.build(built_ids, vecs)
+                self._save_store(store, binding)
+        self._store, self._store_key = store, key
         return store
 
-    def _load_cached_store(self, gen: int):
+    def nearest(self, query: np.ndarray, k: int) -> list[tuple[float, int]]:
+        """Best ``k`` (score, tile id) for one query vector; ids the database lacks are dropped, the cache rebuilt."""
+        pairs: list[tuple[float, int]] = []
+        present: set[int] = set()
+        for attempt in range(2):
+            scores, ids = self.vector_store(rebuild=attempt > 0).search(query, k)
+            pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            present = self.present([i for _, i in pairs])
+            if len(present) == len(pairs):
+                return pairs
+            _log.info("The vector cache of %s named tiles the database lacks; rebuilt it.", self.folder)
+        return [p for p in pairs if p[1] in present]
+
+    def cache_folders(self) -> list[Path]:
+        """Where the vector cache may live: the index folder, then the user's cache folder for this index."""
+        safe = self.index_id if re.fullmatch(r"[0-9A-Za-z_-]{1,64}", self.index_id) else \
+            hashlib.sha256(self.index_id.encode()).hexdigest()
+        return [self.folder, user_cache_root() / safe]
+
+    def cache_meta(self) -> dict | None:
+        """The recorded cache description (``vectors.json``) in the first place that has a readable one."""
+        for folder in self.cache_folders():
+            meta = _read_cache_meta(folder / FAISS_META)
+            if meta is not None:
+                return meta
+        return None
+
+    def _load_cached_store(self, binding: dict):
         from .vectors import VectorStore
 
-        meta_path, faiss_path = self.folder / FAISS_META, self.folder / FAISS_NAME
-        try:
-            meta = json.loads(meta_path.read_text())
-            if int(meta["generation"]) != gen or _sha256(faiss_path) != meta["sha256"]:
-                return None
-            store = VectorStore.load(faiss_path, str(meta.get("kind", "flat")))
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        for folder in self.cache_folders():
+            meta = _read_cache_meta(folder / FAISS_META)
+            if meta is None or any(meta.get(k) != v for k, v in binding.items()):
+                continue
+            try:
+                kind = meta.get("kind")
+                if not isinstance(kind, str) or _sha256(folder / FAISS_NAME) != meta.get("sha256"):
+                    continue
+                store = VectorStore.load(folder / FAISS_NAME, kind)
+                if store.ntotal == binding["count"]:
+                    return store
+            except Exception as exc:  # noqa: BLE001 — a derived cache: anything wrong with it means "rebuild"
+                _log.debug("Ignoring the vector cache in %s: %s", folder, exc)
+        return None
+
+    def _save_store(self, store, binding: dict) -> None:
+        """Write the cache beside the database, or in the user's cache folder where the index is read-only.
+
+        A full disk or an unwritable place only means the cache stays in memory: searches still work.
+        """
+        for folder in self.cache_folders():
+            if folder == self.folder and not folder_is_writable(folder):
+                continue
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                store.save(folder / FAISS_NAME)
+                meta = dict(binding, format=2, kind=store.kind, sha256=_sha256(folder / FAISS_NAME))
+                atomic_write_bytes(folder / FAISS_META, json.dumps(meta).encode())
+                return
+            except (OSError, RuntimeError) as exc:
+                _log.debug("Could not write the vector cache in %s: %s", folder, exc)
+                if folder == self.folder:
+                    return  # a full disk here: keep the cache in memory rather than spill elsewhere
+
+
+def _read_cache_meta(path: Path) -> dict | None:
+    try:
+        if path.stat().st_size > MAX_CACHE_META:
             return None
-        return store if store.ntotal == int(meta.get("count", -1)) else None
-
-    def _save_store(self, store, gen: int) -> None:
-        """Write the FAISS cache; skipped silently where the folder is read-only."""
-        try:
-            store.save(self.folder / FAISS_NAME)
-            meta = {"generation": gen, "sha256": _sha256(self.folder / FAISS_NAME), "count": store.ntotal,
-                    "kind": store.kind}
-            atomic_write_bytes(self.folder / FAISS_META, json.dumps(meta).encode())
-        except OSError:
-            pass
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
-def _tile_record(r) -> TileRecord:
-    return TileRecord(id=r[0], raster=r[1], raster_id=r[2], window=(r[3], r[4], r[5], r[6]),
-                      bounds=(r[7], r[8], r[9], r[10]), footprint_wkt=r[11], footprint_wgs84_wkt=r[12], crs_wkt=r[13])
+def _same_bands(stored: object, bands: Sequence[int]) -> bool:
+    try:
+        return isinstance(stored, str) and tuple(json.loads(stored)) == tuple(bands)
+    except (ValueError, TypeError):
+        return False
 
 
-def _connect(path: Path, wal: bool = True) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level="DEFERRED", check_same_thread=False)
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _connect(path: Path, mode: str = "rw", wal: bool = True) -> sqlite3.Connection:
+    """A connection: "rw"; "ro" (read-only, WAL honoured); "immutable" (read-only media, no locking)."""
+    if mode == "rw":
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level="DEFERRED", check_same_thread=False)
+    else:
+        uri = Path(path).absolute().as_uri() + ("?mode=ro&immutable=1" if mode == "immutable" else "?mode=ro")
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level="DEFERRED", check_same_thread=False)
     conn.execute("PRAGMA foreign_keys=ON")
-    if wal:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError:
-            pass
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    if mode == "rw":
+        if wal:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError:
+                pass
+        conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _open_connection(db: Path, folder: Path) -> tuple[sqlite3.Connection, str]:
+    """Open read-write where the folder allows it, else read-only; damage gives the damaged sentence."""
+    writable = folder_is_writable(folder) and os.access(db, os.W_OK)
+    modes = ("rw", "ro", "immutable") if writable else ("ro", "immutable")
+    last: sqlite3.Error | None = None
+    for mode in modes:
+        conn = None
+        try:
+            conn = _connect(db, mode)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            if mode == "immutable" and _has_wal(db):
+                _log.warning("The index at %s is on read-only storage with changes in %s-wal that cannot be read "
+                             "there; it is shown as it was before them.", folder, DB_NAME)
+            return conn, mode
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            last = exc
+            text = str(exc).lower()
+            if not ("unable to open" in text or "readonly" in text or "read-only" in text or "locking" in text
+                    or "disk i/o" in text):
+                break
+    raise EngineError(f"The index database {db} is damaged or not an index ({last}).")
+
+
+def _has_wal(db: Path) -> bool:
+    try:
+        return Path(f"{db}-wal").stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _sha256(path: Path) -> str:
@@ -382,7 +1056,10 @@ def _sha256(path: Path) -> str:
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive, non-blocking lock on ``path``; released when the process dies."""
-    fh = open(path, "a+")
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise os_storage_error(exc, path.parent) from None
     try:
         try:
             if sys.platform == "win32":
@@ -399,3 +1076,8 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+__all__ = ["DamagedIndexError", "DB_NAME", "FAISS_META", "FAISS_NAME", "LOCK_NAME", "MIGRATIONS", "READ_VIEWS",
+           "SCHEMA_VERSION", "RasterRecord", "StorageError", "TileIndex", "TileRecord", "checked_footprint", "is_index",
+           "migration"]

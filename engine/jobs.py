@@ -5,6 +5,7 @@ result; problems the user can fix raise ``EngineError``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,9 @@ import numpy as np
 
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
+from .storage import StorageError
+
+_log = logging.getLogger("rsclip_search.engine")
 
 
 @dataclass
@@ -27,11 +31,17 @@ class IndexReport:
     cancelled: bool = False
     #: (source, tiles, why) for remote sources whose tiles could not be downloaded; a re-run retries them.
     unavailable: list[tuple[str, int, str]] = field(default_factory=list)
+    #: (old path, new path) of rasters recognised at a new path and relinked, not re-embedded.
+    relinked: list[tuple[str, str]] = field(default_factory=list)
+    #: Rasters whose re-index stopped early: their previous tiles are still the searchable ones.
+    interrupted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{sum(n for _, n in self.added)} new tiles from {len(self.added)} raster(s)"]
         if self.unchanged:
             parts.append(f"{len(self.unchanged)} unchanged raster(s) skipped")
+        if self.relinked:
+            parts.append(f"{len(self.relinked)} moved raster(s) relinked to their new path")
         if self.skipped:
             parts.append(f"{len(self.skipped)} raster(s) not indexed")
         if self.unavailable:
@@ -40,6 +50,9 @@ class IndexReport:
         text = f"Index {self.index_dir}: " + ", ".join(parts) + f"; {self.total_tiles} tiles in total."
         if self.cancelled:
             text += " Cancelled; tiles indexed before the cancel were kept."
+        if self.interrupted:
+            text += (f" The re-index of {', '.join(Path(p).name for p in self.interrupted)} did not finish; its "
+                     "previous tiles are still searchable and the same command resumes it.")
         return text
 
 
@@ -55,6 +68,12 @@ class IndexInfo:
     created: float
     updated: float
     vector_kind: str
+    readonly: bool = False
+
+    @property
+    def missing(self) -> list:
+        """Rasters whose file is no longer at the indexed path (moved, renamed or deleted)."""
+        return [r for r in self.rasters if r.missing]
 
 
 @dataclass(frozen=True)
@@ -143,26 +162,42 @@ def same_model(a: dict, b: dict) -> bool:
     return a.get("checkpoint_sha256") == b.get("checkpoint_sha256") and same_arch
 
 
+VERIFY_MODES = ("sample", "full")
+
+
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
-                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> IndexReport:
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                  verify: str = "sample") -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
-    Unchanged rasters are skipped; a raster that was partly indexed resumes where it
-    stopped; unreadable rasters are listed in the report and the others go on. If no raster
-    is usable, nothing is created or changed and ``EngineError`` says why.
+    Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
+    changed raster is re-indexed while its old tiles stay searchable (see ``index.py``); the same
+    file at a new path is relinked, never embedded twice; unreadable rasters are listed in the report
+    and the others go on. ``verify="full"`` also compares every byte (SHA-256) of rasters that look
+    unchanged. If no raster is usable, nothing is created or changed and ``EngineError`` says why. A
+    full disk or read-only storage stops the run with ``StorageError``; committed batches are kept.
     """
-    from .index import TileIndex, is_index
+    from .index import DamagedIndexError, TileIndex, is_index
     from .sources import SourceUnavailable, canonical_path, check_request_cap
+    from .storage import check_writable_folder, read_only_error
     from .tiling import TilingSpec, open_raster
 
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser().resolve()
     if batch_size < 1:
         raise EngineError("The batch size must be at least 1.")
+    if verify not in VERIFY_MODES:
+        raise EngineError(f"Verification must be 'sample' or 'full', not {verify!r}.")
     if not rasters:
         raise EngineError("No rasters given to index.")
     existing = is_index(index_dir)
+    if existing:
+        with TileIndex.open(index_dir) as idx:
+            if idx.readonly:
+                raise read_only_error(index_dir)
+    else:
+        check_writable_folder(index_dir)
     model = model_for_index(index_dir, model)
     if existing:
         with TileIndex.open(index_dir) as idx:
@@ -189,38 +224,37 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
 
     encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
-    idx = TileIndex.open(index_dir) if existing else TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    idx = TileIndex.open(index_dir, write=True) if existing else \
+        TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
     try:
         with idx.writing():
-            todo = []
-            for info in usable:
-                rec = idx.raster(info.path)
-                if rec is not None and rec.status == "complete" and rec.fingerprint == info.fingerprint \
-                        and tuple(rec.bands) == tuple(info.bands):
-                    report.unchanged.append(info.path)
-                else:
-                    todo.append(info)
+            idx.space_hint = _space_needed(idx, usable, tiling)
+            identities: dict[str, tuple[str, str | None, bool]] = {}
+            todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
                 rec = idx.raster(info.path)
                 before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:
-                    added, missing = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel)
+                    added, missing = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel,
+                                                identities.get(info.path))
                 except Cancelled:
                     report.cancelled = True
                     now = idx.raster(info.path)
-                    if now is not None and now.tiles > before:
+                    if now is not None and now.reindexing is not None:
+                        report.interrupted.append(info.path)
+                    elif now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
+                except (StorageError, DamagedIndexError):
+                    raise  # the index or its disk, not this raster: stop here, committed work is kept
                 except SourceUnavailable as exc:  # the server, not the data: keep what came, resume later
                     report.skipped.append((info.path, str(exc)))
                     if (now := idx.raster(info.path)) is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     continue
                 except EngineError as exc:
-                    if idx.raster(info.path) is not None:
-                        idx.remove_raster(info.path)  # a damaged file must not half-appear in results
                     report.skipped.append((info.path, str(exc)))
                     continue
                 if missing is not None:
@@ -242,32 +276,141 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     return report
 
 
-def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn,
-               cancel: CancelFn | None) -> tuple[int, tuple[int, str] | None]:
+def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
+    """Decide what a raster needs: nothing (unchanged), a relink (same file, new path), or (re-)indexing.
+
+    Records the file's content sample and full SHA-256 in ``identities`` when it computed them, and
+    whether the raster must be replaced although its fingerprint is the same (``--verify full``).
+    """
+    from .identity import content_fingerprint, full_sha256
+
+    from .sources import is_remote
+
+    path, name = info.path, Path(info.path).name
+    rec = idx.raster(path)
+    if is_remote(path):  # no file to sample: the source's own fingerprint decides, and URLs are never relinked
+        if rec is not None and rec.fingerprint == info.fingerprint and tuple(rec.bands) == tuple(info.bands) \
+                and rec.status == "complete":
+            if rec.reindexing is not None:
+                idx.drop_staging(path)
+            report.unchanged.append(path)
+            return False
+        return True
+    if rec is not None and tuple(rec.bands) == tuple(info.bands):
+        if rec.fingerprint == info.fingerprint:
+            if verify == "full":
+                full = full_sha256(path, cancel=cancel)
+                identities[path] = (content_fingerprint(path), full, rec.full_sha256 != full)
+                if rec.full_sha256 != full:
+                    _log.info("%s: its SHA-256 %s; re-indexing it.", name, "differs from the one recorded"
+                              if rec.full_sha256 else "was not recorded (indexed by an older version)")
+                    return True
+            if rec.status == "complete":
+                if rec.reindexing is not None:
+                    idx.drop_staging(path)  # the file went back to what is indexed
+                report.unchanged.append(path)
+                return False
+            return True
+        content = content_fingerprint(path)
+        identities[path] = (content, None, False)
+        if rec.full_sha256 and rec.content in (None, content):
+            full = full_sha256(path, cancel=cancel)
+            identities[path] = (content, full, False)
+            if full == rec.full_sha256:  # same bytes, new time (touched, copied back): nothing to embed
+                idx.update_identity(rec.id, info.fingerprint, content, full)
+                if rec.status == "complete":
+                    report.unchanged.append(path)
+                    return False
+        return True
+    if rec is not None:
+        return True
+    content = content_fingerprint(path)
+    identities[path] = (content, None, False)
+    twin = next((p for p, ident in identities.items() if p != path and ident[0] == content), None)
+    if twin is not None and idx.raster(twin) is None:  # two copies given in the same run
+        report.skipped.append((path, f"{name} has the same content as {twin}, which this run indexes; nothing was "
+                                     "added for it."))
+        del identities[path]
+        return False
+    for cand in idx.same_content(content, info.fingerprint):
+        if cand.path == path or tuple(cand.bands) != tuple(info.bands):
+            continue
+        if verify == "full" and cand.full_sha256:
+            full = identities[path][1] or full_sha256(path, cancel=cancel)
+            identities[path] = (content, full, False)
+            if full != cand.full_sha256:
+                continue
+        if not cand.missing:
+            report.skipped.append((path, f"{name} has the same content as {cand.path}, which is already in the "
+                                         f"index; nothing was added (to point the index at {name} instead, use "
+                                         f"index --relink {cand.path} {path})."))
+            return False
+        idx.relink(cand.path, path, info.fingerprint, content, identities[path][1])
+        report.relinked.append((cand.path, path))
+        if cand.status == "complete":
+            return False
+        return True
+    return True
+
+
+def _space_needed(idx, usable, tiling) -> int:
+    """Rough bytes the run may still write: its tiles (embedding + footprints + SQLite) and the cache."""
+    from .tiling import plan_windows
+
+    planned = 0
+    for info in usable:
+        try:
+            planned += len(plan_windows(info, tiling))
+        except EngineError:
+            continue
+    per_tile = 4 * idx.dim + 700
+    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (4 << 20)  # + a WAL's worth
+
+
+def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
+               identity: tuple[str, str | None, bool] | None = None) -> tuple[int, tuple[int, str] | None]:
     """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
     Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle.
+    while this thread embeds and commits, so the model is rarely idle. Whatever stops the
+    loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
+    before the raster is closed. A raster that fails half-way leaves nothing of this run
+    behind; a re-index that fails keeps the raster's previous tiles.
     """
+    from contextlib import closing
+
+    from .identity import content_fingerprint, full_sha256
+    from .index import DamagedIndexError
     from .pipeline import prefetch_batches
+    from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler
 
     name = Path(info.path).name
+    content, full, changed = identity or (None, None, False)
+    if not is_remote(info.path):  # a remote source is known by its source fingerprint alone
+        content = content or content_fingerprint(info.path)
+        full = full or full_sha256(info.path, cancel=cancel)
     with RasterTiler(info.path, tiling) as tiler:
         raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows))
+                                           info.bands, len(tiler.windows), content, full, changed)
 
         def tick(fraction: float, message: str) -> None:
             progress(fraction, f"{name}: {message}")
 
         added = 0
-        batches = prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                   lambda arrays: encoder.preprocess(np.stack(arrays)))
-        for tiles, pixels in batches:
-            idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
-            added += len(tiles)
-            check_cancel(cancel)
+        try:
+            with closing(prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
+                                          lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
+                for tiles, pixels in batches:
+                    idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                    added += len(tiles)
+                    check_cancel(cancel)
+        except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
+            raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
+        except EngineError as exc:
+            kept = idx.abandon_raster(raster_id)
+            raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
         if tiler.unavailable:
             progress(1.0, f"{name}: {added} tiles embedded, {tiler.unavailable} could not be downloaded")
             return added, (tiler.unavailable, tiler.unavailable_reason)
@@ -276,17 +419,61 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     return added, None
 
 
+def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verify: str = "sample") -> int:
+    """Point an indexed raster at its new path (moved or renamed); returns its tile count.
+
+    The new file must be the same raster: same size in pixels, CRS and bands, and the same content
+    sample (``verify="full"``: the same SHA-256) when those were recorded. Nothing is re-embedded.
+    """
+    from .identity import content_fingerprint, full_sha256
+    from .index import TileIndex
+    from .tiling import TilingSpec, open_raster
+
+    if verify not in VERIFY_MODES:
+        raise EngineError(f"Verification must be 'sample' or 'full', not {verify!r}.")
+    old_path = str(Path(old).expanduser().resolve())
+    new_path = str(Path(new).expanduser().resolve())
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        rec = idx.raster(old_path) or idx.raster(str(old))
+        if rec is None:
+            raise EngineError(f"{old} is not in the index at {idx.folder}.")
+        info = open_raster(new_path, TilingSpec.from_dict(idx.tiling))
+        name = Path(new_path).name
+        if (info.width, info.height, tuple(info.bands)) != (rec.width, rec.height, tuple(rec.bands)) \
+                or info.crs_wkt != rec.crs_wkt:
+            raise EngineError(f"{name} is not the raster indexed as {rec.path}: it is {info.width}×{info.height} px "
+                              f"in another CRS or with other bands (the indexed one is {rec.width}×{rec.height} px).")
+        content = content_fingerprint(new_path)
+        if rec.content and rec.content != content:
+            raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
+                              "fingerprints differ); index it as a new raster instead.")
+        full = None
+        if verify == "full":
+            full = full_sha256(new_path)
+            if rec.full_sha256 and rec.full_sha256 != full:
+                raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
+                                  "SHA-256 differ); index it as a new raster instead.")
+        n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
+        idx.vector_store()
+    return n
+
+
 def _tiling_text(spec) -> str:
     unit = "px" if spec.units == "px" else "m"
     return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}"
 
 
-def open_for_query(index_dir: str | Path):
-    """Open an index for search or labelling; an empty index is refused."""
+def open_for_query(index_dir: str | Path, write: bool = False):
+    """Open an index for search or labelling (``write``: to store concepts); an empty index is refused."""
     from .index import TileIndex
 
-    idx = TileIndex.open(index_dir)
-    if idx.tile_count() == 0:
+    idx = TileIndex.open(index_dir, write=write)
+    try:
+        empty = idx.tile_count() == 0
+    except BaseException:
+        idx.close()
+        raise
+    if empty:
         idx.close()
         raise EngineError(f"The index at {index_dir} has no tiles yet; index some rasters first.")
     return idx
@@ -302,8 +489,11 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
     clean_query(query)
     with open_for_query(index_dir) as idx:
         encoder = get_encoder(idx.model, runtime, progress, cancel)
-        allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+        with idx.snapshot():
+            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+            hits = search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+    note_missing_rasters([h.tile.raster for h in hits])
+    return hits
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -311,9 +501,11 @@ def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min
     """Tiles most like the given tiles of the same index; no model needed."""
     from .search import candidate_ids, search_similar
 
-    with open_for_query(index_dir) as idx:
+    with open_for_query(index_dir) as idx, idx.snapshot():
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+        hits = search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+    note_missing_rasters([h.tile.raster for h in hits])
+    return hits
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
@@ -321,9 +513,11 @@ def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
     from shapely import wkt as shapely_wkt
     from shapely.geometry import Point
 
+    from .index import checked_footprint
+
     point = Point(lon, lat)
     with open_for_query(index_dir) as idx:
-        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(t.footprint_wgs84_wkt).covers(point)]
+        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(checked_footprint(t, wgs84=True)).covers(point)]
 
 
 def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str] | None = None,
@@ -337,8 +531,24 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
 
     with open_for_query(index_dir) as idx:
         encoder = get_encoder(idx.model, runtime, progress, cancel)
-        allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+        with idx.snapshot():
+            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+            labels = label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+    note_missing_rasters([lab.tile.raster for lab in labels])
+    return labels
+
+
+def note_missing_rasters(paths: Sequence[str]) -> list[str]:
+    """Say (as a notice) when results point at raster files that are no longer where they were indexed."""
+    from .identity import exists
+
+    missing = [p for p in dict.fromkeys(paths) if not exists(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        _log.warning("%d raster(s) of these results are missing at their indexed path (%s): moved or deleted? "
+                     "Index them at their new path (or use index --relink OLD NEW) to relink them.",
+                     len(missing), shown)
+    return missing
 
 
 def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
@@ -350,27 +560,26 @@ def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
 
 
 def info(index_dir: str | Path) -> IndexInfo:
-    """What an index holds: model, tiling, rasters and tile count."""
-    import json
+    """What an index holds: model, tiling, rasters (missing ones marked) and tile count."""
+    from .index import TileIndex
 
-    from .index import FAISS_META, TileIndex
-
-    with TileIndex.open(index_dir) as idx:
-        try:
-            kind = json.loads((idx.folder / FAISS_META).read_text()).get("kind", "flat")
-        except (OSError, ValueError):
-            kind = "flat (not built yet)"
+    with TileIndex.open(index_dir) as idx, idx.snapshot():
+        meta = idx.cache_meta()
+        kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
         return IndexInfo(str(idx.folder), idx.model, model_label(idx.model), idx.tiling, idx.dim,
-                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind)
+                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind, idx.readonly)
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
-    """Remove one raster's tiles from an index; returns how many were removed."""
+    """Remove one raster's tiles from an index (a missing file too); returns how many were removed."""
     from .index import TileIndex
     from .sources import canonical_path
 
-    with TileIndex.open(index_dir) as idx, idx.writing():
-        n = idx.remove_raster(canonical_path(raster))
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        path = canonical_path(raster)
+        if idx.raster(path) is None and idx.raster(str(raster)) is not None:
+            path = str(raster)  # the path exactly as stored (a file that is gone)
+        n = idx.remove_raster(path)
         idx.vector_store()
         return n
 
@@ -416,7 +625,7 @@ def concept_create(index_dir: str | Path, name: str, query: str = "", negative: 
     from .feedback import tiles_of
 
     name = clean_name(name)
-    with open_for_query(index_dir) as idx:
+    with open_for_query(index_dir, write=True) as idx:
         if any(c.name.lower() == name.lower() for c in list_concepts(idx.conn)):
             raise EngineError(f"There is already a concept called '{name}'; choose another name.")
         example_tiles = tiles_of(idx, examples) if examples else []
@@ -436,7 +645,7 @@ def concept_set_text(index_dir: str | Path, name: str, query: str | None = None,
     """Change a concept's text query and/or negative text (None keeps it; "" removes it); marks stay."""
     from .concepts import get_concept, set_concept_text
 
-    with open_for_query(index_dir) as idx:
+    with open_for_query(index_dir, write=True) as idx:
         concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
         q_text, q_vec = (concept.query, concept.query_vec) if query is None else \
             _embed_phrase(idx, query, runtime, progress, cancel)
@@ -449,7 +658,7 @@ def concept_rename(index_dir: str | Path, name: str, new_name: str):
     from .concepts import rename_concept
     from .index import TileIndex
 
-    with TileIndex.open(index_dir) as idx:
+    with TileIndex.open(index_dir, write=True) as idx:
         return rename_concept(idx.conn, name, new_name)
 
 
@@ -458,7 +667,7 @@ def concept_delete(index_dir: str | Path, name: str):
     from .concepts import delete_concept
     from .index import TileIndex
 
-    with TileIndex.open(index_dir) as idx:
+    with TileIndex.open(index_dir, write=True) as idx:
         return delete_concept(idx.conn, name)
 
 
@@ -478,7 +687,7 @@ def concept_mark(index_dir: str | Path, name: str, accept: Sequence[int] = (), r
             seen[i] = kind
     if not seen:
         raise EngineError("Give the tiles to mark (their tile_id numbers).")
-    with open_for_query(index_dir) as idx:
+    with open_for_query(index_dir, write=True) as idx:
         concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
         for kind, ids in groups.items():
             if not ids:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 _DONE = object()
 
 
 def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare: Callable[[list], Any],
-                     depth: int = 2) -> Iterator[tuple[list, Any]]:
+                     depth: int = 2) -> Generator[tuple[list, Any], None, None]:
     """Yield ``(items, prepare(arrays))`` batches of the ``(item, array)`` pairs from ``tiles``.
 
     ``tiles`` is consumed in a background thread; its exceptions (including ``Cancelled``)

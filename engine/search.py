@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import EngineError
-from .index import TileIndex, TileRecord
+from .index import TileIndex, TileRecord, checked_footprint
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def candidate_ids(index: TileIndex, rasters: Sequence[str] | None = None,
         if area is not None:
             from shapely import wkt as shapely_wkt
 
-            if not area.intersects(shapely_wkt.loads(tile.footprint_wgs84_wkt)):
+            if not area.intersects(shapely_wkt.loads(checked_footprint(tile, wgs84=True))):
                 continue
         ids.append(tile.id)
     return np.asarray(ids, dtype=np.int64)
@@ -57,9 +57,7 @@ def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None
     query /= max(float(np.linalg.norm(query)), 1e-12)
     exclude_set = {int(e) for e in exclude}
     if allowed is None:
-        store = index.vector_store()
-        scores, ids = store.search(query, k + len(exclude_set))
-        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        pairs = index.nearest(query, k + len(exclude_set))  # ids the database lacks are dropped there
     else:
         cand_ids, vecs = index.embeddings(allowed.tolist())
         sims = vecs @ query[0]
@@ -67,6 +65,7 @@ def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None
         pairs = [(float(sims[i]), int(cand_ids[i])) for i in order]
     pairs = [(s, i) for s, i in pairs if i not in exclude_set and (min_score is None or s >= min_score)][:k]
     records = index.tiles([i for _, i in pairs])
+    pairs = [(s, i) for s, i in pairs if i in records]  # a tile removed meanwhile is left out, never a KeyError
     return [Hit(rank=n + 1, score=s, tile=records[i]) for n, (s, i) in enumerate(pairs)]
 
 

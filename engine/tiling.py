@@ -377,6 +377,7 @@ def _describe(ds: Any, path: str, spec: TilingSpec) -> RasterInfo:
     if transform is None or transform[1] * transform[5] - transform[2] * transform[4] == 0:
         raise EngineError(f"{name} has a coordinate reference system but no position on the map "
                           "(no geotransform); georeference it and try again.")
+    _check_lonlat(name, crs_wkt, transform, ds.RasterXSize, ds.RasterYSize)
     bands = choose_bands(ds, spec.bands)
     types = [gdal.GetDataTypeName(ds.GetRasterBand(b).DataType) for b in bands]
     complex_types = [t for t in types if t.startswith("C")]
@@ -387,6 +388,36 @@ def _describe(ds: Any, path: str, spec: TilingSpec) -> RasterInfo:
     return RasterInfo(path, ds.RasterXSize, ds.RasterYSize, ds.RasterCount, types[0], crs_wkt,
                       tuple(float(v) for v in transform), bands, nodata,  # type: ignore[arg-type]
                       raster_fingerprint(path))
+
+
+def _check_lonlat(name: str, crs_wkt: str, transform: Sequence[float], width: int, height: int) -> None:
+    """Refuse a CRS whose coordinates cannot be turned into longitude/latitude (a local or engineering
+    CRS, or a raster placed outside its projection's domain), before any tile is written."""
+    from osgeo import osr
+
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = osr.SpatialReference()
+    with _quiet_gdal():
+        ok = srs.ImportFromWkt(crs_wkt) == 0
+        to_wgs84 = osr.CreateCoordinateTransformation(srs, wgs84) if ok else None
+    if to_wgs84 is None:
+        raise EngineError(f"{name}'s coordinate reference system ({srs.GetName() or 'unknown'}) cannot be converted "
+                          "to latitude/longitude (a local or engineering CRS?); assign a real CRS "
+                          "(in QGIS: Layer ▸ Set CRS) and try again.")
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    gt = transform
+    corners = [(gt[0] + c * gt[1] + r * gt[2], gt[3] + c * gt[4] + r * gt[5])
+               for c, r in ((0, 0), (width, 0), (width, height), (0, height), (width / 2, height / 2))]
+    with _quiet_gdal():
+        try:
+            points = [tuple(p[:2]) for p in to_wgs84.TransformPoints(corners)]
+        except (RuntimeError, TypeError):
+            points = []
+    if len(points) != len(corners) or not all(math.isfinite(v) for p in points for v in p):
+        raise EngineError(f"{name} lies where its coordinate reference system cannot be converted to "
+                          "latitude/longitude; check its CRS and georeferencing and try again.")
 
 
 def open_raster(path: str | Path, spec: TilingSpec) -> RasterInfo:

@@ -11,6 +11,7 @@ from qgis.PyQt.QtCore import QObject
 
 from ..engine import jobs
 from ..engine.errors import EngineError
+from ..engine.export import layer_name_for
 from ..engine.index import is_index
 from . import settings
 from .deps import install_hint, missing_packages
@@ -47,6 +48,8 @@ class Controller(QObject):
         self.index_task: BaseTask | None = None
         self.hits: dict[int, object] = {}
         self.last_results: tuple[str, list] | None = None
+        #: GeoPackage layer name for the latest result (from its query or class set).
+        self.last_layer_name = "rsclip_results"
         self.last_layer = None
         self.download_dialog = None
         self.installer = None
@@ -127,8 +130,15 @@ class Controller(QObject):
         built = f"built {when(info.created)}"
         if info.updated - info.created > 60:
             built += f", updated {when(info.updated)}"
-        self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) "
-                             f"· {built}")
+        status = f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) · {built}"
+        if info.readonly:
+            status += " · read-only"
+        missing = info.missing
+        if missing:
+            names = ", ".join(Path(r.path).name for r in missing[:3]) + ("…" if len(missing) > 3 else "")
+            status += (f" · {len(missing)} raster(s) missing (moved or deleted): {names}; index them at their new "
+                       "path to relink them")
+        self.dock.set_status(status)
 
     # -- dependencies and diagnostics ---------------------------------------------------
     def open_installer(self):
@@ -414,6 +424,7 @@ class Controller(QObject):
             return None
         self.hits = {h.tile.id: h for h in hits}
         self.last_results = ("hits", hits)
+        self.last_layer_name = layer_name_for(title, "search" if kind == "search" else "")
         layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP: {title}"), kind, key, folder)
         self.last_layer = layer
         self.dock.show_results(hits, outcome.thumbnails)
@@ -450,28 +461,47 @@ class Controller(QObject):
             return
         outcome: LabelsOutcome = task.result
         self.last_results = ("labels", outcome.labels)
+        self.last_layer_name = layer_name_for(name, "labels")
         layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
                                  "|".join(classes), folder)
         self.last_layer = layer
         self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
 
     def save_results(self, path: str) -> BaseTask | None:
-        """Write the latest search or labelling result to a GeoPackage (in a task: it reprojects)."""
-        from ..engine.export import write_hits_gpkg, write_labels_gpkg
+        """Write the latest result as a layer of a GeoPackage (in a task: it reprojects).
+
+        The engine's rule (``gpkg_plan``), as for ``--out``: a new file, or a new layer in an existing
+        GeoPackage; a layer of the same name is replaced only when the user agrees; any other file is
+        refused with the engine's sentence.
+        """
+        from ..engine.export import gpkg_has_layer, gpkg_plan, write_hits_gpkg, write_labels_gpkg
 
         if self.last_results is None:
             self.notify("Run a search or labelling first; there is nothing to save yet.", Qgis.MessageLevel.Warning)
             return None
         kind, items = self.last_results
         writer = write_labels_gpkg if kind == "labels" else write_hits_gpkg
+        layer = self.last_layer_name
         settings.RESULTS_DIR.set(str(Path(path).parent))
+        overwrite = False
+        if gpkg_has_layer(path, layer):
+            overwrite = self.dock.confirm(f"{Path(path).name} already has a layer named '{layer}'. Replace that "
+                                          "layer? The file's other layers are kept.")
+            if not overwrite:
+                return None
+        try:
+            gpkg_plan(path, layer, overwrite)
+        except EngineError as exc:
+            self.notify(str(exc), Qgis.MessageLevel.Critical)
+            return None
 
         def done(task: BaseTask) -> None:
             if self._done(task):
-                self.notify(f"Saved {len(items)} tiles to {task.result}.", Qgis.MessageLevel.Success)
+                self.notify(f"Saved {len(items)} tiles to {task.result} (layer {layer}).", Qgis.MessageLevel.Success)
 
         return self.start(BaseTask(f"Saving results to {Path(path).name}",
-                                   lambda progress, cancel: writer(path, items), done, can_cancel=False))
+                                   lambda progress, cancel: writer(path, items, layer, overwrite), done,
+                                   can_cancel=False))
 
     def zoom_to_tile(self, tile_id: int) -> None:
         hit = self.hits.get(tile_id)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from qgis.PyQt.QtGui import QImage
 
 from ..engine.errors import EngineError
-from ..engine.sources import is_remote
+from ..engine.identity import exists
 from ..engine.tiling import RasterTiler, TileWindow, TilingSpec
 
 
@@ -15,22 +14,47 @@ from ..engine.tiling import RasterTiler, TileWindow, TilingSpec
 MAX_THUMBNAILS = 200
 
 
+def missing_thumbnail(size: int = 64) -> QImage:
+    """The picture shown for a tile whose raster is no longer at its indexed path: grey, crossed, "missing"."""
+    from qgis.PyQt.QtCore import QRect, QRectF, Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter, QPen, QTextOption
+
+    image = QImage(size, size, QImage.Format.Format_RGB888)
+    image.fill(QColor(215, 215, 215))
+    painter = QPainter(image)
+    painter.setPen(QPen(QColor(164, 0, 0), max(1, size // 32)))
+    painter.drawLine(0, 0, size - 1, size - 1)
+    painter.drawLine(0, size - 1, size - 1, 0)
+    font = QFont()
+    font.setPixelSize(max(8, size // 6))
+    painter.setFont(font)
+    painter.fillRect(QRect(0, size // 2 - size // 8, size, size // 4), QColor(255, 255, 255))
+    painter.drawText(QRectF(0, 0, size, size), "missing", QTextOption(Qt.AlignmentFlag.AlignCenter))
+    painter.end()
+    return image
+
+
 def tile_thumbnails(hits, tiling: dict, size: int = 64) -> dict[int, QImage]:
-    """tile id → QImage, read as the index reads tiles; a raster that is gone gives no thumbnail.
+    """tile id → QImage, read as the index reads tiles; a raster no longer at its path shows "missing".
 
     QImage (unlike QPixmap) may be made outside the GUI thread, so tasks call this in run().
     """
     out: dict[int, QImage] = {}
     tilers: dict[str, RasterTiler | None] = {}
+    missing: dict[str, bool] = {}
     spec = replace(TilingSpec.from_dict(tiling), read_size=size, max_nodata=1.0)
     for hit in hits[:MAX_THUMBNAILS]:
         path = hit.tile.raster
         if path not in tilers:
+            missing[path] = not exists(path)
             try:
-                tilers[path] = RasterTiler(path, spec) if is_remote(path) or Path(path).exists() else None
+                tilers[path] = None if missing[path] else RasterTiler(path, spec)
             except EngineError:
                 tilers[path] = None
         tiler = tilers[path]
+        if missing[path]:
+            out[hit.tile.id] = missing_thumbnail(size)
+            continue
         if tiler is None:
             continue
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from engine import jobs
 from engine.areas import components, make_areas, touching_pairs
-from engine.concepts import ensure_concept_tables, list_concepts, parse_tile_ids
+from engine.concepts import list_concepts, parse_tile_ids
 from engine.errors import EngineError
 from engine.index import TileIndex
 from engine.scoring import (
@@ -290,7 +290,6 @@ def test_concepts_are_stored_listed_renamed_and_deleted(planted_index):
     jobs.concept_delete(folder, "other")
     assert [c.name for c in jobs.concept_list(folder)] == ["hidden"]
     with TileIndex.open(folder) as idx:
-        ensure_concept_tables(idx.conn)  # idempotent: a second call changes nothing
         assert [c.name for c in list_concepts(idx.conn)] == ["hidden"]
 
 
@@ -508,3 +507,31 @@ def test_a_full_disk_is_one_sentence_and_the_index_stays_usable(tmp_path):
     finally:
         gc.collect()
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_concepts_on_an_index_made_by_the_last_release(tmp_path):
+    """A release index (format 1, no concept tables) reads as having no concepts without being changed;
+    the first concept written updates it to the current format, keeping every tile."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    from engine.index import SCHEMA_VERSION
+
+    fixture = Path(__file__).resolve().parent / "data" / "index-v1"
+    folder = tmp_path / "index"
+    shutil.copytree(fixture, folder)
+    db = folder / "index.sqlite"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    assert jobs.concept_list(folder) == []
+    with pytest.raises(EngineError, match="There is no concept 'roofs'.*none yet"):
+        jobs.concept_score(folder, "roofs")
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before, "reading never changes a release index"
+
+    jobs.concept_create(folder, "roofs")
+    marked = jobs.concept_mark(folder, "roofs", accept=[1, 2], reject=[30])
+    assert (marked.accepted, marked.rejected) == (2, 1)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
+        assert conn.execute("SELECT COUNT(*) FROM tiles").fetchone() == (31,)
+    assert [c.name for c in jobs.concept_list(folder)] == ["roofs"]

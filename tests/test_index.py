@@ -137,9 +137,18 @@ def test_faiss_cache_is_rebuilt_when_stale_or_tampered(tmp_path):
 
 def test_changed_raster_replaces_its_tiles_and_remove(tmp_path):
     idx, vecs = build(tmp_path, n=6)
+    old_ids = set(idx.live_ids().tolist())
+    generation = idx.generation
     rid, done = idx.begin_raster("/data/a.tif", "fp2-changed", UTM14, 100, 100, (1, 2, 3), 6)
-    assert done == set() and idx.tile_count() == 0
+    assert done == set() and idx.tile_count() == 6, "the old tiles stay searchable while the new ones are written"
     idx.add_tiles(rid, [fake_tile(0, 0)], vecs[:1])
+    assert set(idx.live_ids().tolist()) == old_ids and idx.rasters()[0].reindexing == (1, 6)
+    assert idx.generation == generation, "staged tiles are invisible, so readers' caches stay valid"
+    again, done = idx.begin_raster("/data/a.tif", "fp2-changed", UTM14, 100, 100, (1, 2, 3), 6)
+    assert again == rid and len(done) == 1, "an interrupted re-index resumes its staged tiles"
+    idx.finish_raster(rid)
+    assert idx.tile_count() == 1 and not set(idx.live_ids().tolist()) & old_ids, "swapped in one transaction"
+    assert idx.generation > generation and idx.rasters()[0].reindexing is None
     assert idx.remove_raster("/data/a.tif") == 1
     assert idx.tile_count() == 0 and idx.rasters() == []
     with pytest.raises(EngineError, match="not in the index"):

@@ -1,4 +1,5 @@
 """Killing `python -m engine index` at random moments never breaks the index; re-running resumes."""
+import os
 import random
 import signal
 import sqlite3
@@ -19,6 +20,23 @@ NAIP = ROOT.parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20090818
 KILLS = 20
 
 
+def wait_until_writing(proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Return once ``proc`` holds the index's writer lock (it opens index.lock only to write).
+
+    Loading torch takes 3 s on a quiet machine and 20 s on a busy one; kill moments are drawn
+    from here on, so they land while indexing runs whatever the load.
+    """
+    fds = Path(f"/proc/{proc.pid}/fd")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and fds.parent.exists():
+        try:
+            if any(os.readlink(fd).endswith("index.lock") for fd in fds.iterdir()):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not NAIP.exists(), reason="shared test imagery not found")
 def test_sigkill_at_random_points_then_resume(tiny_model, tmp_path):
@@ -32,6 +50,7 @@ def test_sigkill_at_random_points_then_resume(tiny_model, tmp_path):
         attempts += 1
         before = seen_counts[-1] if seen_counts else 0
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_writing(proc)
         time.sleep(rng.uniform(1.0, 6.0) * stretch)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -156,14 +156,32 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
 
     hit = plugin.controller.hits[tile_id]
     gone = dataclasses.replace(hit, tile=dataclasses.replace(hit.tile, id=-1, raster=str(tmp_path / "gone.tif")))
+    from rsclip_search.plugin.thumbnails import missing_thumbnail
+
     thumbs = tile_thumbnails([gone, hit], jobs.info(str(tmp_path / "idx")).tiling)
-    assert list(thumbs) == [tile_id], "a raster that is gone has no thumbnail and raises nothing"
+    assert set(thumbs) == {-1, tile_id} and thumbs[-1] == missing_thumbnail(64), "a raster that is gone says so"
+    assert thumbs[tile_id] != missing_thumbnail(64)
 
     dock.request_save(str(tmp_path / "hits.gpkg"))
     wait_idle(qtbot, plugin)
     saved = QgsVectorLayer(str(tmp_path / "hits.gpkg"), "saved", "ogr")
     assert saved.isValid() and saved.featureCount() == 7
     assert sorted(f["rank"] for f in saved.getFeatures()) == list(range(1, 8))
+    # the same GeoPackage rule as --out: the same layer again only when the user agrees to replace it
+    asked = []
+    dock.confirm = lambda question: asked.append(question) or False
+    assert plugin.controller.save_results(str(tmp_path / "hits.gpkg")) is None
+    assert "already has a layer named 'search_farm_fields'" in asked[0]
+    dock.confirm = lambda question: True
+    dock.request_save(str(tmp_path / "hits.gpkg"))
+    wait_idle(qtbot, plugin)
+    assert not errors(qgis_iface), errors(qgis_iface)
+    notes = tmp_path / "notes.gpkg"
+    notes.write_text("field notes")
+    dock.request_save(str(notes))
+    wait_idle(qtbot, plugin)
+    assert any("is not a GeoPackage" in m for m in errors(qgis_iface)) and notes.read_text() == "field notes"
+    qgis_iface.messageBar().clear_messages()
 
     dock.query_edit.setText("Farm fields ")
     dock.search_button.click()
@@ -490,3 +508,20 @@ def test_dock_choices_persist_in_qgis_settings(qgis_iface, plugin_package, qgis_
             (300, "m", 0.25)
     finally:
         second.unload()
+
+
+def test_missing_raster_is_named_in_the_status(plugin, tiny_model, tmp_path):
+    from rsclip_search.engine import jobs
+    from rsclip_search.engine.tiling import TilingSpec
+    from rasters import noise, write_raster
+
+    raster = write_raster(tmp_path / "moved away.tif", noise(3, 64, 64))
+    model = jobs.resolve_model(tmp_path / "idx", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+    jobs.index_rasters(tmp_path / "idx", [str(raster)], model=model, tiling=TilingSpec(size=32))
+    dock = plugin.show_dock()
+    dock.set_index_dir(str(tmp_path / "idx"))
+    plugin.controller.refresh_status()
+    assert "missing" not in dock.status_label.text()
+    raster.unlink()
+    plugin.controller.refresh_status()
+    assert "1 raster(s) missing (moved or deleted): moved away.tif" in dock.status_label.text()

@@ -382,3 +382,35 @@ def test_invalid_parameters_fail_with_a_readable_message(built, tmp_path, projec
         run(alg, {"INDEX": str(folder), **params})
     assert message in str(err.value) and "Traceback" not in str(err.value)
     assert not (tmp_path / "new").exists(), "a refused build creates nothing"
+
+
+def test_geopackage_outputs_add_a_layer_refuse_an_existing_one_or_replace_it(built, tmp_path):
+    """The engine's GeoPackage rule (as search --out): add, refuse, OVERWRITE replaces only that layer."""
+    from osgeo import gdal, ogr
+
+    folder = built[0]
+    out = tmp_path / "project.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(out))
+    roads = ds.CreateLayer("roads", None, ogr.wkbPoint)
+    feat = ogr.Feature(roads.GetLayerDefn())
+    feat.SetGeometry(ogr.CreateGeometryFromWkt("POINT (1 2)"))
+    roads.CreateFeature(feat)
+    ds = feat = roads = None
+
+    def layers() -> dict:
+        opened = gdal.OpenEx(str(out), gdal.OF_VECTOR)
+        return {opened.GetLayer(i).GetName(): opened.GetLayer(i).GetFeatureCount()
+                for i in range(opened.GetLayerCount())}
+
+    run("search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 4, "OUTPUT": str(out)})
+    assert layers() == {"roads": 1, "search_results": 4}
+    with pytest.raises(QgsProcessingException, match="already has a layer named 'search_results'"):
+        run("search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 2, "OUTPUT": str(out)})
+    run("search_text", {"INDEX": str(folder), "QUERY": "lake", "TOP_K": 2, "OUTPUT": str(out), "OVERWRITE": True})
+    run("label_tiles", {"INDEX": str(folder), "CLASS_SET": "worldcover", "OUTPUT": str(out)})
+    assert layers() == {"roads": 1, "search_results": 2, "tile_labels": NAIP_TILES + LANDSAT_TILES}
+    notes = tmp_path / "notes.gpkg"
+    notes.write_text("field notes")
+    with pytest.raises(QgsProcessingException, match="is not a GeoPackage"):
+        run("search_text", {"INDEX": str(folder), "QUERY": "lake", "OUTPUT": str(notes), "OVERWRITE": True})
+    assert notes.read_text() == "field notes"

@@ -359,12 +359,23 @@ class SearchDock(QDockWidget):
         """Ask where to save (unless given) and emit the GeoPackage path."""
         if path is None:
             start = str(Path(settings.RESULTS_DIR.get() or Path.home()) / "rsclip_results.gpkg")
-            path, _ = QFileDialog.getSaveFileName(self, "Save results", start, "GeoPackage (*.gpkg)")
+            # no "replace the file?" question: results become a layer of the file (asked about if it exists)
+            path, _ = QFileDialog.getSaveFileName(self, "Save results", start, "GeoPackage (*.gpkg)",
+                                                  options=QFileDialog.Option.DontConfirmOverwrite)
             if not path:
                 return
             if not path.lower().endswith(".gpkg"):
                 path += ".gpkg"
         self.saveRequested.emit(path)
+
+    def confirm(self, question: str) -> bool:
+        """Ask a yes/no question (e.g. replace a GeoPackage layer); No is the default."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self, "RS-CLIP Search", question,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def request_label(self) -> None:
         custom = self.class_set_combo.currentText() == CUSTOM_CLASSES

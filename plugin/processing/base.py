@@ -5,18 +5,20 @@ the dialog can refuse bad input before running), ``processAlgorithm`` calls ``en
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsGeometry,
-                       QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum, QgsProperty,
-                       QgsWkbTypes)
+                       QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputLayerDefinition, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProperty, QgsWkbTypes)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ...engine.errors import EngineError
-from ...engine.export import common_crs, tile_geometry_wkt
+from ...engine.export import common_crs, gpkg_plan, tile_geometry_wkt
 from ...engine.index import is_index
 from ..deps import install_hint, missing_packages
 from ..qgis_compat import FIELD_TYPES
@@ -25,6 +27,11 @@ ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "rsclip.svg
 HELP_URL = "https://github.com/rsclip-search/rsclip-search#processing-toolbox"
 #: Shortest pause between two progress texts, so per-tile messages do not flood the log.
 TEXT_INTERVAL_S = 1.0
+OVERWRITE = "OVERWRITE"
+#: Layer name each algorithm's output gets in a GeoPackage (as ``python -m engine ... --out`` names it).
+OUTPUT_LAYERS = {"search_text": "search_results", "label_tiles": "tile_labels", "similar_tiles": "similar_tiles",
+                 "build_index": "indexed_tiles"}
+_OGR_GPKG = re.compile(r"^ogr:dbname='(?P<path>(?:[^']|'')*)'\s+table=\"(?P<table>(?:[^\"]|\"\")*)\"", re.IGNORECASE)
 
 
 class RsClipAlgorithm(QgsProcessingAlgorithm):
@@ -65,6 +72,8 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
             return ok, message
         try:
             self.read_parameters(parameters, context)
+            if self.parameterDefinition("OUTPUT") is not None:
+                self.apply_geopackage_rule(parameters, context, rewrite=False)  # refuse before hours of indexing
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
@@ -144,9 +153,50 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
                                          "'Build semantic index' first, or choose the folder that holds it.")
         return folder
 
+    def add_overwrite_parameter(self) -> None:
+        """OVERWRITE: whether a GeoPackage output may replace a layer of the same name (never the file)."""
+        param = QgsProcessingParameterBoolean(OVERWRITE, self.tr("Replace a layer of the same name in an existing "
+                                                                 "GeoPackage"), defaultValue=False, optional=True)
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(param)
+
+    def apply_geopackage_rule(self, parameters: dict, context, name: str = "OUTPUT", rewrite: bool = True) -> None:
+        """Send a .gpkg output through the engine's rule (``engine.export.gpkg_plan``), as the CLI and dock do.
+
+        A new file, or a new layer added to an existing GeoPackage; an existing layer only with OVERWRITE;
+        a file that is not a GeoPackage is refused. Memory and other formats are left to QGIS.
+        """
+        value = parameters.get(name)
+        sink = value.sink if isinstance(value, QgsProcessingOutputLayerDefinition) else value
+        if isinstance(sink, QgsProperty):
+            sink = sink.valueAsString(context.expressionContext(), "")
+        text = str(sink or "").strip()
+        if not text or text == QgsProcessing.TEMPORARY_OUTPUT or text.startswith("memory:"):
+            return
+        match = _OGR_GPKG.match(text)
+        if match:
+            path, layer = match["path"].replace("''", "'"), match["table"].replace('""', '"')
+        elif text.lower().split("|")[0].endswith(".gpkg"):
+            path, _, option = text.partition("|")
+            layer = option.split("layername=", 1)[1] if "layername=" in option else \
+                OUTPUT_LAYERS.get(self.name(), "rsclip_results")
+        else:
+            return
+        overwrite = self.parameterAsBool(parameters, OVERWRITE, context) if parameters.get(OVERWRITE) else False
+        path = str(Path(path).expanduser().resolve())
+        self.engine(gpkg_plan, path, layer, overwrite)
+        if not rewrite:
+            return
+        uri = "ogr:dbname='{}' table=\"{}\" (geom)".format(path.replace("'", "''"), layer.replace('"', '""'))
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value.sink = QgsProperty.fromValue(uri)
+        else:
+            parameters[name] = uri
+
     def write_tiles(self, parameters: dict, context, tiles: Sequence, fields: Sequence[tuple[str, str]],
                     rows: Sequence[dict], name: str = "OUTPUT") -> str:
         """A polygon sink of tiles in the CRS most of them share, with ``fields`` taken from ``rows``."""
+        self.apply_geopackage_rule(parameters, context, name)
         qfields = QgsFields()
         for field, kind in fields:
             qfields.append(QgsField(field, FIELD_TYPES[kind]))

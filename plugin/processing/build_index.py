@@ -73,6 +73,7 @@ class BuildIndex(RsClipAlgorithm):
         self.addParameter(batch)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Indexed tiles"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
+        self.add_overwrite_parameter()
 
     def read_parameters(self, parameters: dict, context) -> dict:
         from ...engine.tiling import TilingSpec, parse_bands

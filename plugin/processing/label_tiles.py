@@ -50,6 +50,7 @@ class LabelTiles(RsClipAlgorithm):
         add_area_parameters(self, advanced=True)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Labelled tiles"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
+        self.add_overwrite_parameter()
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)

@@ -46,6 +46,7 @@ class SearchText(RsClipAlgorithm):
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Matching tiles"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
+        self.add_overwrite_parameter()
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)

@@ -43,6 +43,7 @@ class SimilarTiles(RsClipAlgorithm):
         add_area_parameters(self, advanced=True)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Similar tiles"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
+        self.add_overwrite_parameter()
 
     def read_parameters(self, parameters: dict, context) -> dict:
         folder = self.index_folder(parameters, context)
