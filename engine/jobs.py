@@ -50,6 +50,9 @@ class IndexInfo:
     created: float
     updated: float
     vector_kind: str
+    activation: str | None = None  # QuickGELU / GELU of the recorded open_clip config
+    templates: tuple[str, ...] = ()  # the model's own prompt templates (used unless others are given)
+    notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,21 @@ def get_encoder(model: dict, runtime: Runtime = Runtime(), progress: ProgressFn 
 
 
 _ENCODERS: dict = {}
+_NOTICED: set = set()
+
+
+def notice_once(index_dir: str | Path, model: dict) -> str | None:
+    """Log (once per process and index) that an index was built with a since-corrected model config."""
+    import logging
+
+    from .models import config_notice
+
+    notice = config_notice(model)
+    key = str(Path(index_dir).expanduser().resolve())
+    if notice and key not in _NOTICED:
+        _NOTICED.add(key)
+        logging.getLogger("rsclip_search.engine").warning(notice)
+    return notice
 
 
 def resolve_model(index_dir: str | Path, name: str | None = None, arch: str | None = None,
@@ -158,6 +176,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     existing = is_index(index_dir)
     model = model_for_index(index_dir, model)
     if existing:
+        notice_once(index_dir, model)
         with TileIndex.open(index_dir) as idx:
             recorded_tiling = TilingSpec.from_dict(idx.tiling)
         if tiling is not None and tiling.to_dict() != recorded_tiling.to_dict():
@@ -270,14 +289,18 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
            templates: Sequence[str] | None = None, runtime: Runtime = Runtime(),
            progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list:
-    """Top-k tiles of an index for a text query (see ``engine.search.Hit``)."""
+    """Top-k tiles of an index for a text query (see ``engine.search.Hit``), through the model's own
+    prompt templates unless ``templates`` are given."""
+    from .prompts import model_templates
     from .search import candidate_ids, clean_query, search_text
 
     clean_query(query)
     with open_for_query(index_dir) as idx:
+        notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+        return search_text(idx, encoder, query, top_k, min_score, tuple(templates or model_templates(idx.model)),
+                           allowed)
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -304,15 +327,17 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
           rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
           runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
           cancel: CancelFn | None = None) -> list:
-    """Zero-shot label every tile of an index (see ``engine.labeling.TileLabel``)."""
+    """Zero-shot label every tile of an index (see ``engine.labeling.TileLabel``), through the model's own
+    prompt templates unless ``templates`` are given."""
     from .labeling import label_tiles
-    from .prompts import REMOTE_SENSING_TEMPLATES
+    from .prompts import model_templates
     from .search import candidate_ids
 
     with open_for_query(index_dir) as idx:
+        notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+        return label_tiles(idx, encoder, list(classes), tuple(templates or model_templates(idx.model)), allowed)
 
 
 def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
@@ -328,14 +353,18 @@ def info(index_dir: str | Path) -> IndexInfo:
     import json
 
     from .index import FAISS_META, TileIndex
+    from .models import activation_of, config_notice
+    from .prompts import model_templates
 
     with TileIndex.open(index_dir) as idx:
         try:
             kind = json.loads((idx.folder / FAISS_META).read_text()).get("kind", "flat")
         except (OSError, ValueError):
             kind = "flat (not built yet)"
-        return IndexInfo(str(idx.folder), idx.model, model_label(idx.model), idx.tiling, idx.dim,
-                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind)
+        model = idx.model
+        return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim,
+                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind,
+                         activation_of(str(model.get("arch") or "")), model_templates(model), config_notice(model))
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
