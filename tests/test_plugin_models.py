@@ -1,21 +1,11 @@
 """The dock and the registry models: licence and attribution in the model list, the templates in use,
 and the status line of an index made before the activation fix."""
-import pytest
-from qgis.core import QgsSettings
 from qgis.PyQt.QtCore import Qt
+
+from test_plugin import plugin  # noqa: F401  (the loaded plugin, as in the plugin tests)
 
 OLD_MODEL = {"kind": "registry", "name": "remoteclip-vit-b-32", "arch": "ViT-B-32", "checkpoint": None,
              "checkpoint_sha256": None}  # what the last release recorded for its remoteclip-vit-b-32 indexes
-
-
-@pytest.fixture
-def plugin(qgis_iface, plugin_package, qgis_new_project):
-    QgsSettings().remove("rsclip_search")
-    qgis_iface.messageBar().clear_messages()
-    instance = plugin_package.classFactory(qgis_iface)
-    instance.initGui()
-    yield instance
-    instance.unload()
 
 
 def make_index(folder, model: dict) -> None:
