@@ -190,7 +190,7 @@ def _skip_random_init():
     """A context in which building a model skips the random filling of its weights.
 
     Random initialisation is wasted work when a checkpoint then overwrites every parameter
-    and buffer (``load_state_dict(strict=True)``), and it is most of the build time: 22 s of
+    and persistent buffer (``load_state_dict(strict=True)``), and it is most of the build time: 22 s of
     a ViT-H-14 build on two cores, 0.3 s without it. Deterministic set-up (fills, the causal
     attention mask, non-persistent buffers) still runs. A torch function mode is local to the
     calling thread, so nothing else in the process is affected.
