@@ -47,6 +47,18 @@ class ProgressBar:
         self.stream.flush()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Notices go to ``sys.stderr`` as it is when they are written (not as it was when the CLI first ran)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=(
         "RS-CLIP Search: natural-language search and zero-shot labelling of satellite and aerial imagery."))
@@ -102,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     notices = logging.getLogger("rsclip_search")
     if not any(getattr(h, "rsclip_cli", False) for h in notices.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("rsclip: %(message)s"))
         handler.rsclip_cli = True
         notices.addHandler(handler)

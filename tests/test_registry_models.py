@@ -319,7 +319,7 @@ def test_an_index_from_the_last_release_still_searches_and_says_to_rebuild(vit_b
     assert main(["search", "farmland", "--index", str(old), "--top-k", "2"]) == 0
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == 2, "it still searches"
-    assert err.count("predates the fix of remoteclip-vit-b-32's activation") == 1, err
+    assert err.count("predates the fix of remoteclip-vit-b-32's activation") == 1 and "Logging error" not in err, err
     assert "built as open_clip config ViT-B-32, GELU" in err and "trained as ViT-B-32-quickgelu, QuickGELU" in err
     assert "--model remoteclip-vit-b-32" in err, "it says how to rebuild"
     assert "remoteclip-vit-b-32's own prompt templates: a satellite photo of {}." in err
