@@ -50,6 +50,8 @@ class ProgressBar:
 class _StderrHandler(logging.StreamHandler):
     """Notices go to ``sys.stderr`` as it is when they are written (not as it was when the CLI first ran)."""
 
+    rsclip_cli = True
+
     @property
     def stream(self):
         return sys.stderr
@@ -116,7 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(getattr(h, "rsclip_cli", False) for h in notices.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("rsclip: %(message)s"))
-        handler.rsclip_cli = True
         notices.addHandler(handler)
         notices.setLevel(logging.INFO)
         notices.propagate = False

@@ -92,9 +92,11 @@ _OPENAI = "Radford, A. et al. (2021). Learning Transferable Visual Models From N
 # (LICENSE added to github.com/ChenDelong1999/RemoteCLIP in reply to its issue #23). Prompt: the
 # authors' "a satellite photo of {}.". The download asks for the "main" revision; the pinned size
 # and hash refuse any other file.
-_REMOTECLIP_COMMON = dict(hf_repo="chendelong/RemoteCLIP", url=None, licence="Apache-2.0", citation=_REMOTECLIP,
-                          activation=QUICK_GELU, templates=REMOTECLIP_TEMPLATES,
-                          licence_url="https://github.com/ChenDelong1999/RemoteCLIP/blob/main/LICENSE")
+def _remoteclip(name: str, arch: str, hf_file: str, size: int, sha256: str, description: str) -> ModelSpec:
+    return ModelSpec(name, arch, "chendelong/RemoteCLIP", hf_file, None, sha256, "Apache-2.0", _REMOTECLIP,
+                     description, size=size, activation=QUICK_GELU, templates=REMOTECLIP_TEMPLATES,
+                     licence_url="https://github.com/ChenDelong1999/RemoteCLIP/blob/main/LICENSE")
+
 
 # GeoRSCLIP: huggingface.co/Zilun/GeoRSCLIP, ckpt/RS5M_ViT-B-32.pt and ckpt/RS5M_ViT-H-14.pt, written
 # by github.com/om-ai-lab/RS5M inference/convert_weight.py as model.state_dict() (plain state_dicts).
@@ -103,32 +105,31 @@ _REMOTECLIP_COMMON = dict(hf_repo="chendelong/RemoteCLIP", url=None, licence="Ap
 # verified against the hash Hugging Face publishes. The model card is tagged only "cc": treated as
 # CC-BY-4.0, which asks for attribution. Prompts: the 105-template ensemble of RS5M
 # inference/classname_and_prompt/.
-_GEORSCLIP_COMMON = dict(hf_repo="Zilun/GeoRSCLIP", url=None, sha256=None, citation=_GEORSCLIP,
-                         licence="CC-BY-4.0 (assumed)",
-                         licence_url="https://huggingface.co/Zilun/GeoRSCLIP",
-                         notice="The GeoRSCLIP model card gives no licence beyond the tag \"cc\"; RS-CLIP Search "
-                                "treats it as CC-BY-4.0: credit Zhang et al. (RS5M/GeoRSCLIP) wherever you publish "
-                                "results made with it.",
-                         templates=GEORSCLIP_TEMPLATES,
-                         unchecked="size and SHA-256 not checked offline; verified against the hash Hugging Face "
-                                   "publishes for the file")
+def _georsclip(name: str, arch: str, hf_file: str, activation: str, description: str) -> ModelSpec:
+    return ModelSpec(name, arch, "Zilun/GeoRSCLIP", hf_file, None, None, "CC-BY-4.0 (assumed)", _GEORSCLIP,
+                     description, activation=activation, templates=GEORSCLIP_TEMPLATES,
+                     licence_url="https://huggingface.co/Zilun/GeoRSCLIP",
+                     notice="The GeoRSCLIP model card gives no licence beyond the tag \"cc\"; RS-CLIP Search treats "
+                            "it as CC-BY-4.0: credit Zhang et al. (RS5M/GeoRSCLIP) wherever you publish results "
+                            "made with it.",
+                     unchecked="size and SHA-256 not checked offline; verified against the hash Hugging Face "
+                               "publishes for the file")
+
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
-    ModelSpec("remoteclip-vit-b-32", "ViT-B-32-quickgelu", hf_file="RemoteCLIP-ViT-B-32.pt",
-              sha256="60014e395d930a3f2963d1d89c8522bf4ad56775571e4356e866864789af85c4", size=605_208_421,
-              description="RemoteCLIP ViT-B/32: the default; good speed/quality balance on CPU.",
-              **_REMOTECLIP_COMMON),
-    ModelSpec("remoteclip-rn50", "RN50-quickgelu", hf_file="RemoteCLIP-RN50.pt",
-              sha256="11657d33a87fc197e19a7654a76a632415ebea42feb8a61025ef389f8990c0f9", size=408_397_807,
-              description="RemoteCLIP ResNet-50: smallest and fastest.", **_REMOTECLIP_COMMON),
-    ModelSpec("remoteclip-vit-l-14", "ViT-L-14-quickgelu", hf_file="RemoteCLIP-ViT-L-14.pt",
-              sha256="fcc2a7e21e171f4ffcb7a9c0206b8b74ac0c9eb83c67b576958b7a4ed6c8cecb", size=1_710_613_765,
-              description="RemoteCLIP ViT-L/14: most accurate RemoteCLIP, slow without a GPU.",
-              **_REMOTECLIP_COMMON),
-    ModelSpec("georsclip-vit-b-32", "ViT-B-32-quickgelu", hf_file="ckpt/RS5M_ViT-B-32.pt", activation=QUICK_GELU,
-              description="GeoRSCLIP ViT-B/32 trained on RS5M.", **_GEORSCLIP_COMMON),
-    ModelSpec("georsclip-vit-h-14", "ViT-H-14", hf_file="ckpt/RS5M_ViT-H-14.pt", activation=GELU,
-              description="GeoRSCLIP ViT-H/14: large; needs a GPU for practical speed.", **_GEORSCLIP_COMMON),
+    _remoteclip("remoteclip-vit-b-32", "ViT-B-32-quickgelu", "RemoteCLIP-ViT-B-32.pt", 605_208_421,
+                "60014e395d930a3f2963d1d89c8522bf4ad56775571e4356e866864789af85c4",
+                "RemoteCLIP ViT-B/32: the default; good speed/quality balance on CPU."),
+    _remoteclip("remoteclip-rn50", "RN50-quickgelu", "RemoteCLIP-RN50.pt", 408_397_807,
+                "11657d33a87fc197e19a7654a76a632415ebea42feb8a61025ef389f8990c0f9",
+                "RemoteCLIP ResNet-50: smallest and fastest."),
+    _remoteclip("remoteclip-vit-l-14", "ViT-L-14-quickgelu", "RemoteCLIP-ViT-L-14.pt", 1_710_613_765,
+                "fcc2a7e21e171f4ffcb7a9c0206b8b74ac0c9eb83c67b576958b7a4ed6c8cecb",
+                "RemoteCLIP ViT-L/14: most accurate RemoteCLIP, slow without a GPU."),
+    _georsclip("georsclip-vit-b-32", "ViT-B-32-quickgelu", "ckpt/RS5M_ViT-B-32.pt", QUICK_GELU,
+               "GeoRSCLIP ViT-B/32 trained on RS5M."),
+    _georsclip("georsclip-vit-h-14", "ViT-H-14", "ckpt/RS5M_ViT-H-14.pt", GELU,
+               "GeoRSCLIP ViT-H/14: large; needs a GPU for practical speed."),
     # SkyCLIP: github.com/wangzhecheng/SkyScript README ("Download model checkpoints"): published only as
     # SkyCLIP_ViT_B32_top50pct.zip holding SkyCLIP_ViT_B32_top50pct/epoch_20.pt, an open_clip training
     # checkpoint {epoch, name, state_dict ("module." keys), optimizer, ...}; continual pretraining of
