@@ -48,12 +48,27 @@ class ProgressBar:
         self.stream.flush()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Notices go to ``sys.stderr`` as it is when they are written (not as it was when the CLI first ran)."""
+
+    rsclip_cli = True
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=(
         "RS-CLIP Search: natural-language search and zero-shot labelling of satellite and aerial imagery."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("models", help="list the model registry and what is downloaded")
+    sub.add_parser("models", help="list the model registry (config, activation, licence, attribution) and what "
+                                  "is downloaded")
 
     p = sub.add_parser("index", help="tile rasters, embed the tiles and add them to an index")
     p.add_argument("rasters", nargs="*", metavar="RASTER",
@@ -61,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", metavar="NAME", help="registry model (see 'models'); default remoteclip-vit-b-32")
-    model.add_argument("--arch", metavar="ARCH", help="open_clip architecture name or model-config JSON path")
+    model.add_argument("--arch", metavar="ARCH", help="open_clip config name (e.g. ViT-B-32, or ViT-B-32-quickgelu "
+                       "for checkpoints trained from OpenAI weights) or model-config JSON path")
     p.add_argument("--checkpoint", metavar="FILE", help="local checkpoint for --arch")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--tile-size", type=float, metavar="PX", help="tile size in pixels (default 224)")
@@ -82,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, metavar="DIR")
     p.add_argument("--top-k", type=int, default=10, metavar="K")
     p.add_argument("--min-score", type=float, default=None, metavar="S")
+    p.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated); default: the "
+                   "model's own")
     p.add_argument("--out", metavar="FILE.gpkg", help="write the result tiles to a GeoPackage (a new layer in an "
                    "existing one)")
     p.add_argument("--layer", default="search_results", metavar="NAME", help="layer name in --out (default "
@@ -94,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     classes = p.add_mutually_exclusive_group(required=True)
     classes.add_argument("--classes", metavar="LIST", help="comma-separated classes, or a shipped set name")
     classes.add_argument("--classes-file", metavar="FILE", help="one class per line")
-    p.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated)")
+    p.add_argument("--templates", metavar="T", help="prompt templates with {} (';'-separated); default: the "
+                   "model's own")
     p.add_argument("--out", metavar="FILE.gpkg")
     p.add_argument("--layer", default="tile_labels", metavar="NAME", help="layer name in --out (default tile_labels)")
     p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
@@ -108,15 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _NoticeHandler(logging.StreamHandler):
-    """The CLI's handler of the engine's notices (one per process, however often ``main`` runs)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     notices = logging.getLogger("rsclip_search")
-    if not any(isinstance(h, _NoticeHandler) for h in notices.handlers):
-        handler = _NoticeHandler(sys.stderr)
+    if not any(getattr(h, "rsclip_cli", False) for h in notices.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("rsclip: %(message)s"))
         notices.addHandler(handler)
         notices.setLevel(logging.INFO)
@@ -136,17 +151,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_models(args) -> int:
     from .models import REGISTRY, DEFAULT_MODEL, cached_weights_path, is_cached
+    from .prompts import templates_text
 
     for name, spec in REGISTRY.items():
         status = f"cached at {cached_weights_path(spec)}" if is_cached(spec) else "not downloaded"
         default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{default}\n    architecture: {spec.arch}\n    weights: {_source(spec)}\n"
-              f"    licence: {spec.licence}\n    {status}")
+        size = f", {spec.size / 1e6:,.1f} MB" if spec.size else ""
+        check = {"pinned": "size and SHA-256 pinned from the publisher"}.get(spec.verification, spec.unchecked)
+        print(f"{name}{default}: {spec.description}\n"
+              f"    config:      {spec.arch} ({spec.activation} activation)\n"
+              f"    weights:     {spec.source}{size}\n"
+              f"    verified:    {check}\n"
+              f"    licence:     {spec.licence}" + (f", see {spec.licence_url}" if spec.licence_url else "") + "\n"
+              f"    attribution: {spec.citation}\n"
+              + (f"    notice:      {spec.notice}\n" if spec.notice else "")
+              + f"    prompts:     {templates_text(spec.templates, 2)}\n"
+              f"    status:      {status}")
+    print("Your own checkpoint: index --arch CONFIG --checkpoint FILE, where CONFIG is any open_clip config; use the "
+          "-quickgelu config (e.g. ViT-B-32-quickgelu) for checkpoints trained from OpenAI's CLIP weights.")
     return 0
 
 
-def _source(spec) -> str:
-    return spec.url or f"huggingface.co/{spec.hf_repo} ({spec.hf_file})"
+def _templates_note(index: str, given) -> str:
+    """Which prompt templates a search or labelling uses, for one line on stderr."""
+    from . import jobs
+    from .prompts import describe_templates, templates_text
+
+    if given:
+        return f"your {len(given)} prompt template(s): {templates_text(given)}"
+    info = jobs.info(index)
+    return describe_templates(info.model, info.model_label)
 
 
 def cmd_index(args) -> int:
@@ -218,12 +252,16 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     from . import jobs
     from .export import gpkg_plan, hit_row, write_hits_gpkg
+    from .prompts import parse_templates
 
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)  # refuse before the work, not after
-    hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, progress=ProgressBar())
+    templates = parse_templates(args.templates)
+    print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
+    hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, templates=templates,
+                       progress=ProgressBar())
     if args.out:
         write_hits_gpkg(args.out, hits, args.layer, args.overwrite)
     if args.json:
@@ -253,7 +291,9 @@ def cmd_label(args) -> int:
         classes = parse_classes(args.classes)
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)
-    labels = jobs.label(args.index, classes, parse_templates(args.templates), progress=ProgressBar())
+    templates = parse_templates(args.templates)
+    print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
+    labels = jobs.label(args.index, classes, templates, progress=ProgressBar())
     if args.out:
         write_labels_gpkg(args.out, labels, args.layer, args.overwrite)
     if args.json:
@@ -269,11 +309,16 @@ def cmd_label(args) -> int:
 
 def cmd_info(args) -> int:
     from . import jobs
+    from .prompts import templates_text
 
     info = jobs.info(args.index)
     tiling = info.tiling
     print(f"Index:    {info.index_dir}" + (" (read-only)" if info.readonly else ""))
     print(f"Model:    {info.model_label} ({info.dim}-d embeddings)")
+    config = str(info.model.get("arch"))
+    print(f"Config:   {Path(config).name if config.endswith('.json') else config} "
+          f"({info.activation or 'unknown'} activation)")
+    print(f"Prompts:  {templates_text(info.templates)}")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
           f"bands {tiling.get('bands') or 'auto'}")
@@ -289,6 +334,8 @@ def cmd_info(args) -> int:
     if info.missing:
         print(f"Missing:  {len(info.missing)} raster(s) are not at their indexed path; their tiles are still "
               "searchable but cannot be shown.")
+    if info.notice:
+        print(f"Notice:   {info.notice}")
     return 0
 
 

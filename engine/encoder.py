@@ -13,6 +13,9 @@ import numpy as np
 from .errors import EngineError
 from .prompts import REMOTE_SENSING_TEMPLATES
 
+#: Prompts embedded per text-tower call (bounds memory for big template ensembles).
+TEXT_CHUNK = 256
+
 
 class Encoder:
     """Embeds tiles and text with one loaded model on one device and precision."""
@@ -99,7 +102,9 @@ class Encoder:
                 out[i] = hit
         if missing:
             filled = [t.format(phrases[i]) for i in missing for t in templates]
-            feats = self.encode_texts(filled).reshape(len(missing), len(templates), -1).mean(axis=1)
+            # in chunks: an ensemble like GeoRSCLIP's 105 templates times a class list is thousands of prompts
+            chunks = [self.encode_texts(filled[s:s + TEXT_CHUNK]) for s in range(0, len(filled), TEXT_CHUNK)]
+            feats = np.concatenate(chunks).reshape(len(missing), len(templates), -1).mean(axis=1)
             feats = _normalise(feats)
             for row, i in zip(feats, missing):
                 out[i] = row

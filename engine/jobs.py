@@ -69,6 +69,9 @@ class IndexInfo:
     updated: float
     vector_kind: str
     readonly: bool = False
+    activation: str | None = None  # QuickGELU / GELU of the recorded open_clip config
+    templates: tuple[str, ...] = ()  # the model's own prompt templates (used unless others are given)
+    notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
 
     @property
     def missing(self) -> list:
@@ -121,6 +124,21 @@ def get_encoder(model: dict, runtime: Runtime = Runtime(), progress: ProgressFn 
 
 
 _ENCODERS: dict = {}
+_NOTICED: set = set()
+
+
+def notice_once(index_dir: str | Path, model: dict) -> str | None:
+    """Log (once per process and index) that an index was built with a since-corrected model config."""
+    import logging
+
+    from .models import config_notice
+
+    notice = config_notice(model)
+    key = str(Path(index_dir).expanduser().resolve())
+    if notice and key not in _NOTICED:
+        _NOTICED.add(key)
+        logging.getLogger("rsclip_search.engine").warning(notice)
+    return notice
 
 
 def resolve_model(index_dir: str | Path, name: str | None = None, arch: str | None = None,
@@ -200,6 +218,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         check_writable_folder(index_dir)
     model = model_for_index(index_dir, model)
     if existing:
+        notice_once(index_dir, model)
         with TileIndex.open(index_dir) as idx:
             recorded_tiling = TilingSpec.from_dict(idx.tiling)
         if tiling is not None and tiling.to_dict() != recorded_tiling.to_dict():
@@ -483,15 +502,19 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
            templates: Sequence[str] | None = None, runtime: Runtime = Runtime(),
            progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list:
-    """Top-k tiles of an index for a text query (see ``engine.search.Hit``)."""
+    """Top-k tiles of an index for a text query (see ``engine.search.Hit``), through the model's own
+    prompt templates unless ``templates`` are given."""
+    from .prompts import model_templates
     from .search import candidate_ids, clean_query, search_text
 
     clean_query(query)
     with open_for_query(index_dir) as idx:
+        notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-            hits = search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+            hits = search_text(idx, encoder, query, top_k, min_score,
+                               tuple(templates or model_templates(idx.model)), allowed)
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
 
@@ -524,16 +547,19 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
           rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
           runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
           cancel: CancelFn | None = None) -> list:
-    """Zero-shot label every tile of an index (see ``engine.labeling.TileLabel``)."""
+    """Zero-shot label every tile of an index (see ``engine.labeling.TileLabel``), through the model's own
+    prompt templates unless ``templates`` are given."""
     from .labeling import label_tiles
-    from .prompts import REMOTE_SENSING_TEMPLATES
+    from .prompts import model_templates
     from .search import candidate_ids
 
     with open_for_query(index_dir) as idx:
+        notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-            labels = label_tiles(idx, encoder, list(classes), templates or REMOTE_SENSING_TEMPLATES, allowed)
+            labels = label_tiles(idx, encoder, list(classes), tuple(templates or model_templates(idx.model)),
+                                 allowed)
     note_missing_rasters([lab.tile.raster for lab in labels])
     return labels
 
@@ -562,12 +588,17 @@ def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
 def info(index_dir: str | Path) -> IndexInfo:
     """What an index holds: model, tiling, rasters (missing ones marked) and tile count."""
     from .index import TileIndex
+    from .models import activation_of, config_notice
+    from .prompts import model_templates
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
         meta = idx.cache_meta()
         kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
-        return IndexInfo(str(idx.folder), idx.model, model_label(idx.model), idx.tiling, idx.dim,
-                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind, idx.readonly)
+        model = idx.model
+        return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
+                         idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
+                         activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
+                         notice=config_notice(model))
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
@@ -592,20 +623,21 @@ def _abs(paths: Sequence[str] | None) -> list[str] | None:
 
 # -- concepts: find every X (see engine/concepts.py, scoring.py, areas.py, feedback.py) --------------
 def _embed_phrase(idx, text: str, runtime: Runtime, progress: ProgressFn | None, cancel: CancelFn | None):
-    """A phrase embedded through the remote-sensing templates by the index's model (None for no text)."""
+    """A phrase embedded through the model's own prompt templates, as search does (None for no text)."""
     import logging
 
-    from .prompts import REMOTE_SENSING_TEMPLATES
+    from .prompts import model_templates
     from .search import clean_query
 
     if not (text or "").strip():
         return "", None
     text = clean_query(text)
     encoder = get_encoder(idx.model, runtime, progress, cancel)
-    if any(encoder.is_truncated(t.format(text)) for t in REMOTE_SENSING_TEMPLATES):
+    templates = tuple(model_templates(idx.model))
+    if any(encoder.is_truncated(t.format(text)) for t in templates):
         logging.getLogger("rsclip_search.engine").warning(
             "The text '%s…' is longer than the model reads; only its beginning is used.", text[:40])
-    return text, encoder.encode_prompts([text], REMOTE_SENSING_TEMPLATES)[0]
+    return text, encoder.encode_prompts([text], templates)[0]
 
 
 def concept_list(index_dir: str | Path) -> list:

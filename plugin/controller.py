@@ -86,7 +86,10 @@ class Controller(QObject):
 
         missing = missing_packages()
         self.dock.set_missing(install_hint(missing) if missing else None)
-        self.dock.set_models(list(REGISTRY), settings.MODEL.get())
+        self.dock.set_models(list(REGISTRY), settings.MODEL.get(), {name: (
+            f"{spec.arch} ({spec.activation}) · {spec.licence} · cite {spec.short_citation}",
+            f"{spec.description}\nConfig: {spec.arch} ({spec.activation})\nLicence: {spec.licence}\n"
+            f"Cite: {spec.citation}" + (f"\n{spec.notice}" if spec.notice else "")) for name, spec in REGISTRY.items()})
         self.dock.set_class_sets({name: load_class_set(name) for name in available_class_sets()},
                                 settings.CLASS_SET.get())
         self.dock.set_index_dir(self.default_index_dir())
@@ -114,9 +117,13 @@ class Controller(QObject):
         self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
 
     def refresh_status(self) -> None:
+        from ..engine.models import config_notice
+        from ..engine.prompts import describe_templates
+
         folder = self.dock.index_dir()
         if not folder or not is_index(folder):
             self.dock.set_status("No index in this folder yet: index some rasters on the Index tab.")
+            self.dock.set_model_templates("the prompt templates of the index's model", "")
             return
         try:
             info = jobs.info(folder)
@@ -130,6 +137,7 @@ class Controller(QObject):
         built = f"built {when(info.created)}"
         if info.updated - info.created > 60:
             built += f", updated {when(info.updated)}"
+        notice = config_notice(info.model, how="choose a new index folder and index the rasters again (Index tab)")
         status = f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) · {built}"
         if info.readonly:
             status += " · read-only"
@@ -138,7 +146,8 @@ class Controller(QObject):
             names = ", ".join(Path(r.path).name for r in missing[:3]) + ("…" if len(missing) > 3 else "")
             status += (f" · {len(missing)} raster(s) missing (moved or deleted): {names}; index them at their new "
                        "path to relink them")
-        self.dock.set_status(status)
+        self.dock.set_status(status + (f"\n{notice}" if notice else ""))
+        self.dock.set_model_templates(describe_templates(info.model, info.model_label, 2), "\n".join(info.templates))
 
     # -- dependencies and diagnostics ---------------------------------------------------
     def open_installer(self):

@@ -218,7 +218,7 @@ def test_models_lists_the_registry_with_cache_state(tmp_path, monkeypatch, capsy
     path = cached_weights_path(spec)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"weights")
-    (path.parent / (path.name + ".sha256")).write_text("0" * 64)
+    (path.parent / (path.name + ".sha256")).write_text(spec.sha256)  # as recorded after verification
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name in REGISTRY:

@@ -237,17 +237,19 @@ def test_model_weights_in_a_bundle_land_verified_in_the_cache(qgis_host, tmp_pat
     from engine.models import REGISTRY, is_cached
     from wheels import make_wheel
 
-    weights = tmp_path / "RemoteCLIP-ViT-B-32.pt"
+    weights = tmp_path / "RS5M_ViT-B-32.pt"  # a model without a pinned hash: random bytes may stand in for it
     weights.write_bytes(os.urandom(4096))
     wheel = make_wheel(tmp_path / "src", "rsclipdemo", "1.0", {"rsclipdemo/__init__.py": "ANSWER = 42\n"})
     target = {"python": qgis_host.python_minor, "platform": qgis_host.platform, "numpy": qgis_host.numpy}
     bundle = tmp_path / "bundle"
     assemble_bundle(bundle, [wheel], target, "cpu", ["rsclipdemo==1.0"], [],
-                    models=[("remoteclip-vit-b-32", weights)])
+                    models=[("georsclip-vit-b-32", weights)])
+    notice = (bundle / "models" / "georsclip-vit-b-32" / "LICENCE.txt").read_text()
+    assert "CC-BY-4.0" in notice and "Zhang, Z." in notice, "the licence notice travels with the weights"
     monkeypatch.setenv("RSCLIP_CACHE_DIR", str(tmp_path / "cache"))
     plan = plan_install(qgis_host, tmp_path / "profile", bundle=bundle)
-    assert "Model weights: remoteclip-vit-b-32" in plan.describe()
+    assert "Model weights: georsclip-vit-b-32" in plan.describe()
     result = install(plan)
-    cached = tmp_path / "cache" / "remoteclip-vit-b-32" / "RemoteCLIP-ViT-B-32.pt"
-    assert result.models == ["remoteclip-vit-b-32"] and cached.read_bytes() == weights.read_bytes()
-    assert is_cached(REGISTRY["remoteclip-vit-b-32"])
+    cached = tmp_path / "cache" / "georsclip-vit-b-32" / "RS5M_ViT-B-32.pt"
+    assert result.models == ["georsclip-vit-b-32"] and cached.read_bytes() == weights.read_bytes()
+    assert is_cached(REGISTRY["georsclip-vit-b-32"])

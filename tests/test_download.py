@@ -1,9 +1,6 @@
-"""Model download against a real HTTP server on 127.0.0.1: hash, resume, mismatch, offline."""
+"""Model download against a real HTTP server on 127.0.0.1: hash, size, resume, mismatch, offline."""
 import hashlib
-import http.server
-import json
 import socket
-import threading
 from dataclasses import replace
 
 import pytest
@@ -11,87 +8,7 @@ import pytest
 from engine.errors import Cancelled, EngineError
 from engine.models import ModelSpec, cached_weights_path, ensure_weights, is_cached, load_model, resolve_model_ref
 from engine.models import registry
-
-
-class Hub(http.server.ThreadingHTTPServer):
-    """A stand-in for the Hugging Face hub: resolve URLs with LFS ETags and Range, plus the model API."""
-
-    def __init__(self, files: dict, etag: bool = True, ranges: bool = True):
-        super().__init__(("127.0.0.1", 0), HubHandler)
-        self.files, self.etag, self.ranges = files, etag, ranges
-        self.requests: list[tuple[str, str, str | None]] = []
-        self.sent = 0
-
-    def handle_error(self, request, client_address):
-        """A client that hangs up mid-body (the cancel test) is expected, not an error."""
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class HubHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _lookup(self):
-        hub = self.server
-        hub.requests.append((self.command, self.path, self.headers.get("Range")))
-        if self.path.startswith("/api/models/"):
-            repo = self.path.split("/api/models/")[1].split("?")[0]
-            siblings = [{"rfilename": name.split("/resolve/main/")[1],
-                         "lfs": {"sha256": hashlib.sha256(data).hexdigest()}}
-                        for name, data in hub.files.items() if name.startswith(f"/{repo}/")]
-            return json.dumps({"siblings": siblings}).encode(), "api"
-        return hub.files.get(self.path), "file"
-
-    def do_HEAD(self):
-        data, kind = self._lookup()
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        if self.server.etag and kind == "file":
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-
-    def do_GET(self):
-        data, kind = self._lookup()
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and self.server.ranges and kind == "file":
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.server.sent += len(body)
-
-
-@pytest.fixture
-def hub_factory(monkeypatch, tmp_path):
-    servers = []
-    monkeypatch.setenv("RSCLIP_CACHE_DIR", str(tmp_path / "cache"))
-
-    def make(files, **kw):
-        hub = Hub(files, **kw)
-        threading.Thread(target=hub.serve_forever, daemon=True).start()
-        servers.append(hub)
-        monkeypatch.setenv("RSCLIP_HF_ENDPOINT", hub.endpoint)
-        return hub
-
-    yield make
-    for hub in servers:
-        hub.shutdown()
-        hub.server_close()
+from localhub import hub_factory  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -184,3 +101,181 @@ def test_unverifiable_weights_are_refused(hub_factory, tiny_spec, tiny_model):
     hub_factory({"/other/resolve/main/x": b""}, etag=False)
     with pytest.raises(EngineError, match="cannot be verified|Cannot download"):
         ensure_weights(tiny_spec)
+
+
+# -- published artefacts: sizes, zips, and the refusals a user meets through the command line --------------------
+
+SKY = "skyclip-vit-b-32"
+SKY_PATH = "/SkyScript/ckpt/SkyCLIP_ViT_B32_top50pct.zip"
+MEMBER = "SkyCLIP_ViT_B32_top50pct/epoch_20.pt"
+
+
+def training_bytes(seed: int = 0) -> bytes:
+    """The tiny model saved as open_clip's DDP training script saves a checkpoint (optimizer state included)."""
+    import io
+
+    import open_clip
+    import torch
+    from tinymodel import TINY_CONFIG, training_checkpoint
+
+    torch.manual_seed(seed)
+    buffer = io.BytesIO()
+    torch.save(training_checkpoint(open_clip.CLIP(**TINY_CONFIG)), buffer)
+    return buffer.getvalue()
+
+
+def make_zip(entries) -> bytes:
+    """A zip of ``(name, data)`` entries; data ``("link", target)`` makes a symbolic link entry."""
+    import io
+    import stat
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in entries:
+            if isinstance(data, tuple):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                zf.writestr(info, data[1])
+            else:
+                zf.writestr(zipfile.ZipInfo(name), data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def tiny_registry(tiny_model, hub_factory, monkeypatch):
+    """Serve ``files`` and point the named registry entry at them, built as the tiny model (fast)."""
+
+    def point(name: str, files: dict, **changes):
+        hub = hub_factory(files)
+        spec = registry.REGISTRY[name]
+        if spec.url:
+            changes.setdefault("url", hub.endpoint + SKY_PATH)
+        spec = replace(spec, arch=str(tiny_model.config), **changes)
+        monkeypatch.setitem(registry.REGISTRY, name, spec)
+        return spec, hub
+
+    return point
+
+
+@pytest.fixture
+def raster(tmp_path):
+    from rasters import noise, write_raster
+
+    return write_raster(tmp_path / "scene.tif", noise(3, 64, 64))
+
+
+def cli_error(capsys, *argv) -> str:
+    """Run the CLI in-process; it must fail with exactly one readable error line and no traceback."""
+    from engine.cli import main
+
+    forget_loaded_models()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("rsclip: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def forget_loaded_models():
+    """A new process would load the model afresh: drop the in-process caches."""
+    from engine import jobs
+    from engine.models.loading import _LOADED
+
+    jobs._ENCODERS.clear()
+    _LOADED.clear()
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def test_zip_artefact_extracts_only_its_member_and_trusts_the_first_download(tiny_registry, raster, tmp_path,
+                                                                              capsys):
+    from engine import jobs
+    from engine.cli import main
+
+    checkpoint = training_bytes()
+    archive = make_zip([("SkyCLIP_ViT_B32_top50pct/params.txt", b"lr: 1e-9"), ("../evil.pt", b"x"),
+                        ("SkyCLIP_ViT_B32_top50pct/link", ("link", str(tmp_path / "pwned"))), (MEMBER, checkpoint)])
+    spec, hub = tiny_registry(SKY, {SKY_PATH: archive})
+    before = set(files_under(tmp_path))
+    assert main(["index", str(raster), "--index", str(tmp_path / "idx"), "--model", SKY, "--tile-size", "32"]) == 0
+    folder = cached_weights_path(spec).parent
+    assert files_under(folder) == ["SkyCLIP_ViT_B32_top50pct.zip.sha256", "epoch_20.pt", "epoch_20.pt.sha256"]
+    assert cached_weights_path(spec).read_bytes() == checkpoint
+    new = set(files_under(tmp_path)) - before
+    assert all(p.startswith(("cache/", "idx/")) for p in new), new  # nothing else, nowhere else
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "evil.pt").exists()
+    assert (folder / "SkyCLIP_ViT_B32_top50pct.zip.sha256").read_text().strip() == hashlib.sha256(archive).hexdigest()
+    assert jobs.info(tmp_path / "idx").templates == ("a satellite photo of {}.", "a satellite image of {}")
+
+    # trust on first use: with the checkpoint gone, a different archive is refused against the recorded hash
+    cached_weights_path(spec).unlink()
+    forget_loaded_models()
+    hub.files[SKY_PATH] = make_zip([(MEMBER, training_bytes(seed=1))])
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx2", "--model", SKY)
+    assert "failed the checksum" in line and hashlib.sha256(archive).hexdigest() in line
+    assert not (tmp_path / "idx2").exists()
+    hub.files[SKY_PATH] = archive
+    assert ensure_weights(spec).read_bytes() == checkpoint
+
+
+def test_zip_download_resumes(tiny_registry, tmp_path):
+    archive = make_zip([(MEMBER, training_bytes())])
+    spec, hub = tiny_registry(SKY, {SKY_PATH: archive})
+    part = cache_part = tmp_path / "cache" / SKY / "SkyCLIP_ViT_B32_top50pct.zip.part"
+    cache_part.parent.mkdir(parents=True)
+    part.write_bytes(archive[:5000])
+    assert ensure_weights(spec) == cached_weights_path(spec)
+    assert ("GET", SKY_PATH, "bytes=5000-") in hub.requests and hub.sent == len(archive) - 5000
+
+
+@pytest.mark.parametrize("entries, says", [
+    ([("SkyCLIP_ViT_B32_top50pct/epoch_19.pt", b"weights")],
+     "has no SkyCLIP_ViT_B32_top50pct/epoch_20.pt, so it is not the skyclip-vit-b-32 checkpoint"),
+    ([("../SkyCLIP_ViT_B32_top50pct/epoch_20.pt", b"weights")], "a path outside the cache folder"),
+    ([("/tmp/epoch_20.pt", b"weights")], "a path outside the cache folder"),
+    ([(MEMBER, ("link", "../../../../../../etc/passwd"))], "symbolic link"),
+])
+def test_a_zip_without_its_member_or_escaping_the_cache_is_refused(entries, says, tiny_registry, raster, tmp_path,
+                                                                    capsys):
+    spec, _ = tiny_registry(SKY, {SKY_PATH: make_zip(entries)})
+    before = set(files_under(tmp_path))
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", SKY)
+    assert says in line and "deleted" in line
+    assert set(files_under(tmp_path)) == before, "nothing was extracted or kept, and no index was made"
+
+
+def test_a_damaged_zip_is_refused(tiny_registry, raster, tmp_path, capsys):
+    archive = bytearray(make_zip([(MEMBER, training_bytes())]))
+    archive[len(archive) // 2] ^= 0xFF  # a flipped bit inside the stored checkpoint: its CRC-32 no longer matches
+    tiny_registry(SKY, {SKY_PATH: bytes(archive)})
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", SKY)
+    assert "SkyCLIP_ViT_B32_top50pct.zip is damaged" in line and "CRC" in line
+    tiny_registry(SKY, {SKY_PATH: b"PK\x03\x04 this is no zip"})
+    assert "is damaged" in cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", SKY)
+    assert not (tmp_path / "idx").exists()
+
+
+def test_wrong_size_and_damaged_downloads_are_refused(tiny_registry, tiny_model, raster, tmp_path, capsys):
+    data = tiny_model.checkpoint.read_bytes()
+    name, path = "remoteclip-vit-b-32", "/chendelong/RemoteCLIP/resolve/main/RemoteCLIP-ViT-B-32.pt"
+    good = hashlib.sha256(data).hexdigest()
+    # the server offers another size than the publisher lists: refused before the download
+    tiny_registry(name, {path: data}, size=len(data) + 1, sha256=good)
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", name)
+    assert f"offers {len(data):,} bytes for {name}, but its publisher lists {len(data) + 1:,}" in line
+    # a hand-placed file of the wrong size is deleted
+    spec, _ = tiny_registry(name, {path: data}, size=len(data), sha256=good)
+    cached_weights_path(spec).write_bytes(data[:-10])
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", name)
+    assert f"has {len(data) - 10:,} bytes, but its publisher lists {len(data):,}" in line and "deleted" in line
+    assert not cached_weights_path(spec).exists()
+    # same size, one byte changed on the way: the checksum fails and the file is deleted
+    damaged = bytearray(data)
+    damaged[1000] ^= 0x01
+    tiny_registry(name, {path: bytes(damaged)}, size=len(data), sha256=good)
+    line = cli_error(capsys, "index", raster, "--index", tmp_path / "idx", "--model", name)
+    assert "failed the checksum" in line and "deleted" in line and not cached_weights_path(spec).exists()
+    assert not (tmp_path / "idx").exists()

@@ -245,9 +245,9 @@ def test_class_sets_shipped_and_parsed(tmp_path):
 
 
 def test_prompt_templates():
-    from engine.prompts import REMOTE_SENSING_TEMPLATES, parse_templates
+    from engine.prompts import parse_templates
 
-    assert parse_templates(None) == REMOTE_SENSING_TEMPLATES
+    assert parse_templates(None) is None and parse_templates("  ") is None  # None: the model's own
     assert parse_templates("a photo of {}; {} from space") == ("a photo of {}", "{} from space")
     with pytest.raises(EngineError, match="no '{}'"):
         parse_templates("a photo of a thing")

@@ -83,3 +83,38 @@ def test_changed_checkpoint_is_refused(tiny_model, tmp_path):
     _LOADED.clear()
     with pytest.raises(EngineError, match="changed since the index was built"):
         load_model(ref)
+
+
+def test_training_checkpoint_with_optimizer_state_loads_with_weights_only(tiny_model, tmp_path):
+    """open_clip's DDP training checkpoint ({epoch, name, state_dict with module., optimizer, scaler}) loads safely."""
+    import open_clip
+    from tinymodel import TINY_CONFIG, training_checkpoint
+
+    torch.manual_seed(3)
+    model = open_clip.CLIP(**TINY_CONFIG)
+    checkpoint = training_checkpoint(model)
+    assert checkpoint["optimizer"]["state"] and isinstance(checkpoint["optimizer"]["param_groups"][0]["betas"], tuple)
+    torch.save(checkpoint, tmp_path / "epoch_20.pt")
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    trained = encode(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(tmp_path / "epoch_20.pt")))
+    plain = encode(resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(tmp_path / "plain.pt")))
+    torch.testing.assert_close(trained, plain, rtol=0, atol=0)
+
+
+def test_custom_checkpoints_take_any_open_clip_config_and_show_its_activation(tiny_model, tmp_path):
+    """An OpenAI-initialised checkpoint of one's own needs the -quickgelu config: accepted, built and reported."""
+    import json
+
+    from engine.models import activation_of
+    from open_clip.transformer import QuickGELU
+
+    ref = resolve_model_ref(arch="ViT-B-32-quickgelu", checkpoint=str(tiny_model.checkpoint))
+    assert ref.arch == "ViT-B-32-quickgelu" and activation_of(ref.arch) == "QuickGELU"
+    assert activation_of("ViT-B-32") == "GELU" and activation_of("RN50-quickgelu") == "QuickGELU"
+    config = tmp_path / "tiny-quickgelu.json"
+    config.write_text(json.dumps({**json.loads(tiny_model.config.read_text()), "quick_gelu": True}))
+    assert activation_of(str(config)) == "QuickGELU" and activation_of(str(tiny_model.config)) == "GELU"
+    _LOADED.clear()
+    loaded = load_model(resolve_model_ref(arch=str(config), checkpoint=str(tiny_model.checkpoint)))
+    assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
+    assert not any(type(m) is torch.nn.GELU for m in loaded.model.modules())

@@ -42,6 +42,8 @@ class SearchDock(QDockWidget):
         self.setObjectName("RsClipSearchDock")
         self._restrict: tuple[str, str] | None = None
         self._class_sets: dict[str, list[str]] = {}
+        self._model_details: dict[str, tuple[str, str]] = {}
+        self._own_templates = "the model's own prompt templates"
         body = QWidget()
         outer = QVBoxLayout(body)
         self.missing_label = QLabel()
@@ -180,6 +182,12 @@ class SearchDock(QDockWidget):
         self.templates_edit = QLineEdit(settings.TEMPLATES.get())
         self.templates_edit.setPlaceholderText("default: a satellite image of {}.; an aerial photograph of {}.; …")
         form.addRow("Prompt templates", self.templates_edit)
+        self.templates_note = QLabel()  # which templates the next labelling uses
+        self.templates_note.setWordWrap(True)
+        self.templates_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.templates_edit.textChanged.connect(self._update_templates_note)
+        form.addRow("", self.templates_note)
+        self._update_templates_note()
         self.label_button = QPushButton("Label every tile")
         self.label_button.clicked.connect(self.request_label)
         form.addRow(self.label_button)
@@ -193,8 +201,12 @@ class SearchDock(QDockWidget):
         self.model_combo = QComboBox()
         self.model_combo.currentTextChanged.connect(self._model_changed)
         form.addRow("Model", self.model_combo)
+        self.model_details = QLabel()  # config, activation, licence and attribution of the chosen model
+        self.model_details.setWordWrap(True)
+        self.model_details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("", self.model_details)
         self.arch_edit = QLineEdit(settings.CUSTOM_ARCH.get())
-        self.arch_edit.setPlaceholderText("open_clip architecture (ViT-B-32) or model-config JSON")
+        self.arch_edit.setPlaceholderText("open_clip config (ViT-B-32, ViT-B-32-quickgelu) or model-config JSON")
         form.addRow("Architecture", self.arch_edit)
         ckpt = QHBoxLayout()
         self.checkpoint_edit = QLineEdit(settings.CUSTOM_CHECKPOINT.get())
@@ -262,9 +274,15 @@ class SearchDock(QDockWidget):
             self.url_edit.clear()
 
     # -- filling ---------------------------------------------------------------------
-    def set_models(self, names: list[str], current: str) -> None:
+    def set_models(self, names: list[str], current: str, details: dict[str, tuple[str, str]] | None = None) -> None:
+        """Registry model names; ``details``: name → (one line of config, activation, licence and attribution;
+        the full text for the tooltip)."""
+        self._model_details = dict(details or {})
         self.model_combo.clear()
         self.model_combo.addItems([*names, CUSTOM_MODEL])
+        for i, name in enumerate(names):
+            if name in self._model_details:
+                self.model_combo.setItemData(i, self._model_details[name][1], Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentText(current if current in names or current == CUSTOM_MODEL else names[0])
         self._model_changed(self.model_combo.currentText())
 
@@ -299,6 +317,14 @@ class SearchDock(QDockWidget):
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)
+
+    def set_model_templates(self, description: str, templates_tooltip: str) -> None:
+        """The index model's own prompt templates, used unless the user types others (Label tab, Search tooltip)."""
+        self._own_templates = description
+        self.templates_edit.setPlaceholderText(f"default: {description}")
+        self.templates_edit.setToolTip(templates_tooltip)
+        self.query_edit.setToolTip(f"Searches use {description}.")
+        self._update_templates_note()
 
     def set_missing(self, text: str | None) -> None:
         """Show what is missing and disable the tabs, or hide the note."""
@@ -427,6 +453,17 @@ class SearchDock(QDockWidget):
         custom = text == CUSTOM_MODEL
         self.arch_edit.setEnabled(custom)
         self.checkpoint_edit.setEnabled(custom)
+        short, full = self._model_details.get(text, ("", ""))
+        if custom:
+            short = full = ("Any open_clip config, e.g. ViT-B-32; use the -quickgelu config (ViT-B-32-quickgelu) "
+                            "for checkpoints trained from OpenAI's CLIP weights.")
+        self.model_details.setText(short)
+        self.model_details.setToolTip(full)
+
+    def _update_templates_note(self, *_args) -> None:
+        typed = bool(self.templates_edit.text().strip())
+        self.templates_note.setText("In use: your templates above (they replace the model's own)." if typed
+                                    else f"In use: {self._own_templates}")
 
     def _browse_index(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Index folder", self.index_dir())

@@ -19,6 +19,7 @@ from typing import Sequence
 from ..atomic import atomic_write_bytes
 from ..errors import EngineError
 from ..models.download import file_sha256
+from ..models.registry import get_spec, licence_notice
 from ..progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
 from .host import HostFacts
 
@@ -197,8 +198,12 @@ def assemble_bundle(out: Path, wheels: Sequence[Path], target: dict, variant: st
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, dest)
             files.append(BundleFile(rel, dest.stat().st_size, file_sha256(dest, cancel=cancel), kind))
-        for name, f in models:
-            model_entries.append({"name": name, "file": f"models/{name}/{Path(f).name}"})
+        for name, f in models:  # each model's licence notice travels with its weights
+            licence = f"models/{name}/LICENCE.txt"
+            atomic_write_bytes(partial / licence, licence_notice(get_spec(name)).encode("utf-8"))
+            files.append(BundleFile(licence, (partial / licence).stat().st_size, file_sha256(partial / licence),
+                                    "licence"))
+            model_entries.append({"name": name, "file": f"models/{name}/{Path(f).name}", "licence": licence})
         manifest = BundleManifest(out, dict(target), variant, list(requirements), list(constraints), files,
                                   model_entries, datetime.now(timezone.utc).isoformat(timespec="seconds"))
         atomic_write_bytes(partial / MANIFEST, manifest.to_json())
@@ -253,7 +258,6 @@ def build_bundle(out: Path, host: HostFacts, variant: str = "auto", models: Sequ
         model_files = []
         if models:
             from ..models.download import ensure_weights
-            from ..models.registry import get_spec
 
             for name in models:
                 model_files.append((name, ensure_weights(get_spec(name), cancel=cancel)))

@@ -10,7 +10,7 @@ from typing import Sequence
 from ..errors import EngineError
 from ..jobs import Runtime
 from ..progress import CancelFn, ProgressFn, no_progress, scaled
-from ..prompts import REMOTE_SENSING_TEMPLATES
+from ..prompts import model_templates
 from .datasets import LAYOUTS, load_caption_dataset, load_image_folder
 from .images import read_size_for
 from .metrics import DEFAULT_KS
@@ -90,7 +90,7 @@ def eval_zeroshot(dataset_dir: str | Path, model: dict, classes_file: str | Path
     progress = progress or no_progress
     if batch_size < 1:
         raise EngineError("The batch size must be at least 1.")
-    templates = tuple(templates or REMOTE_SENSING_TEMPLATES)
+    templates = tuple(templates or model_templates(model))  # the model's own unless given
     data = load_image_folder(dataset_dir, classes_file, limit)
     path = prepare_out(out, "zeroshot", data.root.name)
     encoder = get_encoder(model, Runtime(precision=precision), scaled(progress, 0.0, 0.05), cancel)

@@ -32,7 +32,8 @@ class LabelTiles(RsClipAlgorithm):
             "CLASS_SET: a shipped set (eurosat, ucmerced, worldcover), or 'custom list' to use CLASSES, your own "
             "classes separated by commas or new lines (at least two).\n"
             "TEMPLATE: optional prompt template(s) with {} where the class name goes, separated by ';' "
-            "(e.g. 'a satellite image of {}'); default: a set of remote-sensing templates.\n"
+            "(e.g. 'a satellite image of {}'); default: the prompt templates of the index's model "
+            "(see 'python -m engine models').\n"
             "EXTENT and AREA (advanced) restrict labelling to tiles touching them.\n\n"
             "Output fields: label, probability, margin (lead over the runner-up class), raster, tile_id; "
             "the layer is styled with one colour per class.")
