@@ -253,7 +253,9 @@ def cmd_search(args) -> int:
     from . import jobs
     from .export import gpkg_plan, hit_row, write_hits_gpkg
     from .prompts import parse_templates
+    from .search import clean_query
 
+    clean_query(args.query)  # an empty query is refused before anything else is looked at
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
     if args.out:
