@@ -55,6 +55,8 @@ class IndexInfo:
     created: float
     updated: float
     vector_kind: str
+    #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
+    scales: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,19 @@ def same_model(a: dict, b: dict) -> bool:
 
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
-                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> IndexReport:
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                  scales: Sequence[int] | None = None) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     Unchanged rasters are skipped; a raster that was partly indexed resumes where it
     stopped; unreadable rasters are listed in the report and the others go on. If no raster
     is usable, nothing is created or changed and ``EngineError`` says why.
+
+    ``scales`` (or ``tiling.scales``) adds tile sizes to the index (engine/scales.py): an existing
+    index keeps its own scales and gains the new ones, whose tiles alone are embedded.
     """
     from .index import TileIndex, is_index
+    from .scales import merged_scales, same_cut, with_scales
     from .sources import SourceUnavailable, canonical_path, check_request_cap
     from .tiling import TilingSpec, open_raster
 
@@ -164,15 +171,19 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         raise EngineError("No rasters given to index.")
     existing = is_index(index_dir)
     model = model_for_index(index_dir, model)
+    recorded_tiling = None
     if existing:
         with TileIndex.open(index_dir) as idx:
             recorded_tiling = TilingSpec.from_dict(idx.tiling)
-        if tiling is not None and tiling.to_dict() != recorded_tiling.to_dict():
+        if tiling is not None and not same_cut(tiling, recorded_tiling):
             raise EngineError(f"The index at {index_dir} was built with other tile settings "
                               f"({_tiling_text(recorded_tiling)}); use a new index folder for {_tiling_text(tiling)}.")
-        tiling = recorded_tiling
+        asked = [*(tiling.scales if tiling is not None and tiling.scales != (1,) else ()), *(scales or ())]
+        tiling = merged_scales(recorded_tiling, asked)
     else:
         tiling = tiling or TilingSpec()
+        if scales:
+            tiling = merged_scales(tiling, scales) if tiling.scales != (1,) else with_scales(tiling, scales)
         tiling.validate()
 
     report = IndexReport(str(index_dir))
@@ -192,6 +203,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     idx = TileIndex.open(index_dir) if existing else TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
     try:
         with idx.writing():
+            if recorded_tiling is not None and tiling.scales != recorded_tiling.scales:
+                idx.add_scales(tiling.to_dict())
             todo = []
             for info in usable:
                 rec = idx.raster(info.path)
@@ -248,29 +261,40 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
     Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle.
+    while this thread embeds and commits, so the model is rarely idle. An index with several
+    scales cuts the raster once per scale (engine/scales.py), smallest first.
     """
     from .pipeline import prefetch_batches
-    from .tiling import RasterTiler
+    from .scales import scale_specs
+    from .tiling import RasterTiler, plan_windows
 
     name = Path(info.path).name
-    with RasterTiler(info.path, tiling) as tiler:
-        raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows))
+    specs = scale_specs(tiling)
+    planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
+    raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
+                                       info.bands, planned)
+    idx.set_planned(raster_id, planned)
+    added, unavailable, why = 0, 0, ""
+    for n, (scale, spec) in enumerate(specs):
+        label = name if len(specs) == 1 else f"{name} at ×{scale}"
+        sub = scaled(progress, n / len(specs), (n + 1) / len(specs))
+        with RasterTiler(info.path, spec) as tiler:
 
-        def tick(fraction: float, message: str) -> None:
-            progress(fraction, f"{name}: {message}")
+            def tick(fraction: float, message: str, label: str = label, sub: ProgressFn = sub) -> None:
+                sub(fraction, f"{label}: {message}")
 
-        added = 0
-        batches = prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                   lambda arrays: encoder.preprocess(np.stack(arrays)))
-        for tiles, pixels in batches:
-            idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
-            added += len(tiles)
-            check_cancel(cancel)
-        if tiler.unavailable:
-            progress(1.0, f"{name}: {added} tiles embedded, {tiler.unavailable} could not be downloaded")
-            return added, (tiler.unavailable, tiler.unavailable_reason)
+            batches = prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
+                                       lambda arrays: encoder.preprocess(np.stack(arrays)))
+            for tiles, pixels in batches:
+                idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                added += len(tiles)
+                done |= {t.window.as_tuple() for t in tiles}  # a window two scales share is embedded once
+                check_cancel(cancel)
+            unavailable += tiler.unavailable
+            why = tiler.unavailable_reason or why
+    if unavailable:
+        progress(1.0, f"{name}: {added} tiles embedded, {unavailable} could not be downloaded")
+        return added, (unavailable, why)
     idx.finish_raster(raster_id)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added, None
@@ -278,7 +302,8 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
 def _tiling_text(spec) -> str:
     unit = "px" if spec.units == "px" else "m"
-    return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}"
+    scales = f", scales {','.join(map(str, spec.scales))}" if tuple(spec.scales) != (1,) else ""
+    return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}{scales}"
 
 
 def open_for_query(index_dir: str | Path):
@@ -295,25 +320,52 @@ def open_for_query(index_dir: str | Path):
 def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float | None = None,
            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
            templates: Sequence[str] | None = None, runtime: Runtime = Runtime(),
-           progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list:
-    """Top-k tiles of an index for a text query (see ``engine.search.Hit``)."""
-    from .search import candidate_ids, clean_query, search_text
+           progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+           scale: int | None = None, suppress: bool | None = None) -> list:
+    """Top-k tiles of an index for a text query (see ``engine.search.Hit``).
+
+    In an index with several scales, hits rank across scales and say their scale; ``scale``
+    keeps one scale; ``suppress`` (default: on when several scales are searched) drops hits that
+    a better hit covers (engine/scales.py states the rule).
+    """
+    from .search import candidate_ids, clean_query, embed_query, top_k as best
 
     clean_query(query)
+    if top_k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_text(idx, encoder, query, top_k, min_score, templates, allowed)
+        vec = embed_query(encoder, query, templates)
+        return _across_scales(idx, allowed, scale, suppress, top_k,
+                              lambda n, ok: best(idx, vec, n, min_score, ok))
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
-            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None) -> list:
-    """Tiles most like the given tiles of the same index; no model needed."""
+            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
+            scale: int | None = None, suppress: bool | None = None) -> list:
+    """Tiles most like the given tiles of the same index; no model needed (scales as in ``search``)."""
     from .search import candidate_ids, search_similar
 
+    if top_k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        return search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+        return _across_scales(idx, allowed, scale, suppress, top_k,
+                              lambda n, ok: search_similar(idx, list(tile_ids), n, min_score, ok))
+
+
+def _across_scales(idx, allowed, scale: int | None, suppress: bool | None, top_k: int, fetch) -> list:
+    """Run ``fetch(n, allowed)`` for the best ``n`` hits, within one scale or across the index's scales."""
+    from .scales import ScaleMap, hits_with_scales, ranked_across_scales, tiles_of_scale
+
+    several = ScaleMap.of(idx).several
+    if scale is not None:
+        allowed = tiles_of_scale(idx, int(scale), allowed)
+    do_suppress = several and scale is None if suppress is None else bool(suppress)
+    total = idx.tile_count() if allowed is None else len(allowed)
+    hits = ranked_across_scales(lambda n: fetch(n, allowed), top_k, do_suppress, total)
+    return hits_with_scales(idx, hits)
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
@@ -354,6 +406,7 @@ def info(index_dir: str | Path) -> IndexInfo:
     import json
 
     from .index import FAISS_META, TileIndex
+    from .scales import tile_counts
 
     with TileIndex.open(index_dir) as idx:
         try:
@@ -361,7 +414,7 @@ def info(index_dir: str | Path) -> IndexInfo:
         except (OSError, ValueError):
             kind = "flat (not built yet)"
         return IndexInfo(str(idx.folder), idx.model, model_label(idx.model), idx.tiling, idx.dim,
-                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind)
+                         idx.tile_count(), idx.rasters(), idx.created, idx.updated, kind, tile_counts(idx))
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
@@ -546,3 +599,66 @@ def concept_export(index_dir: str | Path, name: str, out: str | Path, chips: str
     with TileIndex.open(index_dir) as idx:
         concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
         return export_training(idx.conn, concept, out, chips, progress, cancel)
+
+
+# -- beyond one tile: change between dates, heat maps (engine/change.py, heatmap.py, scales.py) -------
+def change(index_dir: str | Path, before: Sequence[str], after: Sequence[str], query: str | None = None,
+           direction: str = "appeared", top_k: int = 20, scale: int | None = None, min_iou: float = 0.5,
+           out: str | Path | None = None, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
+           cancel: CancelFn | None = None):
+    """The places that changed most between two sets of an index's rasters (``engine.change.ChangeResult``).
+
+    With ``query``: where it appeared (or disappeared, or either); without: the largest change of any kind.
+    ``out`` also writes the places to a GeoPackage.
+    """
+    from .areas import check_gpkg_path
+    from .change import check_direction, find_changes, write_change_gpkg
+    from .search import clean_query, embed_query
+
+    text = clean_query(query) if query is not None and query.strip() else ""
+    if text:
+        check_direction(direction)
+    if out:
+        check_gpkg_path(out)
+    with open_for_query(index_dir) as idx:
+        vec = None
+        if text:
+            vec = embed_query(get_encoder(idx.model, runtime, progress, cancel), text)[0]
+        result = find_changes(idx, _abs(before) or [], _abs(after) or [], vec, text, direction, top_k, scale,
+                              min_iou, progress, cancel)
+    if out:
+        write_change_gpkg(out, result)
+    return result
+
+
+def heatmaps(index_dir: str | Path, query: str, tile_ids: Sequence[int], out_dir: str | Path | None = None,
+             names: Sequence[str] | None = None, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None) -> list:
+    """Where in each tile the query matches (``engine.heatmap.HeatMap``), as GeoTIFFs in ``out_dir`` when given.
+
+    Needs a model with patch tokens (a ViT); for others ``EngineError`` says heat maps are not available.
+    """
+    from .heatmap import check_supported, compute_heatmaps
+    from .search import clean_query, embed_query
+
+    text = clean_query(query)
+    if not tile_ids:
+        raise EngineError("Choose at least one tile to show a heat map of.")
+    with open_for_query(index_dir) as idx:
+        encoder = get_encoder(idx.model, runtime, progress, cancel)
+        check_supported(encoder, model_label(idx.model))
+        records = idx.tiles(tile_ids)
+        missing = [int(t) for t in tile_ids if int(t) not in records]
+        if missing:
+            raise EngineError(f"Tile {missing[0]} is not in the index at {idx.folder}.")
+        vec = embed_query(encoder, text)[0]
+        return compute_heatmaps(idx, encoder, [records[int(t)] for t in tile_ids], vec, text, out_dir, names,
+                                progress, cancel)
+
+
+def check_heatmaps(index_dir: str | Path, runtime: Runtime = Runtime()) -> None:
+    """Refuse, before any work, an index whose model has no patch tokens (heat maps need a ViT)."""
+    from .heatmap import check_supported
+
+    with open_for_query(index_dir) as idx:
+        check_supported(get_encoder(idx.model, runtime), model_label(idx.model))

@@ -18,6 +18,8 @@ class Hit:
     rank: int
     score: float
     tile: TileRecord
+    #: The tile's scale in an index with several (engine/scales.py); None in a one-scale index.
+    scale: int | None = None
 
 
 def candidate_ids(index: TileIndex, rasters: Sequence[str] | None = None,
@@ -73,6 +75,14 @@ def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None
 def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: float | None = None,
                 templates: Sequence[str] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
     """Tiles that best match a text query, embedded through the prompt templates."""
+    return top_k(index, embed_query(encoder, query, templates), k, min_score, allowed)
+
+
+def embed_query(encoder, query: str, templates: Sequence[str] | None = None) -> np.ndarray:
+    """A search text as the (1, D) unit vector search ranks by: the templates filled in, embedded and averaged.
+
+    The one place a query becomes a vector, for search, change between dates and heat maps alike.
+    """
     from .prompts import REMOTE_SENSING_TEMPLATES
 
     text = clean_query(query)
@@ -81,8 +91,7 @@ def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: f
         logging.getLogger("rsclip_search.engine").warning(
             "The search text is longer than the model reads (%d tokens); only its beginning is used.",
             encoder.loaded.context_length)
-    vec = encoder.encode_prompts([text], templates)
-    return top_k(index, vec, k, min_score, allowed)
+    return encoder.encode_prompts([text], templates)
 
 
 def search_similar(index: TileIndex, tile_ids: Sequence[int], k: int = 10, min_score: float | None = None,

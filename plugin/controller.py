@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
-from qgis.PyQt.QtCore import QObject
+from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..engine import jobs
 from ..engine.errors import EngineError
@@ -39,6 +39,9 @@ class LabelsOutcome:
 class Controller(QObject):
     """Owns the running tasks; the only place where dock requests meet the engine."""
 
+    #: The index folder or what it holds may have changed (after indexing, or another folder chosen).
+    indexChanged = pyqtSignal()
+
     def __init__(self, iface, dock) -> None:
         super().__init__(dock)
         self.iface = iface
@@ -47,6 +50,7 @@ class Controller(QObject):
         self.index_task: BaseTask | None = None
         self.hits: dict[int, object] = {}
         self.last_results: tuple[str, list] | None = None
+        self.last_query: tuple[str, str] | None = None  # (index folder, text) of the results listed
         self.last_layer = None
         self.download_dialog = None
         self.installer = None
@@ -66,6 +70,7 @@ class Controller(QObject):
         dock.urlLayerRequested.connect(self.add_url_layer)
         dock.stacRequested.connect(self.open_stac_dialog)
         dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
+        dock.heatmapRequested.connect(self.heatmap)
         project = QgsProject.instance()
         project.layersAdded.connect(self.refresh_rasters)
         project.layersRemoved.connect(self.refresh_rasters)
@@ -75,6 +80,9 @@ class Controller(QObject):
         from .concepts import ConceptsController
 
         self.concepts = ConceptsController(self)
+        from .change import ChangeController
+
+        self.change = ChangeController(self)
 
     # -- state -----------------------------------------------------------------------
     def setup_dock(self) -> None:
@@ -111,15 +119,20 @@ class Controller(QObject):
         self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
 
     def refresh_status(self) -> None:
+        from ..engine.scales import scale_label
+
+        self.indexChanged.emit()
         folder = self.dock.index_dir()
         if not folder or not is_index(folder):
             self.dock.set_status("No index in this folder yet: index some rasters on the Index tab.")
+            self.dock.set_scales([])
             return
         try:
             info = jobs.info(folder)
         except EngineError as exc:
             self.dock.set_status(str(exc))
             return
+        self.dock.set_scales([(scale_label(None, {}), None)] + [(scale_label(s, info.tiling), s) for s in info.scales])
 
         def when(ts: float) -> str:
             return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
@@ -127,8 +140,9 @@ class Controller(QObject):
         built = f"built {when(info.created)}"
         if info.updated - info.created > 60:
             built += f", updated {when(info.updated)}"
-        self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) "
-                             f"· {built}")
+        scales = f" at {len(info.scales)} scales" if len(info.scales) > 1 else ""
+        self.dock.set_status(f"Model {info.model_label} · {info.tile_count} tiles{scales} from {len(info.rasters)} "
+                             f"raster(s) · {built}")
 
     # -- dependencies and diagnostics ---------------------------------------------------
     def open_installer(self):
@@ -207,6 +221,7 @@ class Controller(QObject):
 
     def index(self, params) -> BaseTask | None:
         """Index the checked rasters; a new index takes the dock's model and tile settings."""
+        from ..engine.scales import parse_scales
         from ..engine.tiling import TilingSpec
 
         folder = self._folder(params.index_dir)
@@ -218,6 +233,7 @@ class Controller(QObject):
             return None
         existing = self._index_model(folder)
         try:
+            scales = parse_scales(params.scales)
             if existing is not None:
                 model, tiling = existing, None
             else:
@@ -234,7 +250,8 @@ class Controller(QObject):
             chosen = model or jobs.resolve_model(folder, arch=params.custom_arch, checkpoint=params.custom_checkpoint)
             with using(params.remote):
                 return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
-                                          batch_size=params.batch_size, progress=progress, cancel=cancel)
+                                          batch_size=params.batch_size, progress=progress, cancel=cancel,
+                                          scales=scales)
 
         def run() -> BaseTask:
             self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
@@ -366,13 +383,16 @@ class Controller(QObject):
 
         def job(progress, cancel):
             hits = jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
-                               progress=progress, cancel=cancel)
+                               progress=progress, cancel=cancel, scale=params.scale)
             return self._hits_outcome(folder, hits, "search")
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
         title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
+        if params.scale is not None:
+            key, title = f"{key}|×{params.scale}", f"{title} at ×{params.scale}"
         return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title))))
+            BaseTask(f"Searching {title}", job,
+                     lambda t: self._hits_done(t, folder, "search", key, title, params.query.strip()))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -383,8 +403,8 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score),
-                                      "similar")
+            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score,
+                                                           scale=params.scale), "similar")
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
         title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
@@ -399,10 +419,45 @@ class Controller(QObject):
         thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
         return HitsOutcome(hits, hit_rows(hits, kind), thumbnails)
 
-    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str) -> None:
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, query: str = "") -> None:
         if not self._done(task):
             return
+        self.last_query = (folder, query) if query else None
         self.show_hits(task.result, folder, kind, key, title)
+
+    def heatmap(self, tile_id: int) -> BaseTask | None:
+        """Where in a listed tile the last search's text matches: a heat map layer over the tile."""
+        from .heatmaps import heatmap_folder
+
+        hit = self.hits.get(tile_id)
+        if hit is None:
+            self.notify("Select a result of a text search first.", Qgis.MessageLevel.Warning)
+            return None
+        if self.last_query is None:
+            self.notify("Heat maps show where a search text matches: search by text, then select a result.",
+                        Qgis.MessageLevel.Warning)
+            return None
+        folder, query = self.last_query
+
+        def job(progress, cancel):
+            return jobs.heatmaps(folder, query, [tile_id], heatmap_folder(folder), progress=progress, cancel=cancel)[0]
+
+        return self.start(BaseTask(f"Heat map of tile {tile_id} for “{query}”", job,
+                                   lambda task: self._heatmap_done(task, folder, query)))
+
+    def _heatmap_done(self, task: BaseTask, folder: str, query: str):
+        from .heatmaps import KIND_HEATMAP, heatmap_layer
+
+        if not self._done(task):
+            return None
+        heat = task.result
+        row, col = heat.hottest
+        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
+                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)
+        self.zoom_to_tile(heat.tile.id)
+        self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in cell {row + 1},{col + 1} of "
+                    f"{heat.values.shape[0]}×{heat.values.shape[1]}.", Qgis.MessageLevel.Success)
+        return layer
 
     def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
         """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
@@ -486,6 +541,7 @@ class Controller(QObject):
     def shutdown(self) -> None:
         """Cancel what is still running (the plugin is being unloaded)."""
         self.concepts.shutdown()
+        self.change.shutdown()
         for task in list(self.tasks):
             task.on_done = None
             try:
