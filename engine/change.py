@@ -14,7 +14,9 @@ Ranking. With a text query, each paired tile is scored like a search (cosine wit
 embedding); the change is ``score after − score before``: largest first for where the concept
 *appeared*, smallest first for where it *disappeared*, largest in absolute value for *either*. Without
 text, the change is the cosine distance ``1 − cos`` between the two tiles' embeddings: the places that
-changed most, whatever changed.
+changed most, whatever changed. In an index with several scales, places rank across scales and a
+place that a better one covers by half or more is left out (the rule of ``engine.scales``, applied to
+the before tiles), unless one scale is asked for.
 
 Results carry both scores, their difference, the distance, the IoU and both tiles; their footprint is
 the ground both tiles show (the intersection of the two footprints, in the pairing CRS).
@@ -244,11 +246,13 @@ def best_pairs(change: np.ndarray, k: int) -> np.ndarray:
 def find_changes(idx, before: Sequence[str], after: Sequence[str], query_vec: np.ndarray | None = None,
                  query: str = "", direction: str = APPEARED, top_k: int = 20, scale: int | None = None,
                  min_iou: float = MIN_IOU, progress: ProgressFn | None = None,
-                 cancel: CancelFn | None = None) -> ChangeResult:
-    """The ``top_k`` places that changed most between two sets of an index's rasters (see the module docstring)."""
-    import shapely
+                 cancel: CancelFn | None = None, suppress: bool | None = None) -> ChangeResult:
+    """The ``top_k`` places that changed most between two sets of an index's rasters (see the module docstring).
 
-    from .scales import ScaleMap
+    In an index with several scales, places rank across scales and a place that a better one covers is
+    left out, by the rule of ``engine.scales`` applied to the before tiles (``suppress`` False keeps them).
+    """
+    from .scales import ScaleMap, ranked_across_scales
     from .scoring import index_matrix
 
     progress = progress or no_progress
@@ -292,8 +296,23 @@ def find_changes(idx, before: Sequence[str], after: Sequence[str], query_vec: np
     progress(0.7, f"Scoring {len(pairs)} pairs of tiles")
     t0 = time.perf_counter()
     scores = score_pairs(matrix, pairs, query_vec, direction)
-    top = best_pairs(scores.change, top_k)
     timings["score_s"] = time.perf_counter() - t0
+
+    def best_rows(n: int) -> list[ChangeRow]:
+        return _rows(idx, matrix, pairs, scores, smap, best_pairs(scores.change, n))
+
+    do_suppress = smap.several and scale is None if suppress is None else bool(suppress)
+    rows = ranked_across_scales(best_rows, top_k, do_suppress, len(pairs), tile_of=lambda row: row.before)
+    progress(1.0, f"{len(rows)} places ranked")
+    return ChangeResult(str(idx.folder), query, direction if query_vec is not None else CHANGED,
+                        [_path_of(idx, r) for r in before_ids], [_path_of(idx, r) for r in after_ids], rows,
+                        len(rows_b), len(rows_a), len(pairs), pairs.crs_wkt, timings)
+
+
+def _rows(idx, matrix, pairs: TilePairs, scores: ChangeScores, smap, top: np.ndarray) -> list[ChangeRow]:
+    """Result rows of the pairs at positions ``top``, ranked in that order."""
+    import shapely
+
     records = idx.tiles(np.concatenate([matrix.ids[pairs.before[top]], matrix.ids[pairs.after[top]]]).tolist())
     shapes = shapely.intersection(pairs.before_geoms[top], pairs.after_geoms[top])
     pair_scale = smap.scales_of(matrix.raster_ids[pairs.before[top]], matrix.windows[pairs.before[top]])
@@ -307,10 +326,7 @@ def find_changes(idx, before: Sequence[str], after: Sequence[str], query_vec: np
             score_after=None if scores.score_after is None else float(scores.score_after[p]),
             scale=int(pair_scale[n]) if smap.several else None, crs_wkt=pairs.crs_wkt,
             footprint_wkt=shapely.to_wkt(shapes[n], rounding_precision=-1, output_dimension=2)))
-    progress(1.0, f"{len(rows)} places ranked")
-    return ChangeResult(str(idx.folder), query, direction if query_vec is not None else CHANGED,
-                        [_path_of(idx, r) for r in before_ids], [_path_of(idx, r) for r in after_ids], rows,
-                        len(rows_b), len(rows_a), len(pairs), pairs.crs_wkt, timings)
+    return rows
 
 
 def _raster_ids(idx, paths: Sequence[str], which: str) -> list[int]:

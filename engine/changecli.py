@@ -20,6 +20,8 @@ def add_change_parser(sub) -> None:
                            help="where the text's score changed most, up or down")
     p.add_argument("--top-k", type=int, default=20, metavar="K")
     p.add_argument("--scale", type=int, metavar="S", help="only tiles of this scale (an index with --scales)")
+    p.add_argument("--keep-overlaps", action="store_true", help="keep places that a better place covers (left out "
+                   "by default when several scales are compared)")
     p.add_argument("--min-iou", type=float, default=0.5, metavar="F",
                    help="how much two tiles must overlap to be paired (intersection over union, default 0.5)")
     p.add_argument("--out", metavar="FILE.gpkg", help="write the places to a GeoPackage (both scores, difference)")
@@ -31,7 +33,8 @@ def run_change(args, progress) -> int:
     from .change import change_values
 
     result = jobs.change(args.index, args.before, args.after, args.query, args.direction or "appeared", args.top_k,
-                         args.scale, args.min_iou, args.out, progress=progress)
+                         args.scale, args.min_iou, args.out, progress=progress,
+                         suppress=False if args.keep_overlaps else None)
     if args.json:
         rows = [{**change_values(r, result), "footprint_wkt": r.footprint_wkt} for r in result.rows]
         print(json.dumps({"query": result.query, "direction": result.direction, "pairs": result.pairs,

@@ -605,7 +605,7 @@ def concept_export(index_dir: str | Path, name: str, out: str | Path, chips: str
 def change(index_dir: str | Path, before: Sequence[str], after: Sequence[str], query: str | None = None,
            direction: str = "appeared", top_k: int = 20, scale: int | None = None, min_iou: float = 0.5,
            out: str | Path | None = None, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
-           cancel: CancelFn | None = None):
+           cancel: CancelFn | None = None, suppress: bool | None = None):
     """The places that changed most between two sets of an index's rasters (``engine.change.ChangeResult``).
 
     With ``query``: where it appeared (or disappeared, or either); without: the largest change of any kind.
@@ -625,7 +625,7 @@ def change(index_dir: str | Path, before: Sequence[str], after: Sequence[str], q
         if text:
             vec = embed_query(get_encoder(idx.model, runtime, progress, cancel), text)[0]
         result = find_changes(idx, _abs(before) or [], _abs(after) or [], vec, text, direction, top_k, scale,
-                              min_iou, progress, cancel)
+                              min_iou, progress, cancel, suppress)
     if out:
         write_change_gpkg(out, result)
     return result

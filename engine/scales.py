@@ -188,13 +188,17 @@ def tile_counts(idx: "TileIndex") -> dict[int, int]:
 
 
 # -- suppression --------------------------------------------------------------------------------
-def suppress(hits: Sequence, cover: float = SUPPRESS_COVER) -> list:
-    """The hits (best first) that survive suppression (see the module docstring); ranks are renumbered."""
+def suppress(hits: Sequence, cover: float = SUPPRESS_COVER, tile_of: Callable = lambda hit: hit.tile) -> list:
+    """The hits (best first) that survive suppression (see the module docstring); ranks are renumbered.
+
+    ``tile_of`` gives the ``TileRecord`` whose window counts (a change between dates: the before tile).
+    """
     kept: list = []
     boxes: dict[int, list[tuple[float, float, float, float]]] = {}
     for hit in hits:
-        col, row, w, h = (float(v) for v in hit.tile.window)
-        mine = boxes.setdefault(int(hit.tile.raster_id), [])
+        tile = tile_of(hit)
+        col, row, w, h = (float(v) for v in tile.window)
+        mine = boxes.setdefault(int(tile.raster_id), [])
         if mine:
             k = np.asarray(mine)
             iw = np.clip(np.minimum(k[:, 0] + k[:, 2], col + w) - np.maximum(k[:, 0], col), 0, None)
@@ -215,7 +219,8 @@ def hits_with_scales(idx: "TileIndex", hits: Sequence) -> list:
     return [replace(h, scale=smap.scale_of(h.tile.raster_id, *h.tile.window[2:])) for h in hits]
 
 
-def ranked_across_scales(fetch: Callable[[int], list], k: int, do_suppress: bool, total: int) -> list:
+def ranked_across_scales(fetch: Callable[[int], list], k: int, do_suppress: bool, total: int,
+                         tile_of: Callable = lambda hit: hit.tile) -> list:
     """The best ``k`` hits after suppression: ``fetch(n)`` returns the best ``n`` before it, and more are
     fetched until ``k`` survive or the candidates run out."""
     if not do_suppress:
@@ -223,7 +228,7 @@ def ranked_across_scales(fetch: Callable[[int], list], k: int, do_suppress: bool
     n = max(4 * k, 32)
     while True:
         got = fetch(n)
-        kept = suppress(got)
+        kept = suppress(got, tile_of=tile_of)
         if len(kept) >= k or len(got) < n or n >= total:
             return kept[:k]
         n = min(total, n * 4)

@@ -212,9 +212,12 @@ def test_change_pairs_tiles_of_the_same_scale(tmp_path, model):
 
     older = NAIP.with_name("naip_m_4709963_se_14_20090818.tif")
     jobs.index_rasters(tmp_path / "index", [older, NAIP], model=model, tiling=TilingSpec(size=224, scales=(1, 2)))
+    every = jobs.change(tmp_path / "index", [older], [NAIP], top_k=40, suppress=False)
+    assert every.pairs == 20 + 6 and len(every.rows) == 26 and {r.scale for r in every.rows} == {1, 2}
+    assert all(r.before.window[2:] == r.after.window[2:] for r in every.rows)
     result = jobs.change(tmp_path / "index", [older], [NAIP], top_k=40)
-    assert result.pairs == 20 + 6 and {r.scale for r in result.rows} == {1, 2}
-    assert all(r.before.window[2:] == r.after.window[2:] for r in result.rows)
+    assert 0 < len(result.rows) < 26, "places a better place covers are left out"
+    assert result.rows[0].before.id == every.rows[0].before.id
     only = jobs.change(tmp_path / "index", [older], [NAIP], top_k=40, scale=2)
     assert only.pairs == 6 and {r.scale for r in only.rows} == {2}
 
