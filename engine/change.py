@@ -154,14 +154,18 @@ def pair_tiles(matrix, before_rows: np.ndarray, after_rows: np.ndarray, min_iou:
     if before_groups is not None and after_groups is not None:
         same = np.asarray(before_groups)[i] == np.asarray(after_groups)[j]
         i, j = i[same], j[same]
-    if _all_boxes(matrix, np.concatenate([before_rows, after_rows]), crs_wkt):
-        bb, ba = shapely.bounds(pb), shapely.bounds(pa)
-        iw = np.minimum(bb[i, 2], ba[j, 2]) - np.maximum(bb[i, 0], ba[j, 0])
-        ih = np.minimum(bb[i, 3], ba[j, 3]) - np.maximum(bb[i, 1], ba[j, 1])
-        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    else:
+    bb, ba = shapely.bounds(pb), shapely.bounds(pa)
+    area_b, area_a = shapely.area(pb)[i], shapely.area(pa)[j]
+    iw = np.minimum(bb[i, 2], ba[j, 2]) - np.maximum(bb[i, 0], ba[j, 0])
+    ih = np.minimum(bb[i, 3], ba[j, 3]) - np.maximum(bb[i, 1], ba[j, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)  # exact for boxes, an upper bound for other polygons
+    if not _all_boxes(matrix, np.concatenate([before_rows, after_rows]), crs_wkt):
+        # IoU grows with the intersection, so the boxes' bound already rules out most neighbours
+        bound = np.divide(inter, area_b + area_a - inter, out=np.zeros_like(inter), where=area_b + area_a > inter)
+        near = bound >= min_iou - 1e-9
+        i, j, area_b, area_a = i[near], j[near], area_b[near], area_a[near]
         inter = shapely.area(shapely.intersection(pb[i], pa[j]))
-    union = shapely.area(pb)[i] + shapely.area(pa)[j] - inter
+    union = area_b + area_a - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     ok = iou >= min_iou - 1e-9
     i, j, iou = i[ok], j[ok], iou[ok]

@@ -446,6 +446,8 @@ class Controller(QObject):
                                    lambda task: self._heatmap_done(task, folder, query)))
 
     def _heatmap_done(self, task: BaseTask, folder: str, query: str):
+        from qgis.PyQt import sip
+
         from .heatmaps import KIND_HEATMAP, heatmap_layer
 
         if not self._done(task):
@@ -454,9 +456,15 @@ class Controller(QObject):
         row, col = heat.hottest
         layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
                                  KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)
+        hidden = ""
+        if self.last_layer is not None and not sip.isdeleted(self.last_layer):
+            node = QgsProject.instance().layerTreeRoot().findLayer(self.last_layer.id())
+            if node is not None and node.isVisible():  # its fill would hide the imagery under the heat map
+                node.setItemVisibilityChecked(False)
+                hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
         self.zoom_to_tile(heat.tile.id)
-        self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in cell {row + 1},{col + 1} of "
-                    f"{heat.values.shape[0]}×{heat.values.shape[1]}.", Qgis.MessageLevel.Success)
+        self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in row {row + 1}, column {col + 1} of "
+                    f"its {heat.values.shape[0]}×{heat.values.shape[1]} cells.{hidden}", Qgis.MessageLevel.Success)
         return layer
 
     def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):

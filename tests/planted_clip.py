@@ -13,7 +13,7 @@ checkpoint path (custom architecture JSON + checkpoint) like any user's model:
   differ little, saturated ones (pure blue) point far from it. The image embedding (``pool_type:
   avg``) is the normalised mean of its patches' directions.
 * text: every token embeds to the same vector and nothing mixes tokens, so every text embeds to one
-  fixed direction: that of pure blue (0, 0, 255) pixels. Any query "is" blue.
+  fixed direction: that of pure blue (0, 0, 255) pixels (``text_rgb``). Any query "is" blue.
 
 So painting pixels pure blue plants a match: a painted tile scores near 1 against any query, a painted
 patch is the hottest cell of its tile, and painting one date of two plants a change.
@@ -63,16 +63,20 @@ def _zero_blocks(transformer) -> None:
         block.mlp.c_proj.bias.zero_()
 
 
-def make_planted_clip(folder: Path) -> PlantedModel:
+def make_planted_clip(folder: Path, text_rgb=BLUE, image_size: int = 32) -> PlantedModel:
+    """The planted model; ``text_rgb`` is the colour every text means, ``image_size`` (a multiple of 8) sets the
+    patch grid (32: 4 × 4)."""
     import open_clip
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "planted-clip.json"
-    config.write_text(json.dumps(CONFIG))
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["vision_cfg"]["image_size"] = image_size
+    config.write_text(json.dumps(cfg))
     torch.manual_seed(0)
-    model = open_clip.CLIP(**CONFIG)
+    model = open_clip.CLIP(**cfg)
     with torch.no_grad():
         v = model.visual
         v.conv1.weight.zero_()
@@ -92,7 +96,7 @@ def make_planted_clip(folder: Path) -> PlantedModel:
         for c in range(4):
             v.proj[2 * c, c] = 0.5
             v.proj[2 * c + 1, c] = -0.5
-        blue = colour_direction(BLUE)
+        blue = colour_direction(text_rgb)
         token = torch.zeros(WIDTH)
         for c in range(4):
             token[2 * c], token[2 * c + 1] = float(blue[c]), -float(blue[c])

@@ -56,7 +56,7 @@ def test_the_change_tab(plugin, two_dates, qtbot, qgis_iface, qgis_new_project, 
     dock.tabs.setCurrentWidget(panel)
     assert dock.tabs.tabText(dock.tabs.currentIndex()) == "Change"
     names = [panel.before_list.item(i).text() for i in range(panel.before_list.count())]
-    assert names == ["naip_20090818.tif", "naip_20160816.tif"], "the index's rasters, oldest first"
+    assert names == ["2009-08-18 · naip_20090818.tif", "2016-08-16 · naip_20160816.tif"], "oldest first, dated"
     assert panel.before() == [before] and panel.after() == [after], "the earliest date before, the latest after"
     assert not panel.direction_combo.isEnabled(), "a direction only means something with a text"
     assert not panel.scale_combo.isHidden() and panel.scale_combo.count() == 3
@@ -140,12 +140,18 @@ def test_heat_map_from_the_results_list_and_one_scale(plugin, two_dates, qtbot, 
     assert not messages(qgis_iface, Qgis.Critical), messages(qgis_iface, Qgis.Critical)
     heat = group_layers()[0]
     assert isinstance(heat, QgsRasterLayer) and heat.name() == f"RS-CLIP heat map: “blue roofs” in tile {first.tile.id}"
-    assert heat.opacity() == pytest.approx(0.6) and isinstance(heat.renderer(), QgsSingleBandPseudoColorRenderer)
+    assert heat.opacity() < 1 and isinstance(heat.renderer(), QgsSingleBandPseudoColorRenderer)
+    ramp = heat.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert ramp[0].color.alpha() == 0 and ramp[-1].color.alpha() > 200, "cool cells clear, hot cells opaque"
     box = first.tile.bounds
     assert heat.extent().toRectF().getCoords() == pytest.approx((box[0], box[1], box[2], box[3]))
     assert heat.crs().authid() == "EPSG:26914" and heat.width() == 4
     assert heat.source().startswith(str(index / "heatmaps"))
-    assert isinstance(group_layers()[1], QgsVectorLayer), "the heat map lies over the result tiles"
+    hits_layer = group_layers()[1]
+    assert isinstance(hits_layer, QgsVectorLayer), "the heat map lies over the result tiles"
+    node = QgsProject.instance().layerTreeRoot().findLayer(hits_layer.id())
+    assert not node.isVisible(), "the result tiles' fill is hidden so the imagery shows under the heat map"
+    assert any("is hidden so the imagery shows" in m for m in messages(qgis_iface, Qgis.Success))
 
     dock.scale_combo.setCurrentIndex(2)
     dock.search_button.click()

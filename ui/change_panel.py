@@ -41,6 +41,12 @@ def date_key(path: str) -> str:
     return "".join(g or "" for g in match.groups()) if match else ""
 
 
+def date_label(path: str) -> str:
+    """The date of a file name as 2016-08-16 (or 2016-08, 2016), "" when there is none."""
+    match = _DATE.search(Path(path).name)
+    return "-".join(g for g in match.groups() if g) if match else ""
+
+
 class ChangePanel(QWidget):
     changeRequested = pyqtSignal(object)
     placeChosen = pyqtSignal(int)
@@ -60,6 +66,8 @@ class ChangePanel(QWidget):
         self.after_list = QListWidget()
         for n, lst in enumerate((self.before_list, self.after_list)):
             lst.setMaximumHeight(110)
+            lst.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+            lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             lst.setToolTip("Indexed rasters; check the ones of this date (a mosaic can be several)")
             lst.itemChanged.connect(self._checked)
             grid.addWidget(lst, 1, n)
@@ -104,7 +112,7 @@ class ChangePanel(QWidget):
         self.results_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results_list.currentItemChanged.connect(self._current_changed)
-        outer.addWidget(self.results_list)
+        outer.addWidget(self.results_list, 1)  # the list takes the tab's spare height
         self.save_button = QPushButton("Save as GeoPackage…")
         self.save_button.setToolTip("Write the places (both scores, the difference and both tiles) to a GeoPackage")
         self.save_button.clicked.connect(lambda: self.request_save())
@@ -122,7 +130,8 @@ class ChangePanel(QWidget):
             lst.blockSignals(True)
             lst.clear()
             for i, (name, path) in enumerate(ordered):
-                item = QListWidgetItem(name)
+                date = date_label(path)
+                item = QListWidgetItem(f"{date} · {name}" if date else name)
                 item.setToolTip(path)
                 item.setData(PATH_ROLE, path)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -133,6 +142,7 @@ class ChangePanel(QWidget):
                 item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
                 lst.addItem(item)
             lst.blockSignals(False)
+            lst.setMaximumHeight(min(110, 8 + max(2, len(ordered)) * lst.sizeHintForRow(0)))
         self.hint_label.setVisible(len(rasters) < 2)
 
     def set_scales(self, scales: list[tuple[str, int | None]]) -> None:
