@@ -137,6 +137,9 @@ def markdown(result: dict) -> list[str]:
     for r in result["pairs"]:
         lines.append(f"| {r['case']} | {r['pairs']:,} | {r['pair_s']:.2f} | {r['distance_s']:.2f} | "
                      f"{r['text_s']:.2f} | {r['iou']:.2f} |")
+    lines += ["", "A Web Mercator grid drifts from the UTM one across the 90 × 56 km extent (Mercator's scale changes "
+              "with latitude, UTM's north turns away from the meridians), so only where the two grids line up do "
+              "tiles overlap by half and pair; the time is that of reprojecting and intersecting every candidate."]
     h = result["heatmap"]
     lines += ["", f"**Heat map** of one 224 px tile with ViT-B-32 (**random weights**, the compute of RemoteCLIP "
               f"ViT-B-32), {h['precision']}: **{h['seconds'] * 1000:.0f} ms** (read the tile, patch tokens, heat, "
