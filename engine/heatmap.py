@@ -68,9 +68,10 @@ def check_supported(encoder, label: str = "this model") -> None:
     """Refuse, in one sentence, a model without patch tokens."""
     visual = encoder.model.visual
     if getattr(visual, "transformer", None) is None or getattr(visual, "conv1", None) is None:
-        kind = "a ResNet" if hasattr(visual, "layer1") else "not a vision transformer"
-        raise EngineError(f"Heat maps are not available for {label}: it is {kind} and has no patch tokens; "
-                          "they need a ViT model (e.g. remoteclip-vit-b-32).")
+        kind = ("it is a ResNet and has no patch tokens" if hasattr(visual, "layer1")
+                else "its image tower gives no patch tokens this plugin can read")
+        raise EngineError(f"Heat maps are not available for {label}: {kind}; they need an open_clip ViT model "
+                          "(e.g. remoteclip-vit-b-32).")
     if getattr(visual, "attn_pool", None) is not None:
         raise EngineError(f"Heat maps are not available for {label}: its attention pooling mixes the patch tokens "
                           "before the projection.")

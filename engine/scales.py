@@ -181,10 +181,13 @@ def tile_counts(idx: "TileIndex") -> dict[int, int]:
     smap = ScaleMap.of(idx)
     if not smap.several:
         return {smap.scales[0]: idx.tile_count()}
-    rows = np.array(idx.conn.execute("SELECT raster_id, col_off, row_off, width, height FROM tiles").fetchall(),
-                    dtype=np.int64).reshape(-1, 5)
-    found = smap.scales_of(rows[:, 0], rows[:, 1:5])
-    return {s: int((found == s).sum()) for s in smap.scales}
+    counts = {s: 0 for s in smap.scales}
+    for raster_id, width, height, n in idx.conn.execute(
+            "SELECT raster_id, width, height, COUNT(*) FROM tiles GROUP BY raster_id, width, height"):
+        scale = smap.scale_of(raster_id, width, height)
+        if scale is not None:
+            counts[scale] += int(n)
+    return counts
 
 
 # -- suppression --------------------------------------------------------------------------------

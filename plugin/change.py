@@ -75,8 +75,7 @@ class ChangeController(QObject):
         self.panel.changeRequested.connect(self.find)
         self.panel.placeChosen.connect(self.zoom_to_place)
         self.panel.saveRequested.connect(self.save)
-        controller.dock.indexFolderChanged.connect(self.refresh)
-        controller.indexChanged.connect(self.refresh)
+        controller.indexChanged.connect(self.refresh)  # also emitted when another index folder is chosen
         project = QgsProject.instance()
         project.readProject.connect(self.refresh)
         project.cleared.connect(self.refresh)
@@ -84,7 +83,7 @@ class ChangeController(QObject):
 
     def shutdown(self) -> None:
         project = QgsProject.instance()
-        for signal in (project.readProject, project.cleared, self.c.dock.indexFolderChanged, self.c.indexChanged):
+        for signal in (project.readProject, project.cleared, self.c.indexChanged):
             try:
                 signal.disconnect(self.refresh)
             except TypeError:

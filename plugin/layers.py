@@ -87,8 +87,8 @@ def style_by_score(layer: QgsVectorLayer, classes: int = 5, style: Path = SEARCH
     class breaks are data-dependent (scores of different models and queries differ), so
     they are recomputed here with the style's own method and colour ramp.
     """
-    message, ok = layer.loadNamedStyle(str(style), QgsMapLayer.Symbology | QgsMapLayer.Labeling
-                                       | QgsMapLayer.Rendering)
+    message, ok = layer.loadNamedStyle(str(style), QgsMapLayer.StyleCategory.Symbology
+                                       | QgsMapLayer.StyleCategory.Labeling | QgsMapLayer.StyleCategory.Rendering)
     renderer = layer.renderer()
     if not ok or not isinstance(renderer, QgsGraduatedSymbolRenderer):
         raise RuntimeError(f"Cannot apply the plugin's style {style}: {message}")

@@ -169,7 +169,7 @@ def test_models_without_patch_tokens_say_so(tmp_path):
     jobs.index_rasters(tmp_path / "index", [NAIP], model=model, tiling=TilingSpec(size=224))
     tile = jobs.tiles(tmp_path / "index")[0]
     with pytest.raises(EngineError, match="Heat maps are not available for tiny-rn.json .*: it is a ResNet and has no "
-                                          "patch tokens; they need a ViT model"):
+                                          "patch tokens; they need an open_clip ViT model"):
         jobs.heatmaps(tmp_path / "index", "runway", [tile.id])
     run = subprocess.run([sys.executable, "-m", "engine", "search", "runway", "--index", str(tmp_path / "index"),
                           "--heatmap", str(tmp_path / "maps")], cwd=ROOT, capture_output=True, text=True)
