@@ -681,6 +681,19 @@ class TileIndex:
             if status != "staging":
                 self._bump()
 
+    def set_planned(self, raster_id: int, planned: int) -> None:
+        """Record how many tiles a raster plans (it grows when scales are added to the index)."""
+        with self._transaction():
+            self.conn.execute("UPDATE rasters SET planned=? WHERE id=? AND planned<>?", (planned, raster_id, planned))
+
+    def add_scales(self, tiling: dict) -> None:
+        """Record tiling settings with more scales (engine/scales.py): every raster is reopened, so indexing it
+        again embeds the new scales' windows and skips those already stored."""
+        with self._transaction():
+            self.conn.execute("UPDATE meta SET value=? WHERE key='tiling'", (json.dumps(tiling, sort_keys=True),))
+            self.conn.execute("UPDATE rasters SET status='partial' WHERE status='complete'")  # staging rows stay
+        self._load_meta()
+
     def finish_raster(self, raster_id: int) -> None:
         """Mark a raster complete; a staging row replaces its old tiles here, in one transaction."""
         with self._transaction():

@@ -52,6 +52,9 @@ class TilingSpec:
     bands: tuple[int, ...] | None = None
     max_nodata: float = 0.5
     read_size: int = 224
+    #: Tile sizes as multiples of ``size`` held by one index, e.g. (1, 2, 4): 224, 448 and 896 px windows, each
+    #: read at ``read_size`` (see engine/scales.py). Recorded only when it is not just (1,).
+    scales: tuple[int, ...] = (1,)
 
     def validate(self) -> "TilingSpec":
         """Return self, or raise ``EngineError`` saying which setting is wrong."""
@@ -74,13 +77,19 @@ class TilingSpec:
                 or not 8 <= self.read_size <= MAX_READ_SIZE:
             raise EngineError(f"The tile read size must be a whole number of pixels from 8 to {MAX_READ_SIZE}, "
                               f"not {self.read_size!r}.")
+        from .scales import check_scales
+
+        check_scales(self.scales)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, as recorded in an index."""
-        return {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
-                "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
-                "read_size": int(self.read_size)}
+        out = {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
+               "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
+               "read_size": int(self.read_size)}
+        if tuple(self.scales) != (1,):
+            out["scales"] = [int(s) for s in self.scales]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TilingSpec":
@@ -92,7 +101,8 @@ class TilingSpec:
                        overlap=float(data.get("overlap", default.overlap)),
                        bands=tuple(int(b) for b in bands) if bands else None,
                        max_nodata=float(data.get("max_nodata", default.max_nodata)),
-                       read_size=int(data.get("read_size", default.read_size)))
+                       read_size=int(data.get("read_size", default.read_size)),
+                       scales=tuple(int(s) for s in data.get("scales") or (1,)))
         except (TypeError, ValueError, AttributeError) as exc:
             raise EngineError(f"The recorded tile settings {data!r} are not valid ({exc}).") from None
 
