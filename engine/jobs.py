@@ -640,6 +640,7 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .index import TileIndex
     from .models import activation_of, config_notice
     from .prompts import model_templates
+    from .scales import tile_counts
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
         meta = idx.cache_meta()
