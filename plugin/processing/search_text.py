@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterFeatureSink, QgsProc
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from ...engine import jobs
-from ...engine.export import HIT_FIELDS, hit_row
+from ...engine.results import hit_table
 from ...engine.search import clean_query
 from ..layers import style_by_score
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs
@@ -32,7 +32,8 @@ class SearchText(RsClipAlgorithm):
             "TOP_K: how many tiles to return; MIN_SCORE: drop tiles scoring below it (cosine similarity, -1 to 1). "
             "EXTENT and AREA (polygons; 'Selected features only' works) restrict the search to tiles touching "
             "them; with both, to where they overlap.\n\n"
-            "Output fields: rank (1 = best), score, raster, tile_id; in the CRS most result tiles share.")
+            "Output fields: rank (1 = best), score, raster, tile_id, query and model; in the CRS most result tiles "
+            "share.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
@@ -61,6 +62,7 @@ class SearchText(RsClipAlgorithm):
         hits = self.engine(jobs.search, args["folder"], args["query"], args["top_k"], args["min_score"],
                            within_wgs84_wkt=area_wgs84_wkt(self, parameters, context), **self.callbacks(feedback))
         feedback.pushInfo(f"{len(hits)} tile(s) match '{args['query']}'.")
-        dest = self.write_tiles(parameters, context, [h.tile for h in hits], HIT_FIELDS, [hit_row(h) for h in hits])
+        model = jobs.model_label(jobs.model_of(args["folder"]))
+        dest = self.write_tiles(parameters, context, hit_table(hits, args["query"], model))
         style_on_load(context, dest, style_by_score)
         return {"OUTPUT": dest}
