@@ -15,7 +15,8 @@ from ..engine.export import layer_name_for
 from ..engine.index import is_index
 from . import settings
 from .deps import install_hint, missing_packages
-from .layers import TileRows, add_result_layer, build_layer, hit_rows, label_rows, tile_extent_in, tile_geometry
+from .layers import (TileRows, add_result_layer, build_layer, hit_rows, label_rows, labels_layer_name,
+                     search_layer_name, similar_layer_name, tile_extent_in, tile_geometry)
 from .log import get_logger
 from .tasks import BaseTask
 
@@ -29,6 +30,8 @@ class HitsOutcome:
     hits: list
     rows: TileRows
     thumbnails: dict
+    #: The raster files of the example tiles (similar tiles), for the layer's name.
+    sources: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,11 @@ class LabelsOutcome:
 
 
 class Controller(QObject):
-    """Owns the running tasks; the only place where dock requests meet the engine."""
+    """Owns the running tasks and the plugin's settings; the only place where dock requests meet the engine.
+
+    The dock is filled from the settings here and each request's choices are remembered here
+    (plugin/settings.py), before the request runs or is refused.
+    """
 
     def __init__(self, iface, dock) -> None:
         super().__init__(dock)
@@ -74,6 +81,7 @@ class Controller(QObject):
         project.layersRemoved.connect(self.refresh_rasters)
         project.readProject.connect(self.project_changed)
         project.cleared.connect(self.project_changed)
+        dock.set_choices(settings.dock_choices())
         self.setup_dock()
         from .concepts import ConceptsController
 
@@ -115,6 +123,16 @@ class Controller(QObject):
 
     def refresh_rasters(self, *_args) -> None:
         self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
+
+    def raster_title(self, path: str) -> str:
+        """What to call an indexed raster: its layer's name in the project, else its file name without suffix."""
+        from ..engine.sources import display_name
+
+        for layer in self.raster_layers():
+            if layer.source() == path:
+                return layer.name()
+        name = display_name(path)
+        return Path(name).stem or name
 
     def refresh_status(self) -> None:
         from ..engine.models import config_notice
@@ -227,8 +245,13 @@ class Controller(QObject):
 
     def index(self, params) -> BaseTask | None:
         """Index the checked rasters; a new index takes the dock's model and tile settings."""
-        from ..engine.tiling import TilingSpec
+        from dataclasses import replace
 
+        from ..engine.tiling import TilingSpec
+        from ..ui.dock import CUSTOM_MODEL
+
+        settings.remember_index(params, CUSTOM_MODEL)
+        params = replace(params, batch_size=settings.BATCH_SIZE.get())
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -279,8 +302,8 @@ class Controller(QObject):
         folder = self.dock.index_dir()
         if folder and is_index(folder):
             return TilingSpec.from_dict(jobs.info(folder).tiling)
-        return TilingSpec(size=self.dock.tile_size_spin.value(), units=self.dock.units_combo.currentData(),
-                          overlap=self.dock.overlap_spin.value()).validate()
+        asked = self.dock.index_params([])
+        return TilingSpec(size=asked.tile_size, units=asked.tile_units, overlap=asked.overlap).validate()
 
     def index_sources(self, paths: list[str], remote) -> BaseTask | None:
         """Index remote sources (web map strings, URLs) with the Index tab's settings and ``remote`` options."""
@@ -377,6 +400,7 @@ class Controller(QObject):
             task.cancel()
 
     def search(self, params) -> BaseTask | None:
+        settings.remember_search(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -390,9 +414,13 @@ class Controller(QObject):
             return self._hits_outcome(folder, hits, "search")
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
-        title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title))))
+        query = " ".join(params.query.split())
+        within = self.raster_title(params.rasters[0]) if params.rasters else None
+        title = f"“{query}”" + (f" in {within}" if within else "")
+        model = self._index_model(folder)
+        name = search_layer_name(query, jobs.model_label(model) if model else "", within)
+        return self.with_weights(model, lambda: self.start(
+            BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title, name))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -403,13 +431,15 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score),
-                                      "similar")
+            from dataclasses import replace
+
+            hits = jobs.similar(folder, params.tile_ids, params.top_k, params.min_score)
+            return replace(self._hits_outcome(folder, hits, "similar"), sources=_tile_rasters(folder, params.tile_ids))
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
-        title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
-        return self.start(BaseTask(f"Finding tiles {title}", job,
-                                   lambda t: self._hits_done(t, folder, "similar", key, title)))
+        count = len(params.tile_ids)
+        return self.start(BaseTask(f"Finding tiles similar to {count} tile{'s' if count != 1 else ''}", job,
+                                   lambda t: self._similar_done(t, folder, key, count)))
 
     @staticmethod
     def _hits_outcome(folder: str, hits: list, kind: str) -> HitsOutcome:
@@ -419,34 +449,45 @@ class Controller(QObject):
         thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
         return HitsOutcome(hits, hit_rows(hits, kind), thumbnails)
 
-    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str) -> None:
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, name: str) -> None:
         if not self._done(task):
             return
-        self.show_hits(task.result, folder, kind, key, title)
+        self.show_hits(task.result, folder, kind, key, title, name)
 
-    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
-        """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
+    def _similar_done(self, task: BaseTask, folder: str, key: str, count: int) -> None:
+        """Named after the example tiles' rasters, which the task has read from the index."""
+        if not self._done(task):
+            return
+        name = similar_layer_name(count, [self.raster_title(path) for path in task.result.sources])
+        self.show_hits(task.result, folder, "similar", key, name, name)
+
+    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str, name: str = ""):
+        """Result layer ``name`` (replacing the previous one for the same query; the others hidden), list with
+        thumbnails, top hit flashed. ``title``: the query as messages quote it, or "similar to …"."""
         hits = outcome.hits
+        found = f"for {title}" if kind == "search" else title
         if not hits:
             self.dock.show_results([], {})
-            self.notify(f"No tiles matched {title}.", Qgis.MessageLevel.Info)
+            self.notify(f"No tiles matched {title}." if kind == "search" else f"No tiles found {found}.",
+                        Qgis.MessageLevel.Info)
             return None
         self.hits = {h.tile.id: h for h in hits}
         self.last_results = ("hits", hits)
         self.last_layer_name = layer_name_for(title, "search" if kind == "search" else "")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP: {title}"), kind, key, folder)
+        layer = add_result_layer(build_layer(outcome.rows, name or title), kind, key, folder)
         self.last_layer = layer
         self.dock.show_results(hits, outcome.thumbnails)
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
         self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
-        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
+        self.notify(f"{len(hits)} tiles {found}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
         return layer
 
     def label(self, params) -> BaseTask | None:
         from ..engine.classsets import load_class_set, parse_classes
         from ..engine.prompts import parse_templates
 
+        settings.remember_label(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -462,17 +503,18 @@ class Controller(QObject):
             return LabelsOutcome(labels, label_rows(labels, classes))
 
         name = params.class_set or "custom classes"
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name))))
+        model = self._index_model(folder)
+        layer_name = labels_layer_name(params.class_set, classes, jobs.model_label(model) if model else "")
+        return self.with_weights(model, lambda: self.start(BaseTask(
+            f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name, layer_name))))
 
-    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str) -> None:
+    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str, layer_name: str) -> None:
         if not self._done(task):
             return
         outcome: LabelsOutcome = task.result
         self.last_results = ("labels", outcome.labels)
         self.last_layer_name = layer_name_for(name, "labels")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
-                                 "|".join(classes), folder)
+        layer = add_result_layer(build_layer(outcome.rows, layer_name), "labels", "|".join(classes), folder)
         self.last_layer = layer
         self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
 
@@ -492,6 +534,7 @@ class Controller(QObject):
         writer = write_labels_gpkg if kind == "labels" else write_hits_gpkg
         layer = self.last_layer_name
         settings.RESULTS_DIR.set(str(Path(path).parent))
+        self.dock.set_results_folder(str(Path(path).parent))
         overwrite = False
         if gpkg_has_layer(path, layer):
             overwrite = self.dock.confirm(f"{Path(path).name} already has a layer named '{layer}'. Replace that "
@@ -560,3 +603,10 @@ class Controller(QObject):
 
 def _crs(wkt: str) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem.fromWkt(wkt)
+
+
+def _tile_rasters(folder: str, tile_ids) -> tuple:
+    """The raster files of the given tiles of an index, in tile order (runs in a task)."""
+    with jobs.open_for_query(folder) as idx:
+        records = idx.tiles(tile_ids)
+    return tuple(records[int(i)].raster for i in tile_ids if int(i) in records)

@@ -2,8 +2,9 @@
 <!--
   RS-CLIP Search: style of search and similar-tile result layers.
   Tiles are coloured yellow to red by "score" and labelled with their "rank"; the class breaks
-  are left empty on purpose: the plugin recomputes them (Jenks) from each result's scores, as
-  scores of different models and queries live on different ranges.
+  are left empty on purpose: the plugin recomputes them (pretty breaks, rounded, empty classes
+  dropped) from each result's scores, as scores of different models and queries live on
+  different ranges.
 -->
 <qgis version="3.22.0" styleCategories="Symbology|Labeling|Rendering" labelsEnabled="1">
   <renderer-v2 type="graduatedSymbol" attr="score" graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" forceraster="0">
@@ -33,7 +34,7 @@
         <Option name="stops" type="QString" value="0.25;254,204,92,255:0.5;253,141,60,255:0.75;240,59,32,255"/>
       </Option>
     </colorramp>
-    <classificationMethod id="Jenks">
+    <classificationMethod id="Pretty">
       <symmetricMode enabled="0" symmetrypoint="0" astride="0"/>
       <labelFormat format="%1 – %2" labelprecision="3" trimtrailingzeroes="0"/>
       <parameters>
