@@ -467,16 +467,16 @@ class Controller(QObject):
         hits = outcome.hits
         found = f"for {title}" if kind == "search" else title
         if not hits:
-            self.dock.show_results([], {})
-            self.notify(f"No tiles matched {title}." if kind == "search" else f"No tiles found {found}.",
-                        Qgis.MessageLevel.Info)
+            nothing = f"No tiles matched {title}." if kind == "search" else f"No tiles found {found}."
+            self.dock.show_results([], {}, nothing)
+            self.notify(nothing, Qgis.MessageLevel.Info)
             return None
         self.hits = {h.tile.id: h for h in hits}
         self.last_results = ("hits", hits)
         self.last_layer_name = layer_name_for(title, "search" if kind == "search" else "")
         layer = add_result_layer(build_layer(outcome.rows, name or title), kind, key, folder)
         self.last_layer = layer
-        self.dock.show_results(hits, outcome.thumbnails)
+        self.dock.show_results(hits, outcome.thumbnails, f"{len(hits)} tiles {found}:")
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
         self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
@@ -516,7 +516,9 @@ class Controller(QObject):
         self.last_layer_name = layer_name_for(name, "labels")
         layer = add_result_layer(build_layer(outcome.rows, layer_name), "labels", "|".join(classes), folder)
         self.last_layer = layer
-        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
+        found = len({lab.label for lab in outcome.labels})
+        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes; {found} of them found "
+                    "(the legend lists those).", Qgis.MessageLevel.Success)
 
     def save_results(self, path: str) -> BaseTask | None:
         """Write the latest result as a layer of a GeoPackage (in a task: it reprojects).

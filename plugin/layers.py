@@ -123,18 +123,23 @@ def round_classes(scores: Sequence[float], breaks: Sequence[float],
 
     ``breaks`` are the inner breaks of a classification (the style's pretty breaks, or any other
     method). They are rounded to ``d`` decimals, where 10^-d is finer than a ``wanted``-th of the
-    range; the outer bounds are rounded outwards; classes that rounding merged or that hold no score
-    are dropped. Every score falls in a class (the first holds [lower, upper], the others (lower, upper],
-    as QGIS draws them) and no class has the same bound twice. Returns the bounds and ``d``.
+    range; the outer bounds are rounded outwards (to the breaks' own step when they are evenly
+    spaced, as pretty breaks are); classes that rounding merged or that hold no score are dropped.
+    Every score falls in a class (the first holds [lower, upper], the others (lower, upper], as QGIS
+    draws them) and no class has the same bound twice. Returns the bounds and ``d``.
     """
     ordered = sorted(scores)
     lo, hi = ordered[0], ordered[-1]
     spread = (hi - lo) / max(wanted, 1)
     decimals = 3 if spread <= 0 else min(6, max(1, math.ceil(-math.log10(spread))))
-    step = 10.0 ** -decimals
-
     def rounded(value: float) -> float:
         return round(value, decimals) + 0.0  # + 0.0: never "-0.0"
+
+    step = 10.0 ** -decimals
+    inner = sorted({rounded(b) for b in breaks})
+    gaps = {rounded(b - a) for a, b in zip(inner, inner[1:])}
+    if len(inner) >= 3 and len(gaps) == 1 and gaps.pop() > step:  # evenly spaced: outer classes as wide
+        step = rounded(inner[1] - inner[0])
 
     floor = rounded(math.floor(round(lo / step, 6)) * step)
     ceil = rounded(math.ceil(round(hi / step, 6)) * step)
@@ -171,8 +176,14 @@ def class_colours(classes: Sequence[str]) -> list[str]:
 
 
 def style_by_class(layer: QgsVectorLayer, classes: Sequence[str]) -> None:
+    """One category per class the layer's tiles have, in the class set's order and colours (a class no tile
+    has is left out of the legend; the colours stay those of the whole set, so every map of it agrees)."""
+    field = layer.fields().indexOf("label")
+    present = {f.attribute(field) for f in layer.getFeatures()} if field >= 0 else set(classes)
     categories = []
     for cls, colour in zip(classes, class_colours(classes)):
+        if cls not in present:
+            continue
         symbol = QgsFillSymbol.createSimple({"color": colour, "outline_color": "#303030", "outline_width": "0.1",
                                              "outline_width_unit": "MM"})
         categories.append(QgsRendererCategory(cls, symbol, cls))
@@ -246,10 +257,12 @@ def add_result_layer(layer: QgsVectorLayer, kind: str, key: str, index_dir: str,
     project.addMapLayer(layer, False)
     node = group.insertLayer(0, layer)
     node.setCustomProperty("showFeatureCount", True)
-    node.setExpanded(True)
     node.setItemVisibilityChecked(True)
-    group.setExpanded(True)
     group.setItemVisibilityChecked(True)
+    for item in (group, node):
+        # collapsed, then expanded: QGIS 3.22's Layers panel misses the state of a group it has just been given
+        item.setExpanded(False)
+        item.setExpanded(True)
     return layer
 
 

@@ -146,6 +146,10 @@ class SearchDock(QDockWidget):
         restrict.addWidget(self.clear_restrict)
         lay.addLayout(restrict)
         self.set_restriction(None, None)
+        self.results_caption = QLabel()  # what the list holds: "10 tiles for “farm fields”", "… similar to …"
+        self.results_caption.setWordWrap(True)
+        self.results_caption.hide()
+        lay.addWidget(self.results_caption)
         self.results_list = QListWidget()
         self.results_list.setIconSize(QSize(64, 64))
         self.results_list.setUniformItemSizes(True)
@@ -377,8 +381,10 @@ class SearchDock(QDockWidget):
     def set_progress(self, percent: float, message: str = "") -> None:
         self.progress.set_progress(percent, message)
 
-    def show_results(self, hits, thumbnails: dict) -> None:
-        """Fill the list: rank, score, raster name and a thumbnail per tile."""
+    def show_results(self, hits, thumbnails: dict, caption: str = "") -> None:
+        """Fill the list: rank, score, raster name and a thumbnail per tile, under ``caption`` (what they are)."""
+        self.results_caption.setText(caption)
+        self.results_caption.setVisible(bool(caption))
         self.results_list.blockSignals(True)
         self.results_list.clear()
         for hit in hits:
