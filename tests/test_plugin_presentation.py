@@ -38,6 +38,15 @@ def without_count(text: str) -> str:
     return re.sub(r" \[\d+\]$", "", text)
 
 
+def indexed_dock(plugin, tiny_model, folder, tile_px, qtbot):
+    """The plugin's dock with NAIP indexed by the tiny model, as a user does it on the Index tab."""
+    dock = plugin.show_dock()
+    use_tiny_model(dock, tiny_model, folder, tile_px)
+    dock.index_button.click()
+    wait_idle(qtbot, plugin)
+    return dock
+
+
 def text_room(bar) -> int:
     """Where the style draws a progress bar's text, as QGIS's own style computes it."""
     option = QStyleOptionProgressBar()
@@ -80,10 +89,7 @@ def test_result_layers_are_named_shown_and_legended_as_an_analyst_expects(plugin
                                                                           qtbot, qgis_iface):
     from rsclip_search.ui.params import SimilarParams
 
-    dock = plugin.show_dock()
-    use_tiny_model(dock, tiny_model, tmp_path / "idx", 112)
-    dock.index_button.click()
-    wait_idle(qtbot, plugin)
+    dock = indexed_dock(plugin, tiny_model, tmp_path / "idx", 112, qtbot)
     dock.top_k_spin.setValue(10)
     dock.query_edit.setText("farm  fields ")
     dock.search_button.click()
@@ -165,10 +171,7 @@ def test_legend_classes_are_rounded_and_distinct():
 
 
 def test_label_layers_use_their_class_sets_palette(plugin, naip_layer, tiny_model, tmp_path, qtbot, qgis_iface):
-    dock = plugin.show_dock()
-    use_tiny_model(dock, tiny_model, tmp_path / "idx", 224)
-    dock.index_button.click()
-    wait_idle(qtbot, plugin)
+    dock = indexed_dock(plugin, tiny_model, tmp_path / "idx", 224, qtbot)
     dock.tabs.setCurrentIndex(1)
     dock.class_set_combo.setCurrentText("worldcover")
     dock.label_button.click()
