@@ -146,7 +146,7 @@ def test_result_layers_are_named_shown_and_legended_as_an_analyst_expects(plugin
                                                                           (False, False)]
 
 
-def test_legend_classes_are_rounded_and_distinct():
+def test_legend_classes_are_rounded_and_distinct(plugin_package):
     """Scores of the kind that gave "-0.1121 – -0.1121" classes (Jenks on a handful of close scores)."""
     from rsclip_search.plugin.layers import style_by_score
 
@@ -167,7 +167,8 @@ def test_legend_classes_are_rounded_and_distinct():
         assert sum(r.lowerValue() <= score <= r.upperValue() for r in ranges) >= 1
         assert layer.renderer().rangeForValue(score) is not None
     colours = [r.symbol().color().name() for r in ranges]
-    assert len(set(colours)) == len(colours) and colours[0] == "#ffffb2" and colours[-1] == "#bd0026"
+    assert len(set(colours)) == len(colours) and colours[0] == "#fef0d9" and colours[-1] == "#b30000"
+    assert "#ffff00" not in colours, "no class looks like QGIS's selection (the best tile is selected)"
 
 
 def test_label_layers_use_their_class_sets_palette(plugin, naip_layer, tiny_model, tmp_path, qtbot, qgis_iface):
