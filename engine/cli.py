@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "search_results)")
     p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_restriction_arguments(p)
 
     p = sub.add_parser("label", help="label every tile zero-shot with land-cover classes")
     p.add_argument("--index", required=True, metavar="DIR")
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default="tile_labels", metavar="NAME", help="layer name in --out (default tile_labels)")
     p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true")
+    add_restriction_arguments(p)
 
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--index", required=True, metavar="DIR")
@@ -125,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_deps_parser(sub)
     add_concept_parser(sub)
     return parser
+
+
+def add_restriction_arguments(p) -> None:
+    """``--raster`` (repeatable) and ``--within``: search or label only some rasters, or only an area."""
+    p.add_argument("--raster", action="append", default=[], metavar="PATH",
+                   help="only tiles of this indexed raster (repeat for several)")
+    p.add_argument("--within", metavar="FILE|WKT",
+                   help="only tiles whose footprint meets this area: a vector file (FILE or FILE:LAYER, all its "
+                        "features) or a WKT polygon in longitude/latitude")
+
+
+def _restriction(args) -> dict:
+    from .search import area_from_text
+
+    return {"rasters": list(args.raster) or None,
+            "within_wgs84_wkt": area_from_text(args.within) if args.within else None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,15 +271,18 @@ def cmd_search(args) -> int:
     from . import jobs
     from .export import gpkg_plan, hit_row, write_hits_gpkg
     from .prompts import parse_templates
+    from .search import clean_query
 
+    clean_query(args.query)
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)  # refuse before the work, not after
     templates = parse_templates(args.templates)
+    restriction = _restriction(args)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
     hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, templates=templates,
-                       progress=ProgressBar())
+                       progress=ProgressBar(), **restriction)
     if args.out:
         write_hits_gpkg(args.out, hits, args.layer, args.overwrite)
     if args.json:
@@ -292,8 +313,9 @@ def cmd_label(args) -> int:
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)
     templates = parse_templates(args.templates)
+    restriction = _restriction(args)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
-    labels = jobs.label(args.index, classes, templates, progress=ProgressBar())
+    labels = jobs.label(args.index, classes, templates, progress=ProgressBar(), **restriction)
     if args.out:
         write_labels_gpkg(args.out, labels, args.layer, args.overwrite)
     if args.json:
@@ -320,6 +342,14 @@ def cmd_info(args) -> int:
           f"({info.activation or 'unknown'} activation)")
     print(f"Prompts:  {templates_text(info.templates)}")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
+    if info.vector_kind.startswith("flat (exact)"):
+        print("Recall:   1.000 for every query (exact search)")
+    elif info.search_recall:
+        measured = ", ".join(f"{info.search_recall[kind]:.3f} on {kind} queries"
+                             for kind in ("text", "image") if kind in info.search_recall)
+        if "text" not in info.search_recall:
+            measured += " (not measured on text queries yet: the next 'index' run measures it)"
+        print(f"Recall:   recall@10 against exact search {measured}")
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
           f"bands {tiling.get('bands') or 'auto'}")
     print(f"Created:  {_when(info.created)}; updated {_when(info.updated)}")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
@@ -72,6 +71,9 @@ class IndexInfo:
     activation: str | None = None  # QuickGELU / GELU of the recorded open_clip config
     templates: tuple[str, ...] = ()  # the model's own prompt templates (used unless others are given)
     notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
+    #: recall@10 against exact search measured when the search index was built or updated, by query kind
+    #: ("text": the model's own text embeddings, "image": image-like queries); empty when not built yet.
+    search_recall: dict = field(default_factory=dict)
 
     @property
     def missing(self) -> list:
@@ -287,12 +289,27 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
-            idx.vector_store()
+            _keep_search_index(idx, encoder, scaled(progress, 0.95, 1.0) if todo else progress)
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
     progress(1.0, report.summary())
     return report
+
+
+def _keep_search_index(idx, encoder, progress: ProgressFn) -> None:
+    """Bring the index's vector store up to date, training (with progress) where it has outgrown its training.
+
+    An index that needs approximate search gets the model's own text embeddings of the shipped class
+    sets stored first (``querysample.text_queries``), so its search depth is measured on text queries.
+    """
+    from .querysample import store_text_sample
+    from .vectors import APPROX_THRESHOLD
+
+    if idx.tile_count() >= APPROX_THRESHOLD and idx.query_sample("text") is None:
+        progress(0.0, "Embedding the text queries the search index is calibrated on")
+        store_text_sample(idx, encoder)
+    idx.vector_store(maintain=True, progress=progress)
 
 
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
@@ -382,8 +399,8 @@ def _space_needed(idx, usable, tiling) -> int:
             planned += len(plan_windows(info, tiling))
         except EngineError:
             continue
-    per_tile = 4 * idx.dim + 700
-    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (4 << 20)  # + a WAL's worth
+    per_tile = 4 * idx.dim + 200  # embedding, window, R*Tree entry, indexes
+    return planned * per_tile + (idx.tile_count() + planned) * 80 + (4 << 20)  # + the cache's codes, a WAL's worth
 
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
@@ -391,8 +408,9 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
-    Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle. Whatever stops the
+    Reading runs in a background thread (``pipeline.prefetch``: a strip of tiles per GDAL read,
+    uint8 batches staged for the model's device) while this thread embeds and commits, so the
+    model is rarely idle. Whatever stops the
     loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
     before the raster is closed. A raster that fails half-way leaves nothing of this run
     behind; a re-index that fails keeps the raster's previous tiles.
@@ -401,7 +419,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
-    from .pipeline import prefetch_batches
+    from .pipeline import prefetch
     from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler
 
@@ -412,18 +430,18 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
         full = full or full_sha256(info.path, cancel=cancel)
     with RasterTiler(info.path, tiling) as tiler:
         raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows), content, full, changed)
+                                           info.bands, len(tiler.windows), content, full, changed, info.transform)
 
         def tick(fraction: float, message: str) -> None:
             progress(fraction, f"{name}: {message}")
 
         added = 0
         try:
-            with closing(prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                          lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
-                for tiles, pixels in batches:
-                    idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
-                    added += len(tiles)
+            with closing(prefetch(tiler.iter_batches(batch_size, progress=tick, cancel=cancel, skip=done),
+                                  lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
+                for batch, pixels in batches:
+                    idx.add_tiles(raster_id, batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds)
+                    added += len(batch)
                     check_cancel(cancel)
         except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
             raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
@@ -473,7 +491,7 @@ def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verif
                 raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
                                   "SHA-256 differ); index it as a new raster instead.")
         n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
-        idx.vector_store()
+        idx.vector_store(maintain=True)
     return n
 
 
@@ -511,12 +529,23 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
+        idx.text_queries = _text_queries_of(encoder, idx.model)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
             hits = search_text(idx, encoder, query, top_k, min_score,
                                tuple(templates or model_templates(idx.model)), allowed)
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
+
+
+def _text_queries_of(encoder, model: dict):
+    """The model's text sample, for a search that must build the vector store of an index storing none."""
+    def provide():
+        from .querysample import text_query_vectors
+
+        return text_query_vectors(encoder, model)[1]
+
+    return provide
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -533,14 +562,10 @@ def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
     """Ids of the tiles whose footprint contains a WGS84 point (for 'similar to here')."""
-    from shapely import wkt as shapely_wkt
-    from shapely.geometry import Point
+    from .search import tiles_at as tiles_covering
 
-    from .index import checked_footprint
-
-    point = Point(lon, lat)
     with open_for_query(index_dir) as idx:
-        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(checked_footprint(t, wgs84=True)).covers(point)]
+        return tiles_covering(idx, lon, lat)
 
 
 def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str] | None = None,
@@ -592,13 +617,24 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .prompts import model_templates
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
-        meta = idx.cache_meta()
-        kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
+        kind, recall = _search_kind(idx.cache_meta())
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model))
+                         notice=config_notice(model), search_recall=recall)
+
+
+def _search_kind(meta: dict | None) -> tuple[str, dict]:
+    """How the index is searched ("flat (exact)", "ivf…,pq…, nprobe …") and its measured recall@10 by query kind."""
+    if meta is None or not isinstance(meta.get("kind"), str):
+        return "flat (not built yet)", {}
+    given = meta.get("recall")
+    recall = {k: float(v) for k, v in given.items() if isinstance(k, str) and isinstance(v, (int, float))} \
+        if isinstance(given, dict) else {}
+    if meta["kind"] == "flat":
+        return "flat (exact)", recall
+    return f"{meta['kind']}, nprobe {meta.get('nprobe')}, {meta.get('rerank')} candidates re-ranked exactly", recall
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
@@ -611,7 +647,7 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
         if idx.raster(path) is None and idx.raster(str(raster)) is not None:
             path = str(raster)  # the path exactly as stored (a file that is gone)
         n = idx.remove_raster(path)
-        idx.vector_store()
+        idx.vector_store(maintain=True)
         return n
 
 

@@ -150,6 +150,19 @@ class Tile:
     bounds: tuple[float, float, float, float]
 
 
+@dataclass(frozen=True)
+class TileBatch:
+    """Tiles read together: their windows, uint8 pixels (m, 3, read_size, read_size) and WGS84 bounds (m, 4)."""
+
+    raster: str
+    windows: list[TileWindow]
+    pixels: np.ndarray
+    wgs84_bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
 class _Offsets(Sequence[int]):
     """Window start offsets along one axis: a regular range plus one start snapped to the edge."""
 
@@ -681,40 +694,176 @@ class RasterTiler:
             alg = gdal.GRIORA_Average
         else:
             alg = gdal.GRIORA_Bilinear
-        raw = self._read_bands(window, alg)
+        raw = {b: data[None] for b, data in self._read_bands(window, alg).items()}
+        mask = None
+        if self._mask:
+            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray,
+                              window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
+                              what=f"Cannot read the mask of {Path(self.info.path).name}")[None]
+        keep, pixels = self._convert(raw, mask)
+        return np.ascontiguousarray(pixels[0].transpose(1, 2, 0)) if keep[0] else None
+
+    def _convert(self, raw: dict[int, np.ndarray], mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(keep, pixels) of m tiles: ``raw`` holds each distinct chosen band as (m, n, n) native values, ``mask``
+        the GDAL mask (m, n, n) or None; ``pixels`` is uint8 (m, 3, n, n), ``keep`` False for tiles over the
+        nodata tolerance. The same arithmetic for one tile and for a strip of them."""
+        m, n = next(iter(raw.values())).shape[:2]
         bad: dict[int, np.ndarray] = {}
         for band_no, nodata in zip(self.info.bands, self.info.nodata):
             data = raw[band_no]
             if band_no not in bad and (nodata is not None or data.dtype.kind == "f"):
                 hits = _nodata_hits(data, nodata)
                 bad[band_no] = hits | ~np.isfinite(data) if data.dtype.kind == "f" else hits
-        invalid = np.logical_and.reduce(list(bad.values())) if bad else np.zeros((n, n), dtype=bool)
-        if self._mask:
-            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray,
-                              window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
-                              what=f"Cannot read the mask of {Path(self.info.path).name}")
-            invalid = invalid | (mask == 0)
-        if invalid.mean() > self.spec.max_nodata:
-            return None
+        invalid = np.logical_and.reduce(list(bad.values())) if bad else None
+        if mask is not None:
+            invalid = (mask == 0) if invalid is None else invalid | (mask == 0)
+        keep = invalid.mean(axis=(1, 2)) <= self.spec.max_nodata if invalid is not None else np.ones(m, dtype=bool)
+        out = np.empty((m, 3, n, n), dtype=np.uint8)
         if self._lut is not None:
             index = raw[self.info.bands[0]].astype(np.intp)
             rgb = self._lut[np.clip(index, 0, len(self._lut) - 1)]
-            rgb[invalid] = 0
-            return rgb
-        planes = []
-        for band_no, (lo, hi) in zip(self.info.bands, self.stretch):
+            if invalid is not None:
+                rgb[invalid] = 0
+            out[:] = rgb.transpose(0, 3, 1, 2)
+            return keep, out
+        for k, (band_no, (lo, hi)) in enumerate(zip(self.info.bands, self.stretch)):
             data = raw[band_no]
             if data.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
-                plane = data.copy()
+                out[:, k] = data
             else:
                 scaled = (data.astype(np.float64) - lo) * (255.0 / (hi - lo))
-                plane = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
-                plane = plane.astype(np.uint8)
+                out[:, k] = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
             if band_no in bad:
-                plane[bad[band_no]] = 0
-            plane[invalid] = 0
-            planes.append(plane)
-        return np.stack(planes, axis=-1)
+                np.putmask(out[:, k], bad[band_no], 0)
+            if invalid is not None:
+                np.putmask(out[:, k], invalid, 0)
+        return keep, out
+
+    def iter_batches(self, batch_size: int, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[TileBatch]:
+        """The tiles of ``iter_tiles`` (same windows, pixels and order), ``batch_size`` at a time, channels first.
+
+        Windows read at their own size (the default: tile size = read size) are read a strip at a
+        time, one GDAL call for a run of neighbouring windows of a row, and converted with array
+        operations; their WGS84 bounds come from one PROJ call per batch. Other windows (resampled,
+        or of a remote source) are read one by one.
+        """
+        total = len(self.windows)
+        every = max(1, math.ceil(total / 100))
+        if self._remote is not None:
+            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
+        pending: list[TileWindow] = []
+        kept: list[tuple[list[TileWindow], np.ndarray]] = []
+        held = 0
+        for i, window in enumerate(self.windows):
+            check_cancel(cancel)
+            if progress is not None and i % every == 0:
+                progress(i / total, f"tile {i + 1} of {total}")
+            if window.as_tuple() in skip:
+                continue
+            pending.append(window)
+            if len(pending) >= batch_size:
+                got = self._read_windows(pending)
+                pending = []
+                kept.append(got)
+                held += len(got[0])
+                while held >= batch_size:
+                    batch, kept, held = self._take(kept, batch_size)
+                    yield batch
+        if pending:
+            got = self._read_windows(pending)
+            kept.append(got)
+            held += len(got[0])
+        while held:
+            batch, kept, held = self._take(kept, batch_size)
+            yield batch
+        if progress is not None:
+            progress(1.0, f"{total} tiles read")
+
+    def _take(self, kept: list, size: int) -> tuple[TileBatch, list, int]:
+        windows = [w for ws, _ in kept for w in ws]
+        pixels = np.concatenate([p for _, p in kept]) if len(kept) > 1 else kept[0][1]
+        rest = [(windows[size:], pixels[size:])] if len(windows) > size else []
+        windows, pixels = windows[:size], pixels[:size]
+        return (TileBatch(self.info.path, windows, pixels, self.wgs84_bounds(windows)), rest,
+                len(rest[0][0]) if rest else 0)
+
+    def _read_windows(self, windows: list[TileWindow]) -> tuple[list[TileWindow], np.ndarray]:
+        """The kept windows among ``windows`` and their uint8 (m, 3, n, n) pixels."""
+        n = self.spec.read_size
+        if self._ds is None:
+            raise EngineError(f"The tiler of {Path(self.info.path).name} is closed.")
+        if self._remote is not None or any((w.width, w.height) != (n, n) for w in windows):
+            out_w, out_p = [], []
+            for window in windows:
+                try:
+                    pixels = self.read(window)
+                except TileUnavailable as exc:
+                    self.unavailable += 1
+                    self.unavailable_reason = str(exc)
+                    continue
+                if pixels is not None:
+                    out_w.append(window)
+                    out_p.append(pixels.transpose(2, 0, 1))
+            return out_w, (np.stack(out_p) if out_p else np.zeros((0, 3, n, n), dtype=np.uint8))
+        runs: list[list[TileWindow]] = []
+        for w in windows:
+            last = runs[-1][-1] if runs else None
+            if last is not None and w.row_off == last.row_off and 0 < w.col_off - last.col_off <= n:
+                runs[-1].append(w)
+            else:
+                runs.append([w])
+        out_w, out_p = [], []
+        for run in runs:
+            keep, pixels = self._convert(*self._read_strip(run))
+            out_w += [w for w, k in zip(run, keep.tolist()) if k]
+            out_p.append(pixels[keep])
+        return out_w, np.concatenate(out_p)
+
+    def _read_strip(self, run: list[TileWindow]) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+        """One GDAL read of a run of same-row windows at their own size: each band (m, n, n), and the mask."""
+        n = self.spec.read_size
+        c0, r0 = run[0].col_off, run[0].row_off
+        width = run[-1].col_off + n - c0
+        unique = list(dict.fromkeys(self.info.bands))
+        name = Path(self.info.path).name
+        data = _gdal_call(self._ds.ReadAsArray, c0, r0, width, n, band_list=unique,
+                          what=f"Cannot read {name} at window {run[0].as_tuple()} (the file may be truncated or "
+                               "damaged)").reshape(len(unique), n, width)
+        mask = None
+        if self._mask:
+            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray, c0, r0, width, n,
+                              what=f"Cannot read the mask of {name}").reshape(1, n, width)
+        offsets = [w.col_off - c0 for w in run]
+
+        def tiles(strip: np.ndarray) -> np.ndarray:  # (b, n, width) → (b, m, n, n)
+            if offsets == list(range(0, n * len(run), n)):
+                return strip.reshape(strip.shape[0], n, len(run), n).transpose(0, 2, 1, 3)
+            return np.stack([strip[:, :, o:o + n] for o in offsets], axis=1)
+
+        cut = tiles(data)
+        return {b: cut[i] for i, b in enumerate(unique)}, (tiles(mask)[0] if mask is not None else None)
+
+    def wgs84_bounds(self, windows: Sequence[TileWindow]) -> np.ndarray:
+        """(m, 4) min lon, min lat, max lon, max lat of windows, from one PROJ call."""
+        from .footprints import corners
+
+        table = np.array([w.as_tuple() for w in windows], dtype=np.float64).reshape(-1, 4)
+        if not len(table):
+            return np.zeros((0, 4))
+        xy = np.ascontiguousarray(corners(self.info.transform, table).reshape(-1, 2))
+        with _quiet_gdal():
+            try:
+                lonlat = np.asarray(self._to_wgs84.TransformPoints(xy), dtype=np.float64)[:, :2]
+            except RuntimeError:
+                lonlat = np.full(xy.shape, np.nan)
+        lonlat = lonlat.reshape(-1, 4, 2)
+        bad = ~np.isfinite(lonlat).all(axis=(1, 2))
+        if bad.any():
+            window = windows[int(np.flatnonzero(bad)[0])]
+            raise EngineError(f"Cannot place window {window.as_tuple()} of {Path(self.info.path).name} in "
+                              "latitude/longitude; check the raster's coordinate reference system.")
+        return np.concatenate([lonlat.min(axis=1), lonlat.max(axis=1)], axis=1)
 
     def _corners(self, window: TileWindow) -> list[tuple[float, float]]:
         """The window's four corners in the raster CRS, clockwise from top-left, via the full affine."""
