@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change screenshot clean
 
 setup: apt venv
 
@@ -81,9 +81,16 @@ $(VENV)/.bench-installed: bench/requirements.txt
 bench-concepts: venv
 	$(PY) bench/concepts.py
 
+# Only the change-between-dates and heat-map rows of the benchmark (also part of `make bench`).
+bench-change: venv
+	$(PY) bench/change.py
+
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png
 	$(PY) tools/screenshot.py --scene concepts --out docs/concepts.png
+	$(PY) tools/screenshot.py --scene change --query ponds --out docs/change.png
+	$(PY) tools/screenshot.py --scene scales --query "wetland and fields" --out docs/scales.png
+	$(PY) tools/screenshot.py --scene heatmap --query ponds --out docs/heatmap.png
 
 clean:
 	rm -rf dist build .pytest_cache

@@ -236,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / "bench" / "concepts.md").write_text("\n".join(section))
     with open(ROOT / "bench" / "results.md", "a") as fh:
         fh.write("\n".join(["", *section]))
+    log("change between dates (2 × 100,000 tiles) and one heat map …")
+    import change  # bench/change.py: its own rows, also runnable alone (make bench-change)
+
+    section = change.markdown(change.run(log=log))
+    (ROOT / "bench" / "change.md").write_text("\n".join(section))
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n".join(["", *section]))
     return 0
 
 

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--tile-size", type=float, metavar="PX", help="tile size in pixels (default 224)")
     size.add_argument("--tile-m", type=float, metavar="METRES", help="tile size in ground metres")
     p.add_argument("--overlap", type=float, default=0.0, metavar="F", help="overlap fraction between tiles, 0-0.9")
+    p.add_argument("--scales", metavar="1,2,4", help="also cut tiles this many times the tile size (all embedded at "
+                   "the model's input size); added to an existing index, only the new scales are embedded, and "
+                   "without rasters every raster of the index gets them")
     p.add_argument("--bands", metavar="1,2,3", help="bands to use as R,G,B (1-based), or one band for grey")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="tiles per model batch")
     p.add_argument("--remove", action="append", default=[], metavar="RASTER", help="remove a raster's tiles")
@@ -106,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "search_results)")
     p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--scale", type=int, metavar="S", help="only tiles of this scale (an index with --scales)")
+    p.add_argument("--keep-overlaps", action="store_true", help="keep hits that a better hit covers (suppressed "
+                   "by default when several scales are searched)")
+    p.add_argument("--heatmap", metavar="DIR", help="also write where in each result tile the text matches, as "
+                   "GeoTIFFs over the tiles (ViT models)")
     add_restriction_arguments(p)
 
     p = sub.add_parser("label", help="label every tile zero-shot with land-cover classes")
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_deps_parser(sub)
     add_concept_parser(sub)
+    from .changecli import add_change_parser
+
+    add_change_parser(sub)
     return parser
 
 
@@ -212,12 +223,16 @@ def cmd_index(args) -> int:
     if args.arch and not args.checkpoint:
         raise EngineError("--arch needs --checkpoint (a local weights file).")
     from .index import is_index
+    from .scales import parse_scales
     for raster in args.remove:
         n = jobs.remove_raster(args.index, raster)
         print(f"Removed {raster} ({n} tiles) from {args.index}.")
     options = remote_options(args)
     web = web_source(args)
     rasters = list(args.rasters) + ([web] if web else [])
+    scales = parse_scales(args.scales)
+    if scales and not rasters and not args.stac and is_index(args.index):
+        rasters = [r.path for r in jobs.info(args.index).rasters]  # new scales for every raster of the index
     if args.stac and rasters:
         raise EngineError("--stac indexes what the catalogue holds; give rasters or a web map in another run.")
     for old, new in args.relink:
@@ -255,7 +270,8 @@ def cmd_index(args) -> int:
     else:
         with using(options):
             report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
-                                        batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify)
+                                        batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify,
+                                        scales=scales)
     for old, new in report.relinked:
         print(f"relinked {old} to {new} (the same file, moved; nothing re-embedded)", file=sys.stderr)
     for path, reason in report.skipped:
@@ -273,26 +289,39 @@ def cmd_search(args) -> int:
     from .prompts import parse_templates
     from .search import clean_query
 
-    clean_query(args.query)
+    clean_query(args.query)  # an empty query is refused before anything else is looked at
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)  # refuse before the work, not after
+    if args.heatmap:
+        jobs.check_heatmaps(args.index)  # before searching: a model without patch tokens is refused at once
     templates = parse_templates(args.templates)
     restriction = _restriction(args)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
     hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, templates=templates,
-                       progress=ProgressBar(), **restriction)
+                       progress=ProgressBar(), scale=args.scale, suppress=False if args.keep_overlaps else None,
+                       **restriction)
     if args.out:
         write_hits_gpkg(args.out, hits, args.layer, args.overwrite)
+    maps = []
+    if args.heatmap and hits:
+        maps = jobs.heatmaps(args.index, args.query, [h.tile.id for h in hits], args.heatmap,
+                             names=[f"rank{h.rank:03d}_tile{h.tile.id}.tif" for h in hits], templates=templates,
+                             progress=ProgressBar())
     if args.json:
-        print(json.dumps({"query": args.query, "results": [hit_row(h) for h in hits]}, indent=2))
+        rows = [{**hit_row(h), **({"heatmap": m.path, "hottest_cell": list(m.hottest)} if m else {})}
+                for h, m in zip(hits, maps or [None] * len(hits))]
+        print(json.dumps({"query": args.query, "results": rows}, indent=2))
     else:
         for h in hits:
+            scale = f"  ×{h.scale}" if h.scale is not None else ""
             print(f"{h.rank:4d}  {h.score:.4f}  {Path(h.tile.raster).name}  tile {h.tile.id}  "
-                  f"window {h.tile.window}")
+                  f"window {h.tile.window}{scale}")
         if args.out:
             print(f"Wrote {len(hits)} tiles to {args.out}")
+        if maps:
+            print(f"Wrote {len(maps)} heat maps to {args.heatmap}")
     return 0
 
 
@@ -350,6 +379,8 @@ def cmd_info(args) -> int:
         if "text" not in info.search_recall:
             measured += " (not measured on text queries yet: the next 'index' run measures it)"
         print(f"Recall:   recall@10 against exact search {measured}")
+    if len(info.scales) > 1:
+        print("Scales:   " + ", ".join(f"×{s}: {n} tiles" for s, n in info.scales.items()))
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
           f"bands {tiling.get('bands') or 'auto'}")
     print(f"Created:  {_when(info.created)}; updated {_when(info.updated)}")
@@ -629,5 +660,11 @@ def _concept_areas(args, jobs) -> int:
     return 0
 
 
+def cmd_change(args) -> int:
+    from .changecli import run_change
+
+    return run_change(args, ProgressBar())
+
+
 COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info,
-            "eval": cmd_eval, "deps": cmd_deps, "concept": cmd_concept}
+            "eval": cmd_eval, "deps": cmd_deps, "concept": cmd_concept, "change": cmd_change}

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from .errors import EngineError
 from .gdalutil import gdal_exceptions
-from .index import Footprinted, TileRecord, checked_footprint
+from .index import Footprinted, checked_footprint
 from .labeling import TileLabel
 from .search import Hit
 
@@ -22,10 +22,22 @@ HIT_FIELDS = (("rank", "int"), ("score", "real"), ("raster", "str"), ("tile_id",
 LABEL_FIELDS = (("label", "str"), ("probability", "real"), ("margin", "real"), ("raster", "str"), ("tile_id", "int"))
 
 
+#: Hits of an index with several scales (engine/scales.py) also say their scale.
+SCALED_HIT_FIELDS = (*HIT_FIELDS, ("scale", "int"))
+
+
+def hit_fields(hits: Sequence[Hit]) -> tuple:
+    """The fields of a result: with ``scale`` when the hits come from an index with several scales."""
+    return SCALED_HIT_FIELDS if any(h.scale is not None for h in hits) else HIT_FIELDS
+
+
 def hit_row(hit: Hit) -> dict:
-    return {"rank": hit.rank, "score": round(hit.score, 6), "raster": hit.tile.raster, "tile_id": hit.tile.id,
-            "window": list(hit.tile.window), "bounds": list(hit.tile.bounds),
-            "footprint_wgs84": hit.tile.footprint_wgs84_wkt}
+    row = {"rank": hit.rank, "score": round(hit.score, 6), "raster": hit.tile.raster, "tile_id": hit.tile.id,
+           "window": list(hit.tile.window), "bounds": list(hit.tile.bounds),
+           "footprint_wgs84": hit.tile.footprint_wgs84_wkt}
+    if hit.scale is not None:
+        row["scale"] = hit.scale
+    return row
 
 
 def label_row(lab: TileLabel) -> dict:
@@ -36,8 +48,9 @@ def label_row(lab: TileLabel) -> dict:
 
 def write_hits_gpkg(path: str | Path, hits: Sequence[Hit], layer: str = "search_results",
                     overwrite: bool = False) -> Path:
-    rows = [(h.tile, {"rank": h.rank, "score": h.score, "raster": h.tile.raster, "tile_id": h.tile.id}) for h in hits]
-    return write_tiles_gpkg(path, rows, HIT_FIELDS, layer, overwrite)
+    rows = [(h.tile, {"rank": h.rank, "score": h.score, "raster": h.tile.raster, "tile_id": h.tile.id,
+                      "scale": h.scale}) for h in hits]
+    return write_tiles_gpkg(path, rows, hit_fields(hits), layer, overwrite)
 
 
 def write_labels_gpkg(path: str | Path, labels: Sequence[TileLabel], layer: str = "tile_labels",
@@ -146,7 +159,7 @@ def gpkg_plan(path: str | Path, layer: str, overwrite: bool = False) -> str:
     return "add"
 
 
-def write_tiles_gpkg(path: str | Path, rows: Sequence[tuple[TileRecord, dict]], fields, layer: str,
+def write_tiles_gpkg(path: str | Path, rows: Sequence[tuple[Footprinted, dict]], fields, layer: str,
                      overwrite: bool = False) -> Path:
     """Write tile polygons with attributes as ``layer`` of a GeoPackage (see ``gpkg_plan`` for the rule).
 
@@ -183,7 +196,10 @@ def _fill_layer(ds, rows, geometries, fields, layer: str, crs_wkt: str) -> None:
     for (_tile, values), wkt in zip(rows, geometries):
         feat = ogr.Feature(defn)
         for name, _ in fields:
-            feat.SetField(name, values[name])
+            if values[name] is None:
+                feat.SetFieldNull(name)
+            else:
+                feat.SetField(name, values[name])
         feat.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
         lyr.CreateFeature(feat)
 

@@ -136,6 +136,11 @@ class ToWgs84:
             self._failed = self._ct is None
         return self._ct
 
+    def available(self) -> bool:
+        """Whether this CRS converts to WGS84 at all."""
+        with self._lock:
+            return self._transformation() is not None
+
     def points(self, xy: np.ndarray) -> np.ndarray:
         """(m, 2) lon/lat of (m, 2) points; NaN where the conversion fails."""
         from .tiling import _quiet_gdal
@@ -170,6 +175,11 @@ class RasterGeometry:
     @property
     def valid(self) -> bool:
         return self.transform is not None
+
+    @property
+    def placeable(self) -> bool:
+        """Whether its tiles can be placed in WGS84: a usable geotransform and a CRS PROJ converts from."""
+        return self.transform is not None and self._wgs84.available()
 
     def native_wkt(self, window: Sequence[int]) -> str:
         """The window's polygon in the raster CRS; "" when the geotransform is damaged."""

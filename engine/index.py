@@ -46,7 +46,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -78,6 +78,8 @@ MAX_CALIB_BYTES = 64 << 20
 CACHE_FORMAT = 3
 #: Cache files up to this size are hashed in full on every open; larger ones in the background.
 FULL_CHECK_BYTES = 16 << 20
+#: WAL size at which a writer checkpoints into the database (and to which the WAL file is cut back).
+WAL_BYTES = 1 << 20
 #: Restricted searches over at most this many tiles score them all exactly, without the vector cache.
 EXACT_RESTRICTED = 2048
 
@@ -324,87 +326,52 @@ def _damaged(folder: Path, what: str) -> EngineError:
 
 
 # -- records -----------------------------------------------------------------------------------------
+_DERIVED = ("bounds", "footprint_wkt", "footprint_wgs84_wkt")
+
+
+@dataclass(frozen=True, slots=True)
 class TileRecord:
     """One indexed tile as stored: where it is, never its pixels.
 
-    Built by the index from the tile's window and its raster's geotransform: the footprints
-    (``footprint_wkt`` in the raster's CRS, ``footprint_wgs84_wkt`` in longitude/latitude) and
-    ``bounds`` are computed on first use. Code that has the footprints already (tests, exports of
-    other data) passes them in, positionally as before.
+    The index builds it from the tile's window and its raster's geometry (CRS and geotransform):
+    ``bounds`` (in the raster's CRS), ``footprint_wkt`` (the polygon in the raster's CRS) and
+    ``footprint_wgs84_wkt`` (longitude/latitude) are computed on first use, so reading thousands
+    of records costs no WKT or PROJ work until a footprint is asked for. Code that has the
+    footprints already passes them in (positionally, as before); they do not take part in
+    equality, which the tile's identity and window decide.
     """
 
-    __slots__ = ("id", "raster", "raster_id", "window", "crs_wkt", "_geometry", "_bounds", "_native", "_wgs84")
     id: int
     raster: str
     raster_id: int
     window: tuple[int, int, int, int]
-    crs_wkt: str
-    _geometry: RasterGeometry | None
-    _bounds: tuple[float, float, float, float] | None
-    _native: str | None
-    _wgs84: str | None
+    bounds: tuple[float, float, float, float] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    footprint_wkt: str = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    footprint_wgs84_wkt: str = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    crs_wkt: str = ""
+    geometry: RasterGeometry | None = field(default=None, compare=False, repr=False)
 
-    def __init__(self, id: int, raster: str, raster_id: int, window: tuple[int, int, int, int],
-                 bounds: tuple[float, float, float, float] | None = None, footprint_wkt: str | None = None,
-                 footprint_wgs84_wkt: str | None = None, crs_wkt: str = "",
-                 geometry: RasterGeometry | None = None) -> None:
-        init = object.__setattr__
-        init(self, "id", id)
-        init(self, "raster", raster)
-        init(self, "raster_id", raster_id)
-        init(self, "window", tuple(window))
-        init(self, "crs_wkt", crs_wkt)
-        init(self, "_geometry", geometry)
-        init(self, "_bounds", bounds)
-        init(self, "_native", footprint_wkt)
-        init(self, "_wgs84", footprint_wgs84_wkt)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", tuple(self.window))
+        for name in _DERIVED:  # left unset: computed by __getattr__ on first use
+            if object.__getattribute__(self, name) is None:
+                object.__delattr__(self, name)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"TileRecord is read-only (cannot set {name!r})")
-
-    def _damaged(self) -> EngineError:
-        return EngineError(f"Tile {self.id} of {Path(str(self.raster)).name} has a damaged footprint in its index; "
-                           "index the rasters again into a new folder.")
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) of the tile in the raster's CRS."""
-        if self._bounds is None:
-            geometry = self._geometry
+    def __getattr__(self, name: str):
+        if name not in _DERIVED:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        geometry = self.geometry
+        if name == "bounds":
             if geometry is None or not geometry.valid:
-                raise self._damaged()
-            object.__setattr__(self, "_bounds", geometry.native_bounds(self.window))
-        return self._bounds  # type: ignore[return-value]
-
-    @property
-    def footprint_wkt(self) -> str:
-        """The tile's polygon in the raster's CRS ("" when its raster's geotransform is damaged)."""
-        if self._native is None:
-            object.__setattr__(self, "_native", self._geometry.native_wkt(self.window) if self._geometry else "")
-        return self._native  # type: ignore[return-value]
-
-    @property
-    def footprint_wgs84_wkt(self) -> str:
-        """The tile's polygon in WGS84, longitude first ("" when it cannot be placed)."""
-        if self._wgs84 is None:
-            object.__setattr__(self, "_wgs84", self._geometry.wgs84_wkt(self.window) if self._geometry else "")
-        return self._wgs84  # type: ignore[return-value]
-
-    def _key(self) -> tuple:
-        return (self.id, self.raster, self.raster_id, self.window, self.crs_wkt)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TileRecord):
-            return NotImplemented
-        return self._key() == other._key() and self.footprint_wkt == other.footprint_wkt \
-            and self.footprint_wgs84_wkt == other.footprint_wgs84_wkt
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"TileRecord(id={self.id!r}, raster={self.raster!r}, raster_id={self.raster_id!r}, "
-                f"window={self.window!r})")
+                raise EngineError(f"Tile {self.id} of {Path(str(self.raster)).name} has a damaged footprint in its "
+                                  "index; index the rasters again into a new folder.")
+            value: object = geometry.native_bounds(self.window)
+        elif name == "footprint_wkt":
+            value = geometry.native_wkt(self.window) if geometry is not None else ""
+        else:
+            value = geometry.wgs84_wkt(self.window) if geometry is not None else ""
+        object.__setattr__(self, name, value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -889,6 +856,19 @@ class TileIndex:
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_tile_id'", (str(first + len(tiles)),))
             if status != "staging":
                 self._bump()
+
+    def set_planned(self, raster_id: int, planned: int) -> None:
+        """Record how many tiles a raster plans (it grows when scales are added to the index)."""
+        with self._transaction():
+            self.conn.execute("UPDATE rasters SET planned=? WHERE id=? AND planned<>?", (planned, raster_id, planned))
+
+    def add_scales(self, tiling: dict) -> None:
+        """Record tiling settings with more scales (engine/scales.py): every raster is reopened, so indexing it
+        again embeds the new scales' windows and skips those already stored."""
+        with self._transaction():
+            self.conn.execute("UPDATE meta SET value=? WHERE key='tiling'", (json.dumps(tiling, sort_keys=True),))
+            self.conn.execute("UPDATE rasters SET status='partial' WHERE status='complete'")  # staging rows stay
+        self._load_meta()
 
     def finish_raster(self, raster_id: int) -> None:
         """Mark a raster complete; a staging row replaces its old tiles here, in one transaction."""
@@ -1462,6 +1442,11 @@ def _connect(path: Path, mode: str = "rw", wal: bool = True) -> sqlite3.Connecti
                 conn.execute("PRAGMA journal_mode=WAL")
             except sqlite3.DatabaseError:
                 pass
+            # Checkpoint every ~1 MiB of WAL (SQLite's default is 1,000 pages: 32 MiB at 32 KiB pages) and
+            # keep the WAL file that small after: an index on a nearly full disk needs little room to grow.
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0]) or 4096
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, WAL_BYTES // page)}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
         conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 

@@ -74,6 +74,8 @@ class IndexInfo:
     #: recall@10 against exact search measured when the search index was built or updated, by query kind
     #: ("text": the model's own text embeddings, "image": image-like queries); empty when not built yet.
     search_recall: dict = field(default_factory=dict)
+    #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
+    scales: dict = field(default_factory=dict)
 
     @property
     def missing(self) -> list:
@@ -188,7 +190,7 @@ VERIFY_MODES = ("sample", "full")
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  verify: str = "sample") -> IndexReport:
+                  verify: str = "sample", scales: Sequence[int] | None = None) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
@@ -197,8 +199,12 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     and the others go on. ``verify="full"`` also compares every byte (SHA-256) of rasters that look
     unchanged. If no raster is usable, nothing is created or changed and ``EngineError`` says why. A
     full disk or read-only storage stops the run with ``StorageError``; committed batches are kept.
+
+    ``scales`` (or ``tiling.scales``) adds tile sizes to the index (engine/scales.py): an existing
+    index keeps its own scales and gains the new ones, whose tiles alone are embedded.
     """
     from .index import DamagedIndexError, TileIndex, is_index
+    from .scales import merged_scales, same_cut, with_scales
     from .sources import SourceUnavailable, canonical_path, check_request_cap
     from .storage import check_writable_folder, read_only_error
     from .tiling import TilingSpec, open_raster
@@ -219,16 +225,20 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     else:
         check_writable_folder(index_dir)
     model = model_for_index(index_dir, model)
+    recorded_tiling = None
     if existing:
         notice_once(index_dir, model)
         with TileIndex.open(index_dir) as idx:
             recorded_tiling = TilingSpec.from_dict(idx.tiling)
-        if tiling is not None and tiling.to_dict() != recorded_tiling.to_dict():
+        if tiling is not None and not same_cut(tiling, recorded_tiling):
             raise EngineError(f"The index at {index_dir} was built with other tile settings "
                               f"({_tiling_text(recorded_tiling)}); use a new index folder for {_tiling_text(tiling)}.")
-        tiling = recorded_tiling
+        asked = [*(tiling.scales if tiling is not None and tiling.scales != (1,) else ()), *(scales or ())]
+        tiling = merged_scales(recorded_tiling, asked)
     else:
         tiling = tiling or TilingSpec()
+        if scales:
+            tiling = merged_scales(tiling, scales) if tiling.scales != (1,) else with_scales(tiling, scales)
         tiling.validate()
 
     report = IndexReport(str(index_dir))
@@ -249,6 +259,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
     try:
         with idx.writing():
+            if recorded_tiling is not None and tiling.scales != recorded_tiling.scales:
+                idx.add_scales(tiling.to_dict())
             idx.space_hint = _space_needed(idx, usable, tiling)
             identities: dict[str, tuple[str, str | None, bool]] = {}
             todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
@@ -391,12 +403,13 @@ def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dic
 
 def _space_needed(idx, usable, tiling) -> int:
     """Rough bytes the run may still write: its tiles (embedding + footprints + SQLite) and the cache."""
+    from .scales import scale_specs
     from .tiling import plan_windows
 
     planned = 0
     for info in usable:
         try:
-            planned += len(plan_windows(info, tiling))
+            planned += sum(len(plan_windows(info, spec)) for _, spec in scale_specs(tiling))
         except EngineError:
             continue
     per_tile = 4 * idx.dim + 200  # embedding, window, R*Tree entry, indexes
@@ -413,44 +426,55 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     model is rarely idle. Whatever stops the
     loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
     before the raster is closed. A raster that fails half-way leaves nothing of this run
-    behind; a re-index that fails keeps the raster's previous tiles.
+    behind; a re-index that fails keeps the raster's previous tiles. An index with several
+    scales cuts the raster once per scale (engine/scales.py), smallest first.
     """
     from contextlib import closing
 
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
     from .pipeline import prefetch
+    from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
-    from .tiling import RasterTiler
+    from .tiling import RasterTiler, plan_windows
 
     name = Path(info.path).name
     content, full, changed = identity or (None, None, False)
     if not is_remote(info.path):  # a remote source is known by its source fingerprint alone
         content = content or content_fingerprint(info.path)
         full = full or full_sha256(info.path, cancel=cancel)
-    with RasterTiler(info.path, tiling) as tiler:
-        raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                           info.bands, len(tiler.windows), content, full, changed, info.transform)
+    specs = scale_specs(tiling)
+    planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
+    raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
+                                       info.bands, planned, content, full, changed, info.transform)
+    idx.set_planned(raster_id, planned)
+    added, unavailable, why = 0, 0, ""
+    try:
+        for n, (scale, spec) in enumerate(specs):
+            label = name if len(specs) == 1 else f"{name} at ×{scale}"
+            sub = scaled(progress, n / len(specs), (n + 1) / len(specs))
+            with RasterTiler(info.path, spec) as tiler:
 
-        def tick(fraction: float, message: str) -> None:
-            progress(fraction, f"{name}: {message}")
+                def tick(fraction: float, message: str, label: str = label, sub: ProgressFn = sub) -> None:
+                    sub(fraction, f"{label}: {message}")
 
-        added = 0
-        try:
-            with closing(prefetch(tiler.iter_batches(batch_size, progress=tick, cancel=cancel, skip=done),
-                                  lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
-                for batch, pixels in batches:
-                    idx.add_tiles(raster_id, batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds)
-                    added += len(batch)
-                    check_cancel(cancel)
-        except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
-            raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
-        except EngineError as exc:
-            kept = idx.abandon_raster(raster_id)
-            raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
-        if tiler.unavailable:
-            progress(1.0, f"{name}: {added} tiles embedded, {tiler.unavailable} could not be downloaded")
-            return added, (tiler.unavailable, tiler.unavailable_reason)
+                with closing(prefetch(tiler.iter_batches(batch_size, progress=tick, cancel=cancel, skip=done),
+                                      lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
+                    for batch, pixels in batches:
+                        idx.add_tiles(raster_id, batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds)
+                        added += len(batch)
+                        done |= {w.as_tuple() for w in batch.windows}  # a window two scales share is embedded once
+                        check_cancel(cancel)
+                unavailable += tiler.unavailable
+                why = tiler.unavailable_reason or why
+    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
+        raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
+    except EngineError as exc:
+        kept = idx.abandon_raster(raster_id)
+        raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
+    if unavailable:
+        progress(1.0, f"{name}: {added} tiles embedded, {unavailable} could not be downloaded")
+        return added, (unavailable, why)
     idx.finish_raster(raster_id)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added, None
@@ -497,7 +521,8 @@ def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verif
 
 def _tiling_text(spec) -> str:
     unit = "px" if spec.units == "px" else "m"
-    return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}"
+    scales = f", scales {','.join(map(str, spec.scales))}" if tuple(spec.scales) != (1,) else ""
+    return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}{scales}"
 
 
 def open_for_query(index_dir: str | Path, write: bool = False):
@@ -519,21 +544,29 @@ def open_for_query(index_dir: str | Path, write: bool = False):
 def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float | None = None,
            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
            templates: Sequence[str] | None = None, runtime: Runtime = Runtime(),
-           progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list:
+           progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+           scale: int | None = None, suppress: bool | None = None) -> list:
     """Top-k tiles of an index for a text query (see ``engine.search.Hit``), through the model's own
-    prompt templates unless ``templates`` are given."""
-    from .prompts import model_templates
-    from .search import candidate_ids, clean_query, search_text
+    prompt templates unless ``templates`` are given.
+
+    In an index with several scales, hits rank across scales and say their scale; ``scale``
+    keeps one scale; ``suppress`` (default: on when several scales are searched) drops hits that
+    a better hit covers (engine/scales.py states the rule).
+    """
+    from .search import candidate_ids, clean_query, embed_query, top_k as best
 
     clean_query(query)
+    if top_k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         idx.text_queries = _text_queries_of(encoder, idx.model)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-            hits = search_text(idx, encoder, query, top_k, min_score,
-                               tuple(templates or model_templates(idx.model)), allowed)
+            vec = embed_query(encoder, query, templates)
+            hits = _across_scales(idx, allowed, scale, suppress, top_k,
+                                  lambda n, ok: best(idx, vec, n, min_score, ok))
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
 
@@ -549,15 +582,32 @@ def _text_queries_of(encoder, model: dict):
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
-            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None) -> list:
-    """Tiles most like the given tiles of the same index; no model needed."""
+            rasters: Sequence[str] | None = None, within_wgs84_wkt: str | None = None,
+            scale: int | None = None, suppress: bool | None = None) -> list:
+    """Tiles most like the given tiles of the same index; no model needed (scales as in ``search``)."""
     from .search import candidate_ids, search_similar
 
+    if top_k < 1:
+        raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx, idx.snapshot():
         allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
-        hits = search_similar(idx, list(tile_ids), top_k, min_score, allowed)
+        hits = _across_scales(idx, allowed, scale, suppress, top_k,
+                              lambda n, ok: search_similar(idx, list(tile_ids), n, min_score, ok))
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
+
+
+def _across_scales(idx, allowed, scale: int | None, suppress: bool | None, top_k: int, fetch) -> list:
+    """Run ``fetch(n, allowed)`` for the best ``n`` hits, within one scale or across the index's scales."""
+    from .scales import ScaleMap, hits_with_scales, ranked_across_scales, tiles_of_scale
+
+    several = ScaleMap.of(idx).several
+    if scale is not None:
+        allowed = tiles_of_scale(idx, int(scale), allowed)
+    do_suppress = several and scale is None if suppress is None else bool(suppress)
+    total = 0 if not do_suppress else idx.tile_count() if allowed is None else len(allowed)  # counted only if used
+    hits = ranked_across_scales(lambda n: fetch(n, allowed), top_k, do_suppress, total)
+    return hits_with_scales(idx, hits)
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
@@ -615,6 +665,7 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .index import TileIndex
     from .models import activation_of, config_notice
     from .prompts import model_templates
+    from .scales import tile_counts
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
         kind, recall = _search_kind(idx.cache_meta())
@@ -622,7 +673,7 @@ def info(index_dir: str | Path) -> IndexInfo:
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), search_recall=recall)
+                         notice=config_notice(model), search_recall=recall, scales=tile_counts(idx))
 
 
 def _search_kind(meta: dict | None) -> tuple[str, dict]:
@@ -823,3 +874,66 @@ def concept_export(index_dir: str | Path, name: str, out: str | Path, chips: str
     with TileIndex.open(index_dir) as idx:
         concept = get_concept(idx.conn, name, f"the index at {idx.folder}")
         return export_training(idx.conn, concept, out, chips, progress, cancel)
+
+
+# -- beyond one tile: change between dates, heat maps (engine/change.py, heatmap.py, scales.py) -------
+def change(index_dir: str | Path, before: Sequence[str], after: Sequence[str], query: str | None = None,
+           direction: str = "appeared", top_k: int = 20, scale: int | None = None, min_iou: float = 0.5,
+           out: str | Path | None = None, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
+           cancel: CancelFn | None = None, suppress: bool | None = None):
+    """The places that changed most between two sets of an index's rasters (``engine.change.ChangeResult``).
+
+    With ``query``: where it appeared (or disappeared, or either); without: the largest change of any kind.
+    ``out`` also writes the places to a GeoPackage.
+    """
+    from .areas import check_gpkg_path
+    from .change import check_direction, find_changes, write_change_gpkg
+    from .search import clean_query, embed_query
+
+    text = clean_query(query) if query is not None and query.strip() else ""
+    if text:
+        check_direction(direction)
+    if out:
+        check_gpkg_path(out)
+    with open_for_query(index_dir) as idx:
+        vec = None
+        if text:
+            vec = embed_query(get_encoder(idx.model, runtime, progress, cancel), text)[0]
+        result = find_changes(idx, _abs(before) or [], _abs(after) or [], vec, text, direction, top_k, scale,
+                              min_iou, progress, cancel, suppress)
+    if out:
+        write_change_gpkg(out, result)
+    return result
+
+
+def heatmaps(index_dir: str | Path, query: str, tile_ids: Sequence[int], out_dir: str | Path | None = None,
+             names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+             runtime: Runtime = Runtime(), progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list:
+    """Where in each tile the query matches (``engine.heatmap.HeatMap``), as GeoTIFFs in ``out_dir`` when given.
+
+    Needs a model with patch tokens (a ViT); for others ``EngineError`` says heat maps are not available.
+    """
+    from .heatmap import check_supported, compute_heatmaps
+    from .search import clean_query, embed_query
+
+    text = clean_query(query)
+    if not tile_ids:
+        raise EngineError("Choose at least one tile to show a heat map of.")
+    with open_for_query(index_dir) as idx:
+        encoder = get_encoder(idx.model, runtime, progress, cancel)
+        check_supported(encoder, model_label(idx.model))
+        records = idx.tiles(tile_ids)
+        missing = [int(t) for t in tile_ids if int(t) not in records]
+        if missing:
+            raise EngineError(f"Tile {missing[0]} is not in the index at {idx.folder}.")
+        vec = embed_query(encoder, text, templates)[0]
+        return compute_heatmaps(idx, encoder, [records[int(t)] for t in tile_ids], vec, text, out_dir, names,
+                                progress, cancel)
+
+
+def check_heatmaps(index_dir: str | Path, runtime: Runtime = Runtime()) -> None:
+    """Refuse, before any work, an index whose model has no patch tokens (heat maps need a ViT)."""
+    from .heatmap import check_supported
+
+    with open_for_query(index_dir) as idx:
+        check_supported(get_encoder(idx.model, runtime), model_label(idx.model))

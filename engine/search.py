@@ -26,6 +26,8 @@ class Hit:
     rank: int
     score: float
     tile: TileRecord
+    #: The tile's scale in an index with several (engine/scales.py); None in a one-scale index.
+    scale: int | None = None
 
 
 def candidate_ids(index: TileIndex, rasters: Sequence[str] | None = None,
@@ -100,7 +102,7 @@ def tiles_within(index: TileIndex, within_wgs84_wkt: str) -> np.ndarray:
         keep[edge] = _footprints_intersect(index, area, table[edge])
     geometries = index.raster_geometries()
     for rid in np.unique(table[keep, 1]).tolist():
-        if rid not in geometries or not geometries[rid][2].valid:
+        if rid not in geometries or not geometries[rid][2].placeable:
             raise _damaged_footprint(index, table[keep][table[keep, 1] == rid][0, 0], geometries.get(rid))
     return np.sort(table[keep, 0])
 
@@ -179,16 +181,26 @@ def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None
 def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: float | None = None,
                 templates: Sequence[str] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
     """Tiles that best match a text query, embedded through the prompt templates."""
-    from .prompts import REMOTE_SENSING_TEMPLATES
+    return top_k(index, embed_query(encoder, query, templates), k, min_score, allowed)
+
+
+def embed_query(encoder, query: str, templates: Sequence[str] | None = None) -> np.ndarray:
+    """A search text as the (1, D) unit vector search ranks by: the templates filled in, embedded and averaged.
+
+    The one place a query becomes a vector, for search, change between dates and heat maps alike:
+    through ``templates`` when given, else the encoder's model's own (``prompts.model_templates``).
+    """
+    from .prompts import REMOTE_SENSING_TEMPLATES, model_templates
 
     text = clean_query(query)
-    templates = templates or REMOTE_SENSING_TEMPLATES
+    if not templates:
+        ref = getattr(encoder.loaded, "ref", None)
+        templates = model_templates(ref.to_dict()) if ref is not None else REMOTE_SENSING_TEMPLATES
     if any(encoder.is_truncated(t.format(text)) for t in templates):
         logging.getLogger("rsclip_search.engine").warning(
             "The search text is longer than the model reads (%d tokens); only its beginning is used.",
             encoder.loaded.context_length)
-    vec = encoder.encode_prompts([text], templates)
-    return top_k(index, vec, k, min_score, allowed)
+    return encoder.encode_prompts([text], templates)
 
 
 def search_similar(index: TileIndex, tile_ids: Sequence[int], k: int = 10, min_score: float | None = None,

@@ -52,6 +52,9 @@ class TilingSpec:
     bands: tuple[int, ...] | None = None
     max_nodata: float = 0.5
     read_size: int = 224
+    #: Tile sizes as multiples of ``size`` held by one index, e.g. (1, 2, 4): 224, 448 and 896 px windows, each
+    #: read at ``read_size`` (see engine/scales.py). Recorded only when it is not just (1,).
+    scales: tuple[int, ...] = (1,)
 
     def validate(self) -> "TilingSpec":
         """Return self, or raise ``EngineError`` saying which setting is wrong."""
@@ -74,13 +77,19 @@ class TilingSpec:
                 or not 8 <= self.read_size <= MAX_READ_SIZE:
             raise EngineError(f"The tile read size must be a whole number of pixels from 8 to {MAX_READ_SIZE}, "
                               f"not {self.read_size!r}.")
+        from .scales import check_scales
+
+        check_scales(self.scales)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, as recorded in an index."""
-        return {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
-                "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
-                "read_size": int(self.read_size)}
+        out = {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
+               "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
+               "read_size": int(self.read_size)}
+        if tuple(self.scales) != (1,):
+            out["scales"] = [int(s) for s in self.scales]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TilingSpec":
@@ -92,7 +101,8 @@ class TilingSpec:
                        overlap=float(data.get("overlap", default.overlap)),
                        bands=tuple(int(b) for b in bands) if bands else None,
                        max_nodata=float(data.get("max_nodata", default.max_nodata)),
-                       read_size=int(data.get("read_size", default.read_size)))
+                       read_size=int(data.get("read_size", default.read_size)),
+                       scales=tuple(int(s) for s in data.get("scales") or (1,)))
         except (TypeError, ValueError, AttributeError) as exc:
             raise EngineError(f"The recorded tile settings {data!r} are not valid ({exc}).") from None
 
@@ -657,17 +667,6 @@ class RasterTiler:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read_bands(self, window: TileWindow, alg: int) -> dict[int, np.ndarray]:
-        """Each distinct chosen band's pixels in ``window``, resampled to read_size², native type."""
-        n = self.spec.read_size
-        unique = list(dict.fromkeys(self.info.bands))
-        what = (f"Cannot read {Path(self.info.path).name} at window {window.as_tuple()} "
-                "(the file may be truncated or damaged)")
-        data = _gdal_call(self._ds.ReadAsArray, window.col_off, window.row_off, window.width, window.height,
-                          buf_xsize=n, buf_ysize=n, resample_alg=alg, band_list=unique, what=what)
-        data = data.reshape(len(unique), n, n)
-        return {b: data[i] for i, b in enumerate(unique)}
-
     def read(self, window: TileWindow) -> np.ndarray | None:
         """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata (see ``_read``).
 
@@ -683,31 +682,75 @@ class RasterTiler:
         stretched to 0–255 and nodata, NaN and ±inf become 0. A pixel counts as nodata when every
         chosen band that can be missing is missing there, or the GDAL mask (alpha) is 0.
         """
+        keep, pixels = self._read_many([window])
+        return np.ascontiguousarray(pixels[0].transpose(1, 2, 0)) if keep[0] else None
+
+    def _resampling(self, window: TileWindow) -> int:
+        from osgeo import gdal
+
+        n = self.spec.read_size
+        if self._lut is not None:
+            return gdal.GRIORA_NearestNeighbour
+        if window.width > n or window.height > n:
+            return gdal.GRIORA_Average
+        return gdal.GRIORA_Bilinear
+
+    def _read_many(self, windows: Sequence[TileWindow]) -> tuple[np.ndarray, np.ndarray]:
+        """(keep, uint8 (m, 3, n, n) pixels) of m windows, each resampled to ``read_size`` (n) where its size differs.
+
+        GDAL writes each window's distinct chosen bands straight into its slot of one (m, bands, n, n)
+        buffer (no per-tile arrays, no strip to cut up), and the whole buffer is converted at once
+        by ``_convert``; 8-bit RGB needs no conversion at all.
+        """
         from osgeo import gdal
 
         if self._ds is None:
             raise EngineError(f"The tiler of {Path(self.info.path).name} is closed.")
         n = self.spec.read_size
-        if self._lut is not None:
-            alg = gdal.GRIORA_NearestNeighbour
-        elif window.width > n or window.height > n:
-            alg = gdal.GRIORA_Average
-        else:
-            alg = gdal.GRIORA_Bilinear
-        raw = {b: data[None] for b, data in self._read_bands(window, alg).items()}
-        mask = None
-        if self._mask:
-            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray,
-                              window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
-                              what=f"Cannot read the mask of {Path(self.info.path).name}")[None]
-        keep, pixels = self._convert(raw, mask)
-        return np.ascontiguousarray(pixels[0].transpose(1, 2, 0)) if keep[0] else None
+        unique = list(dict.fromkeys(self.info.bands))
+        raw: np.ndarray | None = None
+        mask = np.empty((len(windows), n, n), dtype=np.uint8) if self._mask else None
+        mask_band = self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand() if self._mask else None
+        name = Path(self.info.path).name
+        with _quiet_gdal():
+            for i, w in enumerate(windows):
+                box = (w.col_off, w.row_off, w.width, w.height)
+                alg = self._resampling(w)
+                try:
+                    if raw is None:  # the first read decides the buffer's type, as GDAL picks it
+                        first = self._ds.ReadAsArray(*box, buf_xsize=n, buf_ysize=n, resample_alg=alg,
+                                                     band_list=unique)
+                        if first is not None:
+                            raw = np.empty((len(windows), len(unique), n, n), dtype=first.dtype)
+                            raw[0] = first.reshape(len(unique), n, n)
+                        got = first
+                    else:
+                        got = self._ds.ReadAsArray(*box, buf_obj=raw[i] if len(unique) > 1 else raw[i, 0],
+                                                   buf_xsize=n, buf_ysize=n, resample_alg=alg, band_list=unique)
+                    if got is not None and mask_band is not None and mask is not None:
+                        got = mask_band.ReadAsArray(*box, buf_xsize=n, buf_ysize=n, buf_obj=mask[i])
+                        what = f"Cannot read the mask of {name}"
+                    else:
+                        what = f"Cannot read {name} at window {w.as_tuple()} (the file may be truncated or damaged)"
+                    detail = "" if got is not None else gdal.GetLastErrorMsg()
+                except RuntimeError as exc:
+                    got, detail = None, _gdal_exception_text(exc)
+                    what = f"Cannot read {name} at window {w.as_tuple()} (the file may be truncated or damaged)"
+                if got is None:
+                    raise EngineError(f"{what}: {detail.strip().rstrip('.') or 'unknown GDAL error'}.")
+        assert raw is not None
+        return self._convert(raw, unique, mask)
 
-    def _convert(self, raw: dict[int, np.ndarray], mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(keep, pixels) of m tiles: ``raw`` holds each distinct chosen band as (m, n, n) native values, ``mask``
-        the GDAL mask (m, n, n) or None; ``pixels`` is uint8 (m, 3, n, n), ``keep`` False for tiles over the
-        nodata tolerance. The same arithmetic for one tile and for a strip of them."""
-        m, n = next(iter(raw.values())).shape[:2]
+    def _convert(self, block: np.ndarray, unique: list[int], mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(keep, pixels) of m tiles: ``block`` (m, len(unique), n, n) holds the distinct chosen bands' native
+        values, ``mask`` the GDAL mask (m, n, n) or None; ``pixels`` is uint8 (m, 3, n, n), ``keep`` False for
+        tiles over the nodata tolerance. The same arithmetic for one tile and for a batch of them."""
+        m, n = block.shape[0], block.shape[-1]
+        if (self._lut is None and mask is None and block.dtype == np.uint8 and unique == list(self.info.bands)
+                and len(unique) == 3 and all(v is None for v in self.info.nodata)
+                and all(tuple(r) == (0.0, 255.0) for r in self.stretch)):
+            return np.ones(m, dtype=bool), block  # 8-bit RGB as stored: nothing to convert
+        raw = {b: block[:, j] for j, b in enumerate(unique)}
         bad: dict[int, np.ndarray] = {}
         for band_no, nodata in zip(self.info.bands, self.info.nodata):
             data = raw[band_no]
@@ -743,10 +786,8 @@ class RasterTiler:
                      skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[TileBatch]:
         """The tiles of ``iter_tiles`` (same windows, pixels and order), ``batch_size`` at a time, channels first.
 
-        Windows read at their own size (the default: tile size = read size) are read a strip at a
-        time, one GDAL call for a run of neighbouring windows of a row, and converted with array
-        operations; their WGS84 bounds come from one PROJ call per batch. Other windows (resampled,
-        or of a remote source) are read one by one.
+        GDAL reads each window straight into the batch's buffer, the batch is converted with array
+        operations, and the WGS84 bounds come from one PROJ call per batch.
         """
         total = len(self.windows)
         every = max(1, math.ceil(total / 100))
@@ -791,9 +832,7 @@ class RasterTiler:
     def _read_windows(self, windows: list[TileWindow]) -> tuple[list[TileWindow], np.ndarray]:
         """The kept windows among ``windows`` and their uint8 (m, 3, n, n) pixels."""
         n = self.spec.read_size
-        if self._ds is None:
-            raise EngineError(f"The tiler of {Path(self.info.path).name} is closed.")
-        if self._remote is not None or any((w.width, w.height) != (n, n) for w in windows):
+        if self._remote is not None:  # each window downloads what it needs first (or is skipped)
             out_w, out_p = [], []
             for window in windows:
                 try:
@@ -806,43 +845,10 @@ class RasterTiler:
                     out_w.append(window)
                     out_p.append(pixels.transpose(2, 0, 1))
             return out_w, (np.stack(out_p) if out_p else np.zeros((0, 3, n, n), dtype=np.uint8))
-        runs: list[list[TileWindow]] = []
-        for w in windows:
-            last = runs[-1][-1] if runs else None
-            if last is not None and w.row_off == last.row_off and 0 < w.col_off - last.col_off <= n:
-                runs[-1].append(w)
-            else:
-                runs.append([w])
-        out_w, out_p = [], []
-        for run in runs:
-            keep, pixels = self._convert(*self._read_strip(run))
-            out_w += [w for w, k in zip(run, keep.tolist()) if k]
-            out_p.append(pixels[keep])
-        return out_w, np.concatenate(out_p)
-
-    def _read_strip(self, run: list[TileWindow]) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
-        """One GDAL read of a run of same-row windows at their own size: each band (m, n, n), and the mask."""
-        n = self.spec.read_size
-        c0, r0 = run[0].col_off, run[0].row_off
-        width = run[-1].col_off + n - c0
-        unique = list(dict.fromkeys(self.info.bands))
-        name = Path(self.info.path).name
-        data = _gdal_call(self._ds.ReadAsArray, c0, r0, width, n, band_list=unique,
-                          what=f"Cannot read {name} at window {run[0].as_tuple()} (the file may be truncated or "
-                               "damaged)").reshape(len(unique), n, width)
-        mask = None
-        if self._mask:
-            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray, c0, r0, width, n,
-                              what=f"Cannot read the mask of {name}").reshape(1, n, width)
-        offsets = [w.col_off - c0 for w in run]
-
-        def tiles(strip: np.ndarray) -> np.ndarray:  # (b, n, width) → (b, m, n, n)
-            if offsets == list(range(0, n * len(run), n)):
-                return strip.reshape(strip.shape[0], n, len(run), n).transpose(0, 2, 1, 3)
-            return np.stack([strip[:, :, o:o + n] for o in offsets], axis=1)
-
-        cut = tiles(data)
-        return {b: cut[i] for i, b in enumerate(unique)}, (tiles(mask)[0] if mask is not None else None)
+        keep, pixels = self._read_many(windows)
+        if keep.all():
+            return list(windows), pixels
+        return [w for w, k in zip(windows, keep.tolist()) if k], pixels[keep]
 
     def wgs84_bounds(self, windows: Sequence[TileWindow]) -> np.ndarray:
         """(m, 4) min lon, min lat, max lon, max lat of windows, from one PROJ call."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
-from qgis.PyQt.QtCore import QObject
+from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..engine import jobs
 from ..engine.errors import EngineError
@@ -40,6 +40,9 @@ class LabelsOutcome:
 class Controller(QObject):
     """Owns the running tasks; the only place where dock requests meet the engine."""
 
+    #: The index folder or what it holds may have changed (after indexing, or another folder chosen).
+    indexChanged = pyqtSignal()
+
     def __init__(self, iface, dock) -> None:
         super().__init__(dock)
         self.iface = iface
@@ -50,6 +53,7 @@ class Controller(QObject):
         self.last_results: tuple[str, list] | None = None
         #: GeoPackage layer name for the latest result (from its query or class set).
         self.last_layer_name = "rsclip_results"
+        self.last_query: tuple[str, str] | None = None  # (index folder, text) of the results listed
         self.last_layer = None
         self.download_dialog = None
         self.installer = None
@@ -69,6 +73,7 @@ class Controller(QObject):
         dock.urlLayerRequested.connect(self.add_url_layer)
         dock.stacRequested.connect(self.open_stac_dialog)
         dock.indexFolderChanged.connect(lambda _folder: self.refresh_status())
+        dock.heatmapRequested.connect(self.heatmap)
         project = QgsProject.instance()
         project.layersAdded.connect(self.refresh_rasters)
         project.layersRemoved.connect(self.refresh_rasters)
@@ -78,6 +83,9 @@ class Controller(QObject):
         from .concepts import ConceptsController
 
         self.concepts = ConceptsController(self)
+        from .change import ChangeController
+
+        self.change = ChangeController(self)
 
     # -- state -----------------------------------------------------------------------
     def setup_dock(self) -> None:
@@ -119,17 +127,21 @@ class Controller(QObject):
     def refresh_status(self) -> None:
         from ..engine.models import config_notice
         from ..engine.prompts import describe_templates
+        from ..engine.scales import scale_label
 
+        self.indexChanged.emit()
         folder = self.dock.index_dir()
         if not folder or not is_index(folder):
             self.dock.set_status("No index in this folder yet: index some rasters on the Index tab.")
             self.dock.set_model_templates("the prompt templates of the index's model", "")
+            self.dock.set_scales([])
             return
         try:
             info = jobs.info(folder)
         except EngineError as exc:
             self.dock.set_status(str(exc))
             return
+        self.dock.set_scales([(scale_label(None, {}), None)] + [(scale_label(s, info.tiling), s) for s in info.scales])
 
         def when(ts: float) -> str:
             return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
@@ -138,7 +150,9 @@ class Controller(QObject):
         if info.updated - info.created > 60:
             built += f", updated {when(info.updated)}"
         notice = config_notice(info.model, how="choose a new index folder and index the rasters again (Index tab)")
-        status = f"Model {info.model_label} · {info.tile_count} tiles from {len(info.rasters)} raster(s) · {built}"
+        scales = f" at {len(info.scales)} scales" if len(info.scales) > 1 else ""
+        status = (f"Model {info.model_label} · {info.tile_count} tiles{scales} from {len(info.rasters)} raster(s) "
+                  f"· {built}")
         if info.readonly:
             status += " · read-only"
         missing = info.missing
@@ -227,6 +241,7 @@ class Controller(QObject):
 
     def index(self, params) -> BaseTask | None:
         """Index the checked rasters; a new index takes the dock's model and tile settings."""
+        from ..engine.scales import parse_scales
         from ..engine.tiling import TilingSpec
 
         folder = self._folder(params.index_dir)
@@ -238,6 +253,7 @@ class Controller(QObject):
             return None
         existing = self._index_model(folder)
         try:
+            scales = parse_scales(params.scales)
             if existing is not None:
                 model, tiling = existing, None
             else:
@@ -254,7 +270,8 @@ class Controller(QObject):
             chosen = model or jobs.resolve_model(folder, arch=params.custom_arch, checkpoint=params.custom_checkpoint)
             with using(params.remote):
                 return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
-                                          batch_size=params.batch_size, progress=progress, cancel=cancel)
+                                          batch_size=params.batch_size, progress=progress, cancel=cancel,
+                                          scales=scales)
 
         def run() -> BaseTask:
             self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
@@ -386,13 +403,16 @@ class Controller(QObject):
 
         def job(progress, cancel):
             hits = jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
-                               progress=progress, cancel=cancel)
+                               progress=progress, cancel=cancel, scale=params.scale)
             return self._hits_outcome(folder, hits, "search")
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
         title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
+        if params.scale is not None:
+            key, title = f"{key}|×{params.scale}", f"{title} at ×{params.scale}"
         return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title))))
+            BaseTask(f"Searching {title}", job,
+                     lambda t: self._hits_done(t, folder, "search", key, title, params.query.strip()))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -403,8 +423,8 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score),
-                                      "similar")
+            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score,
+                                                           scale=params.scale), "similar")
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
         title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
@@ -419,10 +439,53 @@ class Controller(QObject):
         thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
         return HitsOutcome(hits, hit_rows(hits, kind), thumbnails)
 
-    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str) -> None:
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, query: str = "") -> None:
         if not self._done(task):
             return
+        self.last_query = (folder, query) if query else None
         self.show_hits(task.result, folder, kind, key, title)
+
+    def heatmap(self, tile_id: int) -> BaseTask | None:
+        """Where in a listed tile the last search's text matches: a heat map layer over the tile."""
+        from .heatmaps import heatmap_folder
+
+        hit = self.hits.get(tile_id)
+        if hit is None:
+            self.notify("Select a result of a text search first.", Qgis.MessageLevel.Warning)
+            return None
+        if self.last_query is None:
+            self.notify("Heat maps show where a search text matches: search by text, then select a result.",
+                        Qgis.MessageLevel.Warning)
+            return None
+        folder, query = self.last_query
+
+        def job(progress, cancel):
+            return jobs.heatmaps(folder, query, [tile_id], heatmap_folder(folder), progress=progress, cancel=cancel)[0]
+
+        return self.start(BaseTask(f"Heat map of tile {tile_id} for “{query}”", job,
+                                   lambda task: self._heatmap_done(task, folder, query)))
+
+    def _heatmap_done(self, task: BaseTask, folder: str, query: str):
+        from qgis.PyQt import sip
+
+        from .heatmaps import KIND_HEATMAP, heatmap_layer
+
+        if not self._done(task):
+            return None
+        heat = task.result
+        row, col = heat.hottest
+        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
+                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)
+        hidden = ""
+        if self.last_layer is not None and not sip.isdeleted(self.last_layer):
+            node = QgsProject.instance().layerTreeRoot().findLayer(self.last_layer.id())
+            if node is not None and node.isVisible():  # its fill would hide the imagery under the heat map
+                node.setItemVisibilityChecked(False)
+                hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
+        self.zoom_to_tile(heat.tile.id)
+        self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in row {row + 1}, column {col + 1} of "
+                    f"its {heat.values.shape[0]}×{heat.values.shape[1]} cells.{hidden}", Qgis.MessageLevel.Success)
+        return layer
 
     def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
         """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
@@ -526,6 +589,7 @@ class Controller(QObject):
     def shutdown(self) -> None:
         """Cancel what is still running (the plugin is being unloaded)."""
         self.concepts.shutdown()
+        self.change.shutdown()
         for task in list(self.tasks):
             task.on_done = None
             try:

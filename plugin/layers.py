@@ -9,7 +9,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSyste
                        QgsFeature, QgsField, QgsFillSymbol, QgsGeometry, QgsGraduatedSymbolRenderer, QgsMapLayer,
                        QgsProject, QgsRendererCategory, QgsVectorLayer)
 
-from ..engine.export import HIT_FIELDS, LABEL_FIELDS, common_crs, tile_geometry_wkt
+from ..engine.export import LABEL_FIELDS, common_crs, hit_fields, tile_geometry_wkt
 from .qgis_compat import FIELD_TYPES
 
 SEARCH_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "search_results.qml"
@@ -35,11 +35,13 @@ class TileRows:
 
 
 def hit_rows(hits: Sequence, kind: str = "search") -> TileRows:
-    """Rows of a search/similar result with rank, score, raster and tile_id (reprojects: run in a task)."""
+    """Rows of a search/similar result with rank, score, raster and tile_id, and scale in an index with several
+    (reprojects: run in a task)."""
     crs_wkt = common_crs([h.tile for h in hits])
-    rows = [([h.rank, float(h.score), h.tile.raster, int(h.tile.id)], tile_geometry_wkt(h.tile, crs_wkt))
-            for h in hits]
-    return TileRows(kind, HIT_FIELDS, crs_wkt, rows)
+    fields = hit_fields(hits)
+    rows = [([h.rank, float(h.score), h.tile.raster, int(h.tile.id), h.scale][:len(fields)],
+             tile_geometry_wkt(h.tile, crs_wkt)) for h in hits]
+    return TileRows(kind, fields, crs_wkt, rows)
 
 
 def label_rows(labels: Sequence, classes: Sequence[str]) -> TileRows:
@@ -77,18 +79,18 @@ def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
     return layer
 
 
-def style_by_score(layer: QgsVectorLayer, classes: int = 5) -> None:
-    """Apply resources/styles/search_results.qml, then compute its breaks from this layer's scores.
+def style_by_score(layer: QgsVectorLayer, classes: int = 5, style: Path = SEARCH_STYLE) -> None:
+    """Apply resources/styles/search_results.qml (or ``style``), then compute its breaks from this layer's scores.
 
     The style lives in a .qml so it can be tuned in QGIS's style dock and saved back; its
     class breaks are data-dependent (scores of different models and queries differ), so
     they are recomputed here with the style's own method and colour ramp.
     """
-    message, ok = layer.loadNamedStyle(str(SEARCH_STYLE), QgsMapLayer.StyleCategory.Symbology
+    message, ok = layer.loadNamedStyle(str(style), QgsMapLayer.StyleCategory.Symbology
                                        | QgsMapLayer.StyleCategory.Labeling | QgsMapLayer.StyleCategory.Rendering)
     renderer = layer.renderer()
     if not ok or not isinstance(renderer, QgsGraduatedSymbolRenderer):
-        raise RuntimeError(f"Cannot apply the plugin's style {SEARCH_STYLE}: {message}")
+        raise RuntimeError(f"Cannot apply the plugin's style {style}: {message}")
     renderer.updateClasses(layer, max(1, min(classes, layer.featureCount())))
     layer.triggerRepaint()
 

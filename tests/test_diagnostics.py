@@ -44,7 +44,7 @@ def test_a_failed_offline_download_is_not_listed_as_a_model(offline, capsys):
 def test_the_model_cache_line_tells_verified_partial_and_unverified_weights_apart(offline, tmp_path):
     source = tmp_path / "weights.pt"
     source.write_bytes(b"not really weights, but verified bytes")
-    adopt_weights(get_spec("remoteclip-rn50"), source, file_sha256(source))
+    adopt_weights(get_spec("openai-clip-vit-b-32"), source, file_sha256(source))  # no pinned hash to match
     partial = cached_weights_path(get_spec("georsclip-vit-b-32"))
     partial.parent.mkdir(parents=True)
     partial.with_name(partial.name + ".part").write_bytes(b"half")
@@ -52,8 +52,8 @@ def test_the_model_cache_line_tells_verified_partial_and_unverified_weights_apar
     placed.parent.mkdir(parents=True)
     placed.write_bytes(b"put here by hand, checked on first use")
     line = model_cache_line(engine_report())
-    assert line == (f"Model cache: {offline} (remoteclip-rn50, georsclip-vit-b-32: partial download, "
-                    "skyclip-vit-b-32: not verified yet)")
+    assert line == (f"Model cache: {offline} (georsclip-vit-b-32: partial download, "
+                    "skyclip-vit-b-32: not verified yet, openai-clip-vit-b-32)")
 
 
 def test_a_plain_interpreter_reports_itself():

@@ -75,15 +75,19 @@ def test_the_readme_names_its_commands():
 def test_every_command_of_the_processing_section_runs_verbatim(vit_b_32_weights, tmp_path):
     from engine import jobs
     from engine.classsets import load_class_set
-    from engine.models import file_sha256, get_spec
-    from engine.models.download import adopt_weights
+    from engine.models import cached_weights_path, get_spec
     from osgeo import ogr
 
     home = tmp_path / "home"
     (home / "imagery").mkdir(parents=True)
     (home / "imagery" / "naip.tif").symlink_to(NAIP)
-    adopt_weights(get_spec("remoteclip-vit-b-32"), vit_b_32_weights, file_sha256(vit_b_32_weights),
-                  home / ".cache" / "rsclip_search" / "models")
+    # The cache as a verified download leaves it: the weights and their recorded SHA-256. The real file
+    # cannot be downloaded here, so random weights stand in under the registry's pinned hash.
+    spec = get_spec("remoteclip-vit-b-32")
+    cached = cached_weights_path(spec, home / ".cache" / "rsclip_search" / "models")
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(vit_b_32_weights, cached)
+    (cached.parent / (cached.name + ".sha256")).write_text(str(spec.sha256) + "\n")
     script = "\n".join(bash_blocks(readme_section()))
     out = subprocess.run(["bash", "-euxo", "pipefail", "-c", script], cwd=ROOT, env=user_env(home),
                          capture_output=True, text=True, timeout=840)

@@ -15,15 +15,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIP = ROOT.parent / "shared" / "data" / "naip" / "naip_m_4709963_se_14_20160816.tif"
-SCENES = {"search": "screenshot_in_qgis.py", "concepts": "screenshot_concepts_in_qgis.py"}
+NAIP_2009 = NAIP.with_name("naip_m_4709963_se_14_20090818.tif")
+SCENES = {"search": "screenshot_in_qgis.py", "concepts": "screenshot_concepts_in_qgis.py",
+          "change": "screenshot_beyond_in_qgis.py", "scales": "screenshot_beyond_in_qgis.py",
+          "heatmap": "screenshot_beyond_in_qgis.py"}
+#: The scenes of change, scales and heat maps use the tests' planted model, for which every text means this colour:
+#: the dark water of the NAIP ponds (sampled from the 2016 image).
+POND_RGB = (45, 47, 52)
+#: For the scales scene: the 2016 image's mean colour, which mixed tiles (water and fields) match better than
+#: any small tile of one cover, so larger tiles win some places.
+MIXED_RGB = (91, 107, 84)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/screenshot.png")
     parser.add_argument("--query", default="farm fields")
-    parser.add_argument("--scene", choices=("search", "concepts"), default="search",
-                        help="search: the Search tab; concepts: the find-every-X loop with areas on the map")
+    parser.add_argument("--scene", choices=tuple(SCENES), default="search",
+                        help="search: the Search tab; concepts: the find-every-X loop with areas on the map; "
+                        "change, scales, heatmap: change between the 2009 and 2016 NAIP dates, a search across "
+                        "scales, a heat map (with the tests' planted colour model)")
     parser.add_argument("--profile", help="a QGIS profile root (QGIS_CUSTOM_CONFIG_PATH) in which the plugin and its "
                                           "packages are already installed, as a user has them; default: a new one "
                                           "with this checkout as the plugin")
@@ -35,13 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rsclip-shot-"))
     sys.path.insert(0, str(ROOT / "tests"))
-    from tinymodel import make_tiny_model
-
-    model = make_tiny_model(work / "model")
     index = work / "index"
-    subprocess.run([sys.executable, "-m", "engine", "index", str(NAIP), "--index", str(index), "--arch",
-                    str(model.config), "--checkpoint", str(model.checkpoint), "--tile-size", "112"],
-                   cwd=ROOT, check=True)
+    if args.scene in ("change", "scales", "heatmap"):
+        from planted_clip import make_planted_clip
+
+        model = make_planted_clip(work / "model", text_rgb=MIXED_RGB if args.scene == "scales" else POND_RGB,
+                                  image_size=56)
+        subprocess.run([sys.executable, "-m", "engine", "index", str(NAIP_2009), str(NAIP), "--index", str(index),
+                        "--arch", str(model.config), "--checkpoint", str(model.checkpoint), "--tile-size", "112",
+                        "--scales", "1,2,4"], cwd=ROOT, check=True)
+    else:
+        from tinymodel import make_tiny_model
+
+        model = make_tiny_model(work / "model")
+        subprocess.run([sys.executable, "-m", "engine", "index", str(NAIP), "--index", str(index), "--arch",
+                        str(model.config), "--checkpoint", str(model.checkpoint), "--tile-size", "112"],
+                       cwd=ROOT, check=True)
     profile = Path(args.profile).resolve() if args.profile else work / "profile"
     if not args.profile:
         plugins = profile / "profiles" / "default" / "python" / "plugins"
@@ -49,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         (plugins / "rsclip_search").symlink_to(ROOT, target_is_directory=True)
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONPATH=os.pathsep.join(site.getsitepackages()),
                RSCLIP_SHOT_RASTER=str(NAIP), RSCLIP_SHOT_INDEX=str(index), RSCLIP_SHOT_OUT=str(out),
-               RSCLIP_SHOT_QUERY=args.query, RSCLIP_SHOT_WORK=str(work))
+               RSCLIP_SHOT_QUERY=args.query, RSCLIP_SHOT_WORK=str(work), RSCLIP_SHOT_SCENE=args.scene,
+               RSCLIP_SHOT_BEFORE=str(NAIP_2009))
     env.pop("QT_QPA_PLATFORM", None)
     if args.profile:  # QGIS finds the packages as a user's does: the plugin activates its private folder
         env.pop("PYTHONPATH")

@@ -36,6 +36,7 @@ class SearchDock(QDockWidget):
     webMapRequested = pyqtSignal()
     stacRequested = pyqtSignal()
     urlLayerRequested = pyqtSignal(str)
+    heatmapRequested = pyqtSignal(int)
 
     def __init__(self, parent=None) -> None:
         super().__init__("RS-CLIP Search", parent)
@@ -82,6 +83,10 @@ class SearchDock(QDockWidget):
 
         self.concepts_panel = ConceptsPanel(self.index_dir)
         self.tabs.addTab(self.concepts_panel, "Concepts")
+        from .change_panel import ChangePanel
+
+        self.change_panel = ChangePanel(self.index_dir)
+        self.tabs.addTab(self.change_panel, "Change")
         outer.addWidget(self.tabs)
         busy = QHBoxLayout()
         self.progress = QProgressBar()
@@ -131,6 +136,12 @@ class SearchDock(QDockWidget):
         self.min_score_spin.setMinimum(-1.0)
         self.min_score_spin.setValue(settings.MIN_SCORE.get())
         opts.addWidget(self.min_score_spin)
+        self.scale_label = QLabel("Scale")
+        opts.addWidget(self.scale_label)
+        self.scale_combo = QComboBox()
+        self.scale_combo.setToolTip("All scales: hits rank across tile sizes and a hit that a better one covers is "
+                                    "left out; or only the tiles of one size")
+        opts.addWidget(self.scale_combo)
         lay.addLayout(opts)
         restrict = QHBoxLayout()
         self.restrict_label = QLabel()
@@ -157,6 +168,12 @@ class SearchDock(QDockWidget):
         self.save_button.clicked.connect(lambda: self.request_save())
         buttons.addWidget(self.save_button)
         lay.addLayout(buttons)
+        self.heatmap_button = QPushButton("Where in the tile? (heat map)")
+        self.heatmap_button.setToolTip("Show how much each part of the selected result matches the search text, as a "
+                                       "semi-transparent layer over the tile (vision-transformer models)")
+        self.heatmap_button.clicked.connect(self.request_heatmap)
+        lay.addWidget(self.heatmap_button)
+        self.set_scales([])
         return tab
 
     def _label_tab(self) -> QWidget:
@@ -233,6 +250,11 @@ class SearchDock(QDockWidget):
         self.overlap_spin.setSingleStep(0.05)
         self.overlap_spin.setValue(settings.OVERLAP.get())
         form.addRow("Overlap", self.overlap_spin)
+        self.scales_edit = QLineEdit()
+        self.scales_edit.setPlaceholderText("1 (or e.g. 1,2,4: also tiles 2 and 4 times as large)")
+        self.scales_edit.setToolTip("Tile sizes as multiples of the tile size, each embedded at the model's input "
+                                    "size; added to an existing index, only the new sizes are embedded")
+        form.addRow("Scales", self.scales_edit)
         self.index_button = QPushButton("Index checked rasters")
         self.index_button.clicked.connect(lambda: self.request_index())
         form.addRow(self.index_button)
@@ -341,9 +363,10 @@ class SearchDock(QDockWidget):
     def set_busy(self, busy: bool) -> None:
         """While a job runs: no second job from the dock, a progress bar and a Cancel button."""
         for button in (self.search_button, self.label_button, self.index_button, self.similar_button,
-                       self.save_button, self.web_button, self.stac_button):
+                       self.save_button, self.web_button, self.stac_button, self.heatmap_button):
             button.setEnabled(not busy)
         self.concepts_panel.set_busy(busy)
+        self.change_panel.set_busy(busy)
         self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy)
         if busy:
@@ -359,7 +382,8 @@ class SearchDock(QDockWidget):
         self.results_list.blockSignals(True)
         self.results_list.clear()
         for hit in hits:
-            item = QListWidgetItem(f"{hit.rank}.  score {hit.score:.3f}\n{Path(hit.tile.raster).name}")
+            scale = f"  ×{hit.scale}" if getattr(hit, "scale", None) is not None else ""
+            item = QListWidgetItem(f"{hit.rank}.  score {hit.score:.3f}{scale}\n{Path(hit.tile.raster).name}")
             item.setToolTip(f"tile {hit.tile.id}, window {hit.tile.window}\n{hit.tile.raster}")
             item.setData(TILE_ROLE, int(hit.tile.id))
             image = thumbnails.get(hit.tile.id)
@@ -374,12 +398,32 @@ class SearchDock(QDockWidget):
         settings.MIN_SCORE.set(self.min_score_spin.value())
         self.searchRequested.emit(SearchParams(
             self.index_dir(), self.query_edit.text(), self.top_k_spin.value(), self._min_score(),
-            [self._restrict[1]] if self._restrict else []))
+            [self._restrict[1]] if self._restrict else [], self.scale()))
 
     def request_similar(self) -> None:
         item = self.results_list.currentItem()
         ids = [int(item.data(TILE_ROLE))] if item is not None else []
-        self.similarRequested.emit(SimilarParams(self.index_dir(), ids, self.top_k_spin.value(), self._min_score()))
+        self.similarRequested.emit(SimilarParams(self.index_dir(), ids, self.top_k_spin.value(), self._min_score(),
+                                                 self.scale()))
+
+    def request_heatmap(self) -> None:
+        """A heat map of the selected result (the controller says what to do when none is selected)."""
+        item = self.results_list.currentItem()
+        self.heatmapRequested.emit(int(item.data(Qt.ItemDataRole.UserRole)) if item is not None else -1)
+
+    def set_scales(self, scales: list[tuple[str, int | None]]) -> None:
+        """(label, scale) choices of an index with several scales ("all scales" first); hidden otherwise."""
+        current = self.scale_combo.currentData()
+        self.scale_combo.clear()
+        for label, value in scales:
+            self.scale_combo.addItem(label, value)
+        self.scale_combo.setCurrentIndex(max(0, self.scale_combo.findData(current)))
+        for widget in (self.scale_combo, self.scale_label):
+            widget.setVisible(len(scales) > 2)
+
+    def scale(self) -> int | None:
+        """The scale chosen (None: all scales)."""
+        return self.scale_combo.currentData() if self.scale_combo.count() > 2 else None
 
     def request_save(self, path: str | None = None) -> None:
         """Ask where to save (unless given) and emit the GeoPackage path."""
@@ -431,7 +475,7 @@ class SearchDock(QDockWidget):
             self.index_dir(), rasters, None if custom else self.model_combo.currentText(),
             self.arch_edit.text().strip() if custom else None, self.checkpoint_edit.text().strip() if custom else None,
             self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value(),
-            settings.BATCH_SIZE.get())
+            settings.BATCH_SIZE.get(), scales=self.scales_edit.text().strip())
 
     def _min_score(self) -> float | None:
         value = self.min_score_spin.value()

@@ -17,6 +17,8 @@ class IndexParams:
     batch_size: int = 32
     #: ``engine.sources.RemoteOptions`` for web maps and URLs (credentials, request cap); None: defaults.
     remote: object | None = None
+    #: Tile scales as typed, e.g. "1,2,4" (engine/scales.py); empty: the index's own (1 for a new index).
+    scales: str = ""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class SearchParams:
     top_k: int = 20
     min_score: float | None = None
     rasters: list[str] = field(default_factory=list)
+    #: Only tiles of this scale (an index with several); None: all, best hit per place.
+    scale: int | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class SimilarParams:
     tile_ids: list[int]
     top_k: int = 20
     min_score: float | None = None
+    scale: int | None = None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,10 @@ class BuildIndex(RsClipAlgorithm):
             "MODEL: a registry model (its weights are downloaded once), or 'custom' with ARCH (an open_clip "
             "architecture such as ViT-B-32, or a model-config JSON) and CHECKPOINT (a local weights file).\n"
             "TILE_SIZE in TILE_UNITS (pixels, or metres on the ground); OVERLAP as a fraction of a tile; "
-            "BANDS as R,G,B band numbers (e.g. 4,3,2), default the first three.\n\n"
+            "BANDS as R,G,B band numbers (e.g. 4,3,2), default the first three.\n"
+            "SCALES (e.g. 1,2,4): also tiles 2 and 4 times TILE_SIZE, each embedded at the model's input size, "
+            "so objects of very different sizes each fill some tile; given for an existing index, the new scales "
+            "are added and only their tiles embedded.\n\n"
             "URLS: rasters read over HTTP with range requests (only the windows indexed are downloaded). Web map "
             "layers (XYZ, WMS) and STAC catalogues have algorithms of their own.\n\n"
             "Rasters that cannot be indexed are reported as warnings and the others go on. "
@@ -67,6 +70,8 @@ class BuildIndex(RsClipAlgorithm):
                                                        maxValue=0.9))
         self.addParameter(QgsProcessingParameterString("BANDS", self.tr("Bands as R,G,B (e.g. 4,3,2)"),
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterString("SCALES", self.tr("Tile scales (e.g. 1,2,4)"),
+                                                       optional=True))
         batch = QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Tiles per batch"),
                                              QgsProcessingParameterNumber.Type.Integer, 32, minValue=1)
         batch.setFlags(batch.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -76,6 +81,7 @@ class BuildIndex(RsClipAlgorithm):
         self.add_overwrite_parameter()
 
     def read_parameters(self, parameters: dict, context) -> dict:
+        from ...engine.scales import parse_scales
         from ...engine.tiling import TilingSpec, parse_bands
 
         model = self.enum_choice(parameters, "MODEL", context)
@@ -91,7 +97,8 @@ class BuildIndex(RsClipAlgorithm):
         self.engine(tiling.validate)
         return {"name": None if model == CUSTOM else model, "arch": arch if model == CUSTOM else None,
                 "checkpoint": checkpoint if model == CUSTOM else None, "tiling": tiling,
-                "batch_size": self.parameterAsInt(parameters, "BATCH_SIZE", context)}
+                "batch_size": self.parameterAsInt(parameters, "BATCH_SIZE", context),
+                "scales": self.engine(parse_scales, self.parameterAsString(parameters, "SCALES", context))}
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_packages()
@@ -108,7 +115,7 @@ class BuildIndex(RsClipAlgorithm):
         folder = self.parameterAsFileOutput(parameters, "INDEX", context)
         model, tiling = self.model_and_tiling(folder, args, feedback)
         report = self.engine(jobs.index_rasters, folder, rasters, model=model, tiling=tiling,
-                             batch_size=args["batch_size"], **self.callbacks(feedback))
+                             batch_size=args["batch_size"], scales=args["scales"], **self.callbacks(feedback))
         return self.finish(parameters, context, feedback, folder, report, rasters)
 
     def model_and_tiling(self, folder: str, args: dict, feedback) -> tuple:

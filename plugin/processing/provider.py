@@ -5,12 +5,14 @@ from qgis.PyQt.QtGui import QIcon
 from .base import ICON
 from .build_index import BuildIndex
 from .build_index_remote import BuildIndexStac, BuildIndexWebMap
+from .change import FindChange
 from .concept_areas import ConceptAreas
 from .label_tiles import LabelTiles
 from .search_text import SearchText
 from .similar_tiles import SimilarTiles
 
-ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles, ConceptAreas, BuildIndexStac, BuildIndexWebMap)
+ALGORITHMS = (BuildIndex, SearchText, LabelTiles, SimilarTiles, ConceptAreas, BuildIndexStac, BuildIndexWebMap,
+              FindChange)
 
 
 class RsClipProvider(QgsProcessingProvider):

@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterFeatureSink, QgsProc
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from ...engine import jobs
-from ...engine.export import HIT_FIELDS, hit_row
+from ...engine.export import hit_fields, hit_row
 from ...engine.search import clean_query
 from ..layers import style_by_score
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs
@@ -32,7 +32,10 @@ class SearchText(RsClipAlgorithm):
             "TOP_K: how many tiles to return; MIN_SCORE: drop tiles scoring below it (cosine similarity, -1 to 1). "
             "EXTENT and AREA (polygons; 'Selected features only' works) restrict the search to tiles touching "
             "them; with both, to where they overlap.\n\n"
-            "Output fields: rank (1 = best), score, raster, tile_id; in the CRS most result tiles share.")
+            "In an index with several scales, hits rank across tile sizes and a hit that a better one covers by half "
+            "or more is left out; SCALE keeps only the tiles of one scale.\n\n"
+            "Output fields: rank (1 = best), score, raster, tile_id (and scale, in an index with several); in the "
+            "CRS most result tiles share.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
@@ -43,6 +46,9 @@ class SearchText(RsClipAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("MIN_SCORE", self.tr("Minimum score"),
                                                        QgsProcessingParameterNumber.Type.Double, optional=True,
                                                        minValue=-1, maxValue=1))
+        self.addParameter(QgsProcessingParameterNumber("SCALE", self.tr("Only tiles of scale (index with several)"),
+                                                       QgsProcessingParameterNumber.Type.Integer, optional=True,
+                                                       minValue=1))
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Matching tiles"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
@@ -52,15 +58,19 @@ class SearchText(RsClipAlgorithm):
         folder = self.index_folder(parameters, context)
         query = self.engine(clean_query, self.parameterAsString(parameters, "QUERY", context))
         check_extent_crs(self, parameters, context)
+        scale = optional_number(self, parameters, "SCALE", context)
         return {"folder": folder, "query": query, "top_k": self.parameterAsInt(parameters, "TOP_K", context),
-                "min_score": optional_number(self, parameters, "MIN_SCORE", context)}
+                "min_score": optional_number(self, parameters, "MIN_SCORE", context),
+                "scale": None if scale is None else int(scale)}
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_packages()
         args = self.read_parameters(parameters, context)
         hits = self.engine(jobs.search, args["folder"], args["query"], args["top_k"], args["min_score"],
-                           within_wgs84_wkt=area_wgs84_wkt(self, parameters, context), **self.callbacks(feedback))
+                           within_wgs84_wkt=area_wgs84_wkt(self, parameters, context), scale=args["scale"],
+                           **self.callbacks(feedback))
         feedback.pushInfo(f"{len(hits)} tile(s) match '{args['query']}'.")
-        dest = self.write_tiles(parameters, context, [h.tile for h in hits], HIT_FIELDS, [hit_row(h) for h in hits])
+        dest = self.write_tiles(parameters, context, [h.tile for h in hits], hit_fields(hits),
+                                [hit_row(h) for h in hits])
         style_on_load(context, dest, style_by_score)
         return {"OUTPUT": dest}

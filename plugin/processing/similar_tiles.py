@@ -6,7 +6,7 @@ from qgis.core import (NULL, QgsProcessing, QgsProcessingException, QgsProcessin
                        QgsProcessingParameterPoint)
 
 from ...engine import jobs
-from ...engine.export import HIT_FIELDS, hit_row
+from ...engine.export import hit_fields, hit_row
 from ..layers import style_by_score
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs, point_wgs84
 from .base import RsClipAlgorithm
@@ -83,6 +83,7 @@ class SimilarTiles(RsClipAlgorithm):
                           f"{' …' if len(ids) > 10 else ''}.")
         hits = self.engine(jobs.similar, args["folder"], ids, args["top_k"],
                            within_wgs84_wkt=area_wgs84_wkt(self, parameters, context))
-        dest = self.write_tiles(parameters, context, [h.tile for h in hits], HIT_FIELDS, [hit_row(h) for h in hits])
+        dest = self.write_tiles(parameters, context, [h.tile for h in hits], hit_fields(hits),
+                                [hit_row(h) for h in hits])
         style_on_load(context, dest, style_by_score)
         return {"OUTPUT": dest}
