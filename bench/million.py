@@ -145,7 +145,8 @@ class PlantedEncoder:
     def encode_prompts(self, phrases, templates=()) -> np.ndarray:
         import zlib
 
-        return np.concatenate([self._world.texts(1, seed=zlib.crc32(str(p).encode())) for p in phrases])
+        salt = "|".join(templates)
+        return np.concatenate([self._world.texts(1, seed=zlib.crc32(f"{p}|{salt}".encode())) for p in phrases])
 
 
 def use_planted_encoder(jobs, model: dict, world) -> PlantedEncoder:

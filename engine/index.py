@@ -43,6 +43,7 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -1174,6 +1175,7 @@ class TileIndex:
         a usable store. ``text_queries`` gives the model's text embeddings to calibrate on when the
         index stores none.
         """
+        from . import vectors
         from .vectors import VectorStore
 
         say = progress or (lambda f, m: None)
@@ -1186,16 +1188,17 @@ class TileIndex:
             binding = {"index_id": self.index_id, "generation": key[0], "revision": key[1], "count": count,
                        "ids_digest": digest}
             store, exact = (None, False) if rebuild else self._usable_store(binding)
-            text = self._text_queries(text_queries)
             changed = not exact
-            if store is not None and not exact and not self._update_store(store, text is not None, say):
+            if store is not None and not exact and not self._update_store(store, say):
                 store = None
             if store is not None and maintain:
-                reason = store.training_reason(count, text is not None)
+                reason = store.training_reason(count, self.query_sample("text") is not None)
                 if reason:
                     _log.info("Re-training the search index of %s: %s.", self.folder, reason)
                     store = None
             if store is None:
+                # the text sample is needed only to calibrate an approximate store (never for exact search)
+                text = self._text_queries(text_queries) if count >= vectors.APPROX_THRESHOLD else None
                 say(0.0, "Reading the tile embeddings")
                 built_ids, vecs = self.embeddings()
                 store = VectorStore.build(built_ids, vecs, text_queries=text, progress=say)
@@ -1223,7 +1226,7 @@ class TileIndex:
                 return self._store, False
         return self._load_cached_store(binding)
 
-    def _update_store(self, store, text_available: bool, say: Callable[[float, str], None]) -> bool:
+    def _update_store(self, store, say: Callable[[float, str], None]) -> bool:
         """Bring a store of an earlier state up to date: add and remove vectors by id, re-check the recall.
 
         False when it cannot be (its exact calibration answers must be recomputed: build anew instead).
@@ -1244,11 +1247,13 @@ class TileIndex:
         store.recheck()
         return True
 
-    def nearest(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[float, int]]:
+    def nearest(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+                kind: str | None = None) -> list[tuple[float, int]]:
         """Best ``k`` (score, tile id) for one query vector, scored exactly with the stored embeddings.
 
-        ``allowed`` (ascending ids) restricts the candidates. The store's candidates are re-ranked with
-        the database's vectors; ids the database lacks are dropped and the cache rebuilt.
+        ``allowed`` (ascending ids) restricts the candidates; ``kind`` ("text": a text query, "image":
+        example tiles) chooses the search depth calibrated for such queries. The store's candidates are
+        re-ranked with the database's vectors; ids the database lacks are dropped and the cache rebuilt.
         """
         from .vectors import rerank_exact
 
@@ -1262,8 +1267,11 @@ class TileIndex:
             store = self.vector_store(rebuild=attempt > 0)
             if store.damaged:
                 store = self.vector_store(rebuild=True)
-            _, found = store.search(query, k, allowed)
-            candidates = [int(i) for i in found[0] if i >= 0]
+            _, found = store.search(query, k, allowed, kind)
+            row = found[0][found[0] >= 0]
+            if allowed is not None:  # the selector already restricts; this guards against one that is ignored
+                row = row[np.isin(row, allowed)]
+            candidates = row.tolist()
             ids, vecs = self.embeddings(candidates)
             if len(ids) == len(set(candidates)):
                 break
@@ -1302,7 +1310,7 @@ class TileIndex:
                 size = path.stat().st_size
                 if not isinstance(kind, str) or size != meta.get("size") or not _file_checks_out(path, meta):
                     continue
-                store = VectorStore.load(path, kind, meta.get("nprobe", 0), meta.get("rerank", 0))
+                store = VectorStore.load(path, kind, meta.get("settings"))
                 if store.ntotal != meta.get("count"):
                     continue
                 trained, recall = meta.get("trained_at", 0), meta.get("recall")
@@ -1318,7 +1326,7 @@ class TileIndex:
                     with np.load(calib_path, allow_pickle=False) as arrays:
                         store.calibration = Calibration.from_arrays(dict(arrays), self.dim)
                 if size > FULL_CHECK_BYTES:
-                    _verify_in_background(store, path, str(meta.get("sha256")))
+                    store.verifying = _verify_in_background(store, path, str(meta.get("sha256")))
                 return store, exact
             except Exception as exc:  # noqa: BLE001 — a derived cache: anything wrong with it means "rebuild"
                 _log.debug("Ignoring the vector cache in %s: %s", folder, exc)
@@ -1336,8 +1344,9 @@ class TileIndex:
                 continue
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                meta = dict(binding, format=CACHE_FORMAT, kind=store.kind, dim=self.dim, nprobe=store.nprobe,
-                            rerank=store.rerank, trained_at=store.trained_at, recall=store.recall, calibration=None)
+                meta = dict(binding, format=CACHE_FORMAT, kind=store.kind, dim=self.dim,
+                            settings={k: list(v) for k, v in store.settings.items()}, trained_at=store.trained_at,
+                            recall=store.recall, calibration=None)
                 _unlink_quietly(folder / FAISS_META)  # a stale description must not bind the new files
                 store.save(folder / FAISS_NAME)
                 if store.calibration is not None:
@@ -1386,21 +1395,32 @@ def _file_checks_out(path: Path, meta: dict) -> bool:
     return path.stat().st_size > FULL_CHECK_BYTES or _sha256(path) == meta.get("sha256")
 
 
-def _verify_in_background(store, path: Path, sha256: str) -> None:
-    """Hash a large cache file in a daemon thread; a mismatch marks the store damaged (rebuilt on next use)."""
-    import threading
+def _verify_in_background(store, path: Path, sha256: str) -> threading.Thread:
+    """Hash a large cache file in a daemon thread while searches use it.
 
+    A mismatch marks the store damaged (the next ``vector_store`` rebuilds it) and, where the
+    description beside the file still names this checksum, removes that description, so that no
+    later process trusts the file either. Until then a damaged file can only cost recall, never
+    a wrong score: every candidate is re-ranked with the database's own vectors.
+    """
     def check() -> None:
         try:
             ok = _sha256(path) == sha256
         except OSError:
             ok = False
-        if not ok:
-            store.damaged = True
-            _log.warning("The vector cache %s is damaged (its checksum differs); it will be rebuilt from the "
-                         "database.", path)
+        if ok:
+            return
+        store.damaged = True
+        _log.warning("The vector cache %s is damaged (its checksum differs); it will be rebuilt from the "
+                     "database.", path)
+        meta_path = path.parent / FAISS_META
+        meta = _read_cache_meta(meta_path)
+        if meta is not None and meta.get("sha256") == sha256:
+            _unlink_quietly(meta_path)
 
-    threading.Thread(target=check, name="rsclip-cache-check", daemon=True).start()
+    thread = threading.Thread(target=check, name="rsclip-cache-check", daemon=True)
+    thread.start()
+    return thread
 
 
 def _read_cache_meta(path: Path) -> dict | None:

@@ -560,13 +560,14 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
         raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
+            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         idx.text_queries = _text_queries_of(encoder, idx.model)
         with idx.snapshot():
-            allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
             vec = embed_query(encoder, query, templates)
             hits = _across_scales(idx, allowed, scale, suppress, top_k,
-                                  lambda n, ok: best(idx, vec, n, min_score, ok))
+                                  lambda n, ok: best(idx, vec, n, min_score, ok, kind="text"))
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
 
@@ -677,7 +678,8 @@ def info(index_dir: str | Path) -> IndexInfo:
 
 
 def _search_kind(meta: dict | None) -> tuple[str, dict]:
-    """How the index is searched ("flat (exact)", "ivf…,pq…, nprobe …") and its measured recall@10 by query kind."""
+    """How the index is searched ("flat (exact)", "ivf…,pq…x4fs, text: nprobe …") and its measured recall@10 by
+    query kind."""
     if meta is None or not isinstance(meta.get("kind"), str):
         return "flat (not built yet)", {}
     given = meta.get("recall")
@@ -685,7 +687,10 @@ def _search_kind(meta: dict | None) -> tuple[str, dict]:
         if isinstance(given, dict) else {}
     if meta["kind"] == "flat":
         return "flat (exact)", recall
-    return f"{meta['kind']}, nprobe {meta.get('nprobe')}, {meta.get('rerank')} candidates re-ranked exactly", recall
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    how = "; ".join(f"{kind} queries: nprobe {v[0]}, {v[1]} candidates re-ranked exactly"
+                    for kind, v in sorted(settings.items()) if isinstance(v, list) and len(v) == 2)
+    return f"{meta['kind']} ({how})" if how else str(meta["kind"]), recall
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:

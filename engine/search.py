@@ -50,11 +50,14 @@ def candidate_ids(index: TileIndex, rasters: Sequence[str] | None = None,
 def raster_tile_ids(index: TileIndex, rasters: Sequence[str]) -> np.ndarray:
     """Ascending ids of the searchable tiles of the given rasters (paths as the index stores them)."""
     paths = list(dict.fromkeys(str(p) for p in rasters))
-    known = {r.path for r in index.rasters()}
-    if not known & set(paths):
+    marks = ",".join("?" * len(paths))
+    known = {r[0] for r in index.conn.execute(f"SELECT r.path FROM rasters r WHERE {_LIVE} AND r.path IN ({marks})",
+                                               paths)}
+    if not known:
         shown = ", ".join(Path(p).name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
-        raise EngineError(f"{shown} {'is' if len(paths) == 1 else 'are'} not in the index at {index.folder}; "
-                          "index it first, or search without restricting to it.")
+        one = len(paths) == 1
+        raise EngineError(f"{shown} {'is' if one else 'are'} not in the index at {index.folder}; index "
+                          f"{'it' if one else 'them'} first, or search without restricting to {'it' if one else 'them'}.")
     cur = index.conn.execute(f"SELECT t.id FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
                              f" WHERE r.path IN ({','.join('?' * len(paths))}) ORDER BY t.id", paths)
     return np.fromiter((r[0] for r in cur), dtype=np.int64)
@@ -161,17 +164,18 @@ def tiles_at(index: TileIndex, lon: float, lat: float) -> list[int]:
 
 
 def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None = None,
-          allowed: np.ndarray | None = None, exclude: Sequence[int] = ()) -> list[Hit]:
+          allowed: np.ndarray | None = None, exclude: Sequence[int] = (), kind: str | None = None) -> list[Hit]:
     """Best ``k`` tiles for the mean of ``queries`` (unit vectors), best first.
 
-    ``k`` larger than the index returns every tile; ``allowed`` (ascending ids) restricts the candidates.
+    ``k`` larger than the index returns every tile; ``allowed`` (ascending ids) restricts the candidates;
+    ``kind`` ("text" or "image") says what the queries are, for the search depth calibrated for them.
     """
     if k < 1:
         raise EngineError("The number of results (top-k) must be at least 1.")
     query = queries.mean(axis=0, keepdims=True).astype(np.float32)
     query /= max(float(np.linalg.norm(query)), 1e-12)
     exclude_set = {int(e) for e in exclude}
-    pairs = index.nearest(query, k + len(exclude_set), allowed)  # exact scores; ids the database lacks dropped
+    pairs = index.nearest(query, k + len(exclude_set), allowed, kind)  # exact scores; ids the database lacks dropped
     pairs = [(s, i) for s, i in pairs if i not in exclude_set and (min_score is None or s >= min_score)][:k]
     records = index.tiles([i for _, i in pairs])
     pairs = [(s, i) for s, i in pairs if i in records]  # a tile removed meanwhile is left out, never a KeyError
@@ -181,7 +185,7 @@ def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None
 def search_text(index: TileIndex, encoder, query: str, k: int = 10, min_score: float | None = None,
                 templates: Sequence[str] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
     """Tiles that best match a text query, embedded through the prompt templates."""
-    return top_k(index, embed_query(encoder, query, templates), k, min_score, allowed)
+    return top_k(index, embed_query(encoder, query, templates), k, min_score, allowed, kind="text")
 
 
 def embed_query(encoder, query: str, templates: Sequence[str] | None = None) -> np.ndarray:
@@ -212,7 +216,7 @@ def search_similar(index: TileIndex, tile_ids: Sequence[int], k: int = 10, min_s
     missing = set(int(t) for t in tile_ids) - set(ids.tolist())
     if missing:
         raise EngineError(f"Tile {sorted(missing)[0]} is not in the index at {index.folder}.")
-    return top_k(index, vecs, k, min_score, allowed, exclude=ids.tolist())
+    return top_k(index, vecs, k, min_score, allowed, exclude=ids.tolist(), kind="image")
 
 
 def clean_query(query: str) -> str:

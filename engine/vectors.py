@@ -6,16 +6,18 @@ not of this database's lineage, and updated in place (vectors added, removed by 
 database only grew or shrank since it was written.
 
 Small indexes are searched exactly (a flat index). Past ``APPROX_THRESHOLD`` vectors an IVF
-index with product-quantised codes (IVF-PQ) holds only compact codes and ids — the float
-vectors are stored once, in SQLite — and its candidates are re-ranked exactly from the stored
-vectors by the caller (``TileIndex.nearest``). ``nprobe`` and the re-rank depth are chosen so
-that recall@10 against exact search reaches ``TARGET_RECALL`` on two query samples: text
-queries embedded by the index's own model (text sits apart from image embeddings, the CLIP
-"modality gap", and needs a wider search at equal recall) and image queries (perturbed stored
-vectors). The exact answers of those samples are kept up to date as vectors are added and
-removed (``Calibration``), so every update re-checks the recall cheaply; the index is re-trained
-only when it has grown to ``RETRAIN_GROWTH`` times the size it was trained at or the recall
-check fails (``training_reason``), and then in the indexing job.
+index of 4-bit product-quantised codes (IVF-PQ "fast scan": two dimensions per 4-bit code,
+128 bytes for a 512-d vector, scanned with SIMD; 8-bit codes of four dimensions with a FAISS
+older than 1.9, see ``fast_scan_supported``) holds only codes and ids — the float vectors
+are stored once, in SQLite — and its candidates are re-ranked exactly from the stored vectors by
+the caller (``TileIndex.nearest``). For each kind of query, ``nprobe`` and the re-rank depth are
+the cheapest pair whose recall@10 against exact search reaches ``TARGET_RECALL`` on a sample:
+text queries embedded by the index's own model (text sits apart from image embeddings, the CLIP
+"modality gap", and needs a much wider search at equal recall: OOD-DiskANN, arXiv 2211.12850)
+and image queries (perturbed stored vectors). The exact answers of those samples are kept up to
+date as vectors are added and removed (``Calibration``), so every update re-checks the recall
+cheaply; the index is re-trained only when it has grown to ``RETRAIN_GROWTH`` times the size it
+was trained at or the recall check fails (``training_reason``), and then in the indexing job.
 """
 from __future__ import annotations
 
@@ -34,11 +36,15 @@ APPROX_THRESHOLD = 100_000
 TARGET_RECALL = 0.97
 #: Re-train once the index holds this many times the vectors it was trained on.
 RETRAIN_GROWTH = 2.0
-#: Candidates re-ranked exactly per query (doubled by the calibration while the recall needs it).
-RERANK = 128
-MAX_RERANK = 1024
+#: Candidates re-ranked exactly per query: the calibration picks one of these per query kind.
+RERANK_DEPTHS = (128, 256, 512, 1024)
+RERANK = RERANK_DEPTHS[0]
+MAX_RERANK = RERANK_DEPTHS[-1]
+#: Relative cost of re-ranking one candidate (reading its vector from SQLite) against scanning one code.
+RERANK_COST = 100
 #: Exact answers kept per calibration query: removals can take this many minus 10 before a rescan.
 TRUTH_DEPTH = 50
+QUERY_KINDS = ("text", "image")
 _IMAGE_QUERIES = 200
 _K = 10
 
@@ -128,18 +134,16 @@ class Calibration:
             ok &= bool(((~dead).sum(axis=1) >= min(_K, t_ids.shape[1])).all())
         return ok
 
-    def recall(self, search: Callable[[np.ndarray, int], np.ndarray], depth: int, ntotal: int) -> dict[str, float]:
-        """Recall@10 per kind of ``search(queries, depth)`` candidates: an exact re-rank keeps every true
-        top-10 answer that is among them."""
-        out = {}
-        k = min(_K, ntotal)
-        for kind, q in self.queries.items():
-            got = search(q, depth)
-            truth = self.truth_ids[kind][:, :k]
-            hits = [len(set(t[t >= 0].tolist()) & set(g.tolist())) / max(int((t >= 0).sum()), 1)
-                    for t, g in zip(truth, got)]
-            out[kind] = float(np.mean(hits)) if hits else 1.0
-        return out
+    def recall_of(self, kind: str, candidates: np.ndarray) -> float:
+        """Recall@10 of candidate lists (one row per query of ``kind``): an exact re-rank keeps every true
+        top-10 answer that is among the candidates."""
+        truth = self.truth_ids[kind][:, :_K]
+        hits = []
+        for t, g in zip(truth, candidates):
+            t = t[t >= 0]
+            if len(t):
+                hits.append(np.isin(t, g).sum() / len(t))
+        return float(np.mean(hits)) if hits else 1.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -165,10 +169,27 @@ class Calibration:
         return cal
 
 
-def pq_subquantizers(dim: int) -> int:
-    """Bytes per vector of the PQ codes: one per 8 dimensions (64 for 512-d), dividing ``dim``."""
-    for m in range(max(1, dim // 8), 0, -1):
-        if dim % m == 0:
+def fast_scan_supported() -> bool:
+    """Whether this FAISS removes ids from, and honours id selectors in, IVF-PQ fast-scan indexes.
+
+    Both arrived after FAISS 1.8.0 (its ``remove_ids`` aborts the process, facebookresearch/faiss#3128,
+    fixed by #3354 for 1.9; its fast-scan search ignores ``SearchParameters.sel``), the version QGIS's
+    Python gets with NumPy 1.24 (engine/deps/pins.py). Older FAISS gets classic 8-bit IVF-PQ codes.
+    """
+    import faiss
+
+    try:
+        version = tuple(int(part) for part in str(faiss.__version__).split(".")[:2])
+    except ValueError:
+        return False
+    return version >= (1, 9)
+
+
+def pq_subquantizers(dim: int, fast_scan: bool = True) -> int:
+    """PQ codes per vector: a 4-bit code per two dimensions for fast scan (256 for 512-d: 128 bytes), else an
+    8-bit code per four dimensions (128 bytes too); a divisor of ``dim`` (even for fast scan)."""
+    for m in range(max(1, dim // (2 if fast_scan else 4)), 0, -1):
+        if dim % m == 0 and (not fast_scan or m % 2 == 0 or m == 1):
             return m
     return 1
 
@@ -179,19 +200,21 @@ def nlist_for(n: int) -> int:
 
 
 class VectorStore:
-    """Inner-product search keyed by tile id; ``kind`` says how ("flat" or "ivf<nlist>,pq<m>")."""
+    """Inner-product search keyed by tile id; ``kind`` says how ("flat", "ivf<nlist>,pq<m>x4fs" or "ivf<nlist>,pq<m>")."""
 
     def __init__(self, index, kind: str = "flat") -> None:
         self.index = index
         self.kind = kind
-        self.nprobe = 0
-        self.rerank = 0
+        #: Query kind ("text", "image") → (nprobe, candidates re-ranked); empty for exact search.
+        self.settings: dict[str, tuple[int, int]] = {}
         self.trained_at = 0
         #: Recall@10 measured per query kind ("text", "image"); exact search is 1.0 for both.
         self.recall: dict[str, float] = {}
         self.calibration: Calibration | None = None
         #: Set when a check found the file this store was read from damaged: rebuild before trusting it.
         self.damaged = False
+        #: The background check of the file it was read from, while it runs (``TileIndex`` starts it).
+        self.verifying: Any = None
         #: Why the last recall check asks for re-training ("" when it does not).
         self.retrain_note = ""
 
@@ -199,12 +222,11 @@ class VectorStore:
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, threshold: int | None = None, seed: int = 0,
               text_queries: np.ndarray | None = None, progress: ProgressFn | None = None) -> "VectorStore":
-        """A flat store below ``threshold`` (default ``APPROX_THRESHOLD``) vectors, else a trained, calibrated
-        IVF-PQ store."""
+        """A flat store below ``threshold`` (default ``APPROX_THRESHOLD``) vectors, else a trained IVF-PQ store
+        calibrated on image queries and, when given, the model's ``text_queries``."""
         import faiss
 
         threshold = APPROX_THRESHOLD if threshold is None else threshold
-
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         dim = vectors.shape[1]
@@ -213,24 +235,29 @@ class VectorStore:
             if len(ids):
                 index.add_with_ids(vectors, ids)
             store = cls(index, "flat")
-            store.recall = {"text": 1.0, "image": 1.0}
+            store.recall = {kind: 1.0 for kind in QUERY_KINDS}
             return store
         say = progress or (lambda f, m: None)
-        nlist, m = nlist_for(len(ids)), pq_subquantizers(dim)
-        ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        fast = fast_scan_supported()
+        nlist, m = nlist_for(len(ids)), pq_subquantizers(dim, fast)
+        if fast:
+            ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+        else:
+            ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = seed
         ivf.cp.niter = 10
+        ivf.cp.spherical = True  # unit centroids: assigning by inner product is assigning by angle
         rng = np.random.default_rng(seed)
-        size = min(len(vectors), max(64 * nlist, 16384))  # PQ's 256 centroids per code need ≥ 9,984 points
+        size = min(len(vectors), max(64 * nlist, 20_000))
         sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))]
-        say(0.0, f"Training the search index ({nlist} lists) on {len(sample):,} tiles")
+        say(0.0, f"Training the search index ({nlist:,} lists) on {len(sample):,} tiles")
         ivf.train(sample)
         del sample
         step = 65536
         for start in range(0, len(ids), step):
-            say(0.2 + 0.5 * start / len(ids), f"Adding tiles to the search index ({start:,} of {len(ids):,})")
+            say(0.3 + 0.4 * start / len(ids), f"Adding tiles to the search index ({start:,} of {len(ids):,})")
             ivf.add_with_ids(vectors[start:start + step], ids[start:start + step])
-        store = cls(ivf, f"ivf{nlist},pq{m}")
+        store = cls(ivf, _kind_of(ivf))
         store.trained_at = len(ids)
         say(0.7, "Measuring the search index's recall on text and image queries")
         queries = {"image": perturbed_queries(vectors, rng, min(_IMAGE_QUERIES, len(vectors)))}
@@ -245,27 +272,50 @@ class VectorStore:
     def approximate(self) -> bool:
         return self.kind != "flat"
 
-    def calibrate(self, start_nprobe: int = 1, max_nprobe: int | None = None) -> bool:
-        """Smallest nprobe (doubling), and re-rank depth, whose recall reaches ``TARGET_RECALL`` for every
-        query kind; returns whether it did (else the widest setting tried is kept)."""
+    @property
+    def nprobe(self) -> int:
+        """The widest nprobe of any query kind (used for queries of no known kind)."""
+        return max((s[0] for s in self.settings.values()), default=0)
+
+    @property
+    def rerank(self) -> int:
+        """The deepest re-rank of any query kind."""
+        return max((s[1] for s in self.settings.values()), default=0)
+
+    def calibrate(self, max_nprobe: int | None = None) -> bool:
+        """For each query kind the cheapest (nprobe, re-rank depth) whose recall reaches ``TARGET_RECALL``;
+        returns whether every kind reached it (else its widest setting is kept).
+
+        One search per nprobe tried (doubling) gives the candidates of every re-rank depth at once;
+        the cost of a setting is the codes it scans plus ``RERANK_COST`` per candidate re-ranked.
+        """
         if not self.approximate or self.calibration is None:
             return True
         nlist = int(self.index.nlist)
-        max_nprobe = min(max_nprobe or nlist, nlist)
-        rerank = max(self.rerank, RERANK)
-        while True:
-            nprobe = max(1, min(start_nprobe, max_nprobe))
-            while True:
-                recall = self.calibration.recall(self._searcher(nprobe), rerank, self.ntotal)
-                if all(r >= TARGET_RECALL for r in recall.values()) or nprobe >= max_nprobe:
-                    break
-                nprobe = min(nprobe * 2, max_nprobe)
-            self.nprobe, self.rerank, self.recall = nprobe, rerank, recall
-            if all(r >= TARGET_RECALL for r in recall.values()):
-                return True
-            if rerank >= MAX_RERANK:
-                return False
-            rerank *= 2
+        top = min(max_nprobe or nlist, nlist)
+        probes = sorted({min(1 << i, top) for i in range(32) if (1 << i) < top * 2})
+        per_list = self.ntotal / max(nlist, 1)
+        ok = True
+        for kind in self.calibration.kinds:
+            best: tuple[float, int, int, float] | None = None
+            widest = (top, MAX_RERANK, 0.0)
+            for nprobe in probes:
+                if best is not None and nprobe * per_list >= best[0]:
+                    break  # scanning alone would cost more than the best setting found
+                candidates = self._candidates(self.calibration.queries[kind], MAX_RERANK, nprobe)[1]
+                for depth in RERANK_DEPTHS:
+                    r = self.calibration.recall_of(kind, candidates[:, :depth])
+                    cost = nprobe * per_list + RERANK_COST * depth
+                    if r >= TARGET_RECALL and (best is None or cost < best[0]):
+                        best = (cost, nprobe, depth, r)
+                    if nprobe == top and depth == MAX_RERANK:
+                        widest = (nprobe, depth, r)
+            if best is None:
+                ok = False
+                self.settings[kind], self.recall[kind] = (widest[0], widest[1]), widest[2]
+            else:
+                self.settings[kind], self.recall[kind] = (best[1], best[2]), best[3]
+        return ok
 
     # -- updating -----------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
@@ -302,15 +352,22 @@ class VectorStore:
         return self.calibration.removed(ids) if self.calibration is not None else True
 
     def recheck(self) -> bool:
-        """After updates: the recall on the samples, raising nprobe (up to a quarter of the lists) if needed.
-
-        False (with ``retrain_note``) when even that does not reach the target: time to re-train.
-        """
+        """After updates: the recall on the samples at the current settings; where a kind falls short, the
+        calibration again, up to a quarter of the lists. False (with ``retrain_note``) when even that does
+        not reach the target: time to re-train."""
         self.retrain_note = ""
         if not self.approximate or self.calibration is None:
             return True
+        short = False
+        for kind in self.calibration.kinds:
+            nprobe, depth = self.settings.get(kind, (self.nprobe or 1, MAX_RERANK))
+            r = self.calibration.recall_of(kind, self._candidates(self.calibration.queries[kind], depth, nprobe)[1])
+            self.recall[kind] = r
+            short |= r < TARGET_RECALL or kind not in self.settings
+        if not short:
+            return True
         limit = max(self.nprobe, int(self.index.nlist) // 4)
-        if self.calibrate(start_nprobe=self.nprobe, max_nprobe=limit):
+        if self.calibrate(max_nprobe=limit):
             return True
         worst = min(self.recall, key=lambda k: self.recall[k])
         self.retrain_note = f"its recall@10 on {worst} queries fell to {self.recall[worst]:.3f}"
@@ -338,7 +395,14 @@ class VectorStore:
     def describe(self) -> str:
         if not self.approximate:
             return "flat (exact)"
-        return f"{self.kind},nprobe={self.nprobe},rerank={self.rerank}"
+        parts = [f"{kind} nprobe={n} rerank={d}" for kind, (n, d) in sorted(self.settings.items())]
+        return f"{self.kind}, " + ", ".join(parts)
+
+    def setting(self, kind: str | None) -> tuple[int, int]:
+        """(nprobe, re-rank depth) for queries of ``kind``; the widest of all for an unknown kind."""
+        if kind in self.settings:
+            return self.settings[kind]
+        return (self.nprobe or 1, self.rerank or RERANK)
 
     def _candidates(self, queries: np.ndarray, depth: int, nprobe: int, sel=None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
@@ -352,30 +416,26 @@ class VectorStore:
             params.sel = sel
         return self.index.search(q, depth, params=params)
 
-    def _searcher(self, nprobe: int) -> Callable[[np.ndarray, int], np.ndarray]:
-        def search(queries: np.ndarray, depth: int) -> np.ndarray:
-            return self._candidates(queries, depth, nprobe)[1]
-
-        return search
-
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Candidates per query row: (scores, ids), best first by the store's own (approximate) scores.
 
-        Exact stores give the top ``k``; approximate ones ``max(k, rerank)`` candidates to re-rank
-        exactly. ``allowed`` (ascending ids) restricts the answer to those ids; the IVF then probes
-        proportionally more lists, as the allowed share of the index is smaller. Ids of -1 mark
-        missing results.
+        Exact stores give the top ``k``; approximate ones ``max(k, re-rank depth)`` candidates to re-rank
+        exactly, searched with the setting calibrated for ``kind`` ("text", "image"). ``allowed``
+        (ascending ids) restricts the answer to those ids; the IVF then probes proportionally more
+        lists, as the allowed share of the index is smaller. Ids of -1 mark missing results.
         """
         k = max(0, min(int(k), self.ntotal))
         if k == 0 or (allowed is not None and not len(allowed)):
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        depth = max(k, self.rerank) if self.approximate else k
+        nprobe, rerank = self.setting(kind) if self.approximate else (0, 0)
+        depth = max(k, rerank) if self.approximate else k
         if allowed is None:
-            return self._candidates(queries, depth, self.nprobe)
+            return self._candidates(queries, depth, nprobe)
         sel, keep = _selector(allowed)
         share = max(len(allowed) / max(self.ntotal, 1), 1e-9)
         nlist = int(getattr(self.index, "nlist", 1))
-        nprobe = int(min(nlist, math.ceil(self.nprobe / share))) if self.approximate else 0
+        nprobe = int(min(nlist, math.ceil(nprobe / share))) if self.approximate else 0
         out = self._candidates(queries, depth, nprobe, sel)
         del keep
         return out
@@ -387,8 +447,9 @@ class VectorStore:
         atomic_write(path, lambda tmp: faiss.write_index(self.index, tmp))
 
     @classmethod
-    def load(cls, path: Path, kind: str, nprobe: int = 0, rerank: int = 0) -> "VectorStore":
-        """Read a store written by ``save``; its kind must be what ``kind`` says (else ValueError)."""
+    def load(cls, path: Path, kind: str, settings: dict | None = None) -> "VectorStore":
+        """Read a store written by ``save``; its kind must be what ``kind`` says and the search settings
+        must fit it (else ValueError)."""
         import faiss
 
         index = faiss.read_index(str(path))
@@ -398,10 +459,15 @@ class VectorStore:
             raise ValueError(f"the file holds a {actual} index, not {kind}")
         if store.approximate:
             nlist = int(getattr(index, "nlist", 0))
-            if not (isinstance(nprobe, int) and 1 <= nprobe <= nlist and isinstance(rerank, int)
-                    and RERANK <= rerank <= MAX_RERANK):
-                raise ValueError("search settings out of range")
-            store.nprobe, store.rerank = nprobe, rerank
+            given = settings if isinstance(settings, dict) else {}
+            for name, value in given.items():
+                if name not in QUERY_KINDS or not isinstance(value, (list, tuple)) or len(value) != 2 \
+                        or not all(type(v) is int for v in value) or not 1 <= value[0] <= nlist \
+                        or value[1] not in RERANK_DEPTHS:
+                    raise ValueError("search settings out of range")
+                store.settings[name] = (int(value[0]), int(value[1]))
+            if not store.settings:
+                raise ValueError("no search settings")
         return store
 
 
@@ -410,6 +476,8 @@ def _kind_of(index) -> str:
 
     if isinstance(index, faiss.IndexIDMap2) or isinstance(index, faiss.IndexIDMap):
         return "flat"
+    if isinstance(index, faiss.IndexIVFPQFastScan):
+        return f"ivf{index.nlist},pq{index.pq.M}x4fs"
     if isinstance(index, faiss.IndexIVFPQ):
         return f"ivf{index.nlist},pq{index.pq.M}"
     return type(index).__name__

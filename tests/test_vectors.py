@@ -39,7 +39,7 @@ def test_past_threshold_an_ivf_index_is_chosen_calibrated_and_finds_planted_vect
     best = [rerank_exact(q, row, vecs[row - 7], 1)[0][1] for q, row in zip(planted, got)]
     assert best == [24, 4249, 10006, 12352, 20006], "the exact top hit of each planted vector"
     store.save(tmp_path / "v.faiss")
-    again = VectorStore.load(tmp_path / "v.faiss", store.kind, store.nprobe, store.rerank)
+    again = VectorStore.load(tmp_path / "v.faiss", store.kind, {k: list(v) for k, v in store.settings.items()})
     _, got2 = again.search(planted, 10)
     np.testing.assert_array_equal(got, got2)
 
