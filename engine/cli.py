@@ -208,8 +208,8 @@ def _templates_note(index: str, given) -> str:
 
     if given:
         return f"your {len(given)} prompt template(s): {templates_text(given)}"
-    info = jobs.info(index)
-    return describe_templates(info.model, info.model_label)
+    model = jobs.recorded_model(index)  # the model alone: no pass over the tiles before a search
+    return describe_templates(model, jobs.model_label(model))
 
 
 def cmd_index(args) -> int:
@@ -371,6 +371,9 @@ def cmd_info(args) -> int:
           f"({info.activation or 'unknown'} activation)")
     print(f"Prompts:  {templates_text(info.templates)}")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
+    if info.search_settings:
+        print("Search:   " + "; ".join(f"{kind} queries probe {n} lists, {d} candidates re-ranked exactly"
+                                       for kind, (n, d) in sorted(info.search_settings.items())))
     if info.vector_kind.startswith("flat (exact)"):
         print("Recall:   1.000 for every query (exact search)")
     elif info.search_recall:

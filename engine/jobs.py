@@ -74,6 +74,8 @@ class IndexInfo:
     #: recall@10 against exact search measured when the search index was built or updated, by query kind
     #: ("text": the model's own text embeddings, "image": image-like queries); empty when not built yet.
     search_recall: dict = field(default_factory=dict)
+    #: query kind → (nprobe, candidates re-ranked exactly) of an approximate search index; empty when exact.
+    search_settings: dict = field(default_factory=dict)
     #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
     scales: dict = field(default_factory=dict)
 
@@ -631,6 +633,8 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
 
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
+            candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
@@ -669,28 +673,37 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .scales import tile_counts
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
-        kind, recall = _search_kind(idx.cache_meta())
+        kind, recall, settings = _search_kind(idx.cache_meta())
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), search_recall=recall, scales=tile_counts(idx))
+                         notice=config_notice(model), search_recall=recall, scales=tile_counts(idx),
+                         search_settings=settings)
 
 
-def _search_kind(meta: dict | None) -> tuple[str, dict]:
-    """How the index is searched ("flat (exact)", "ivf…,pq…x4fs, text: nprobe …") and its measured recall@10 by
-    query kind."""
+def recorded_model(index_dir: str | Path) -> dict:
+    """The model an index records, read without a pass over its tiles (``info`` counts them)."""
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return idx.model
+
+
+def _search_kind(meta: dict | None) -> tuple[str, dict, dict]:
+    """How the index is searched ("flat (exact)", "ivf1000,pq256x4fs"), its recall@10 measured per query kind and
+    the search settings per query kind ({"text": (nprobe, candidates re-ranked)})."""
     if meta is None or not isinstance(meta.get("kind"), str):
-        return "flat (not built yet)", {}
+        return "flat (not built yet)", {}, {}
     given = meta.get("recall")
     recall = {k: float(v) for k, v in given.items() if isinstance(k, str) and isinstance(v, (int, float))} \
         if isinstance(given, dict) else {}
     if meta["kind"] == "flat":
-        return "flat (exact)", recall
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    how = "; ".join(f"{kind} queries: nprobe {v[0]}, {v[1]} candidates re-ranked exactly"
-                    for kind, v in sorted(settings.items()) if isinstance(v, list) and len(v) == 2)
-    return f"{meta['kind']} ({how})" if how else str(meta["kind"]), recall
+        return "flat (exact)", recall, {}
+    given = meta.get("settings")
+    settings = {k: (int(v[0]), int(v[1])) for k, v in given.items() if isinstance(v, list) and len(v) == 2
+                and all(isinstance(n, int) for n in v)} if isinstance(given, dict) else {}
+    return str(meta["kind"]), recall, settings
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:

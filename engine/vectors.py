@@ -452,6 +452,8 @@ class VectorStore:
         must fit it (else ValueError)."""
         import faiss
 
+        if kind.endswith("x4fs") and not fast_scan_supported():
+            raise ValueError("this FAISS cannot update or restrict a fast-scan index")
         index = faiss.read_index(str(path))
         store = cls(index, kind)
         actual = _kind_of(index)

@@ -221,7 +221,9 @@ def test_the_index_job_stores_the_models_text_sample_and_info_shows_recall_per_k
     recall = next(line for line in out.splitlines() if line.startswith("Recall:"))
     assert "on text queries" in recall and "on image queries" in recall, out
     info = jobs.info(tmp_path / "idx")
-    assert info.search_recall["text"] >= vectors.TARGET_RECALL and "nprobe" in info.vector_kind
+    assert info.search_recall["text"] >= vectors.TARGET_RECALL and info.vector_kind.startswith("ivf")
+    assert set(info.search_settings) == {"text", "image"}
+    assert any(line.startswith("Search:   image queries probe") for line in out.splitlines()), out
 
 
 # -- restricted search -----------------------------------------------------------------------------------------
