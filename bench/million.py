@@ -378,7 +378,8 @@ def markdown(new: dict, old: dict | None, vit: dict | None) -> list[str]:
          lambda s: f"{s['restricted_area']['p95_ms']:.0f} ms ({'yes' if s['restricted_area']['exact'] else 'no'})",
          "{}", "≤ 100 ms"),
         ("bytes per tile of the index folder (database and cache), × the float32 embedding",
-         lambda s: f"{s['bytes'] / (s['tiles'] + ADDED_TILES):,.0f} B = {s['bytes'] / (s['tiles'] + ADDED_TILES) / emb:.2f}×",
+         lambda s: f"{s['bytes'] / (s['tiles'] + ADDED_TILES):,.0f} B = "
+                   f"{s['bytes'] / (s['tiles'] + ADDED_TILES) / emb:.2f}×",
          "{}", "≤ 1.25×"),
     ]
     lines = [f"**A million tiles** ({n:,} tiles of 224 px in 16 rasters, 512-d planted embeddings, built "

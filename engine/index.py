@@ -13,9 +13,9 @@ What readers can rely on:
   in ``history``; tile ids are never reused (``next_tile_id``) and a tile's embedding never changes.
 * The FAISS file is a cache bound to its database by the index's random ``index_id``, the
   generation, the revision and a digest of its searchable rasters and tile-id range (``vectors.json``,
-  which also holds the file's size and checksums and the cache's vector count). A cache of an earlier state of the same database (its revision is in
-  ``history``) is brought up to date by adding and removing vectors by id; any other is rebuilt from
-  the database. The file's size and a sample of its blocks are checked on every open, its SHA-256
+  which also holds the file's size and checksums and the cache's vector count). A cache of an
+  earlier state of the same database (its revision is in ``history``) is brought up to date by
+  adding and removing vectors by id; any other is rebuilt from the database. The file's size and a sample of its blocks are checked on every open, its SHA-256
   when it is small, else in the background and on a FAISS read error. A search re-ranks the cache's
   candidates with the stored embeddings and drops any id the database lacks (and rebuilds the cache).
 * An index on read-only media opens read-only (SQLite ``mode=ro``, or ``immutable=1`` when it has no
@@ -1037,15 +1037,17 @@ class TileIndex:
                           geometry=self._raster_geometry(r[2], r[7], r[8]))
 
     @_guarded
-    def live_ids(self) -> np.ndarray:
-        """Ids of every searchable tile, ascending.
+    def live_ids(self, raster_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Ids of every searchable tile (of the given rasters), ascending.
 
         Read per raster from the small ``tiles_raster`` index as one text of ids each (parsed by NumPy),
         not row by row: a million ids in a fraction of a second.
         """
         parts = [np.zeros(0, dtype=np.int64)]
         with self.snapshot():
-            for (rid,) in self.conn.execute(f"SELECT r.id FROM rasters r WHERE {_LIVE}").fetchall():
+            live = [r[0] for r in self.conn.execute(f"SELECT r.id FROM rasters r WHERE {_LIVE}")]
+            wanted = set(live) if raster_ids is None else set(live) & {int(r) for r in raster_ids}
+            for rid in sorted(wanted):
                 text = self.conn.execute("SELECT group_concat(id) FROM main.tiles INDEXED BY tiles_raster "
                                          "WHERE raster_id = ?", (rid,)).fetchone()[0]
                 if text:
@@ -1129,8 +1131,9 @@ class TileIndex:
         rasters = self.conn.execute(f"SELECT r.id, r.fingerprint, r.status FROM rasters r WHERE {_LIVE} ORDER BY r.id"
                                     ).fetchall()
         ends = self.conn.execute("SELECT MIN(id), MAX(id) FROM main.tiles").fetchone()
-        return hashlib.sha256(json.dumps([rasters, list(ends), self._meta("next_tile_id")], default=str).encode()
-                              ).hexdigest()
+        next_id = self.conn.execute("SELECT value FROM meta WHERE key = 'next_tile_id'").fetchone()
+        return hashlib.sha256(json.dumps([rasters, list(ends), str(next_id[0] if next_id else "")],
+                                         default=str).encode()).hexdigest()
 
     @_guarded
     def present(self, ids: Sequence[int]) -> set[int]:

@@ -51,16 +51,14 @@ def raster_tile_ids(index: TileIndex, rasters: Sequence[str]) -> np.ndarray:
     """Ascending ids of the searchable tiles of the given rasters (paths as the index stores them)."""
     paths = list(dict.fromkeys(str(p) for p in rasters))
     marks = ",".join("?" * len(paths))
-    known = {r[0] for r in index.conn.execute(f"SELECT r.path FROM rasters r WHERE {_LIVE} AND r.path IN ({marks})",
-                                               paths)}
+    known = [r[0] for r in index.conn.execute(f"SELECT r.id FROM rasters r WHERE {_LIVE} AND r.path IN ({marks})",
+                                               paths)]
     if not known:
         shown = ", ".join(Path(p).name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
-        one = len(paths) == 1
-        raise EngineError(f"{shown} {'is' if one else 'are'} not in the index at {index.folder}; index "
-                          f"{'it' if one else 'them'} first, or search without restricting to {'it' if one else 'them'}.")
-    cur = index.conn.execute(f"SELECT t.id FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
-                             f" WHERE r.path IN ({','.join('?' * len(paths))}) ORDER BY t.id", paths)
-    return np.fromiter((r[0] for r in cur), dtype=np.int64)
+        verb, it = ("is", "it") if len(paths) == 1 else ("are", "them")
+        raise EngineError(f"{shown} {verb} not in the index at {index.folder}; index {it} first, or search "
+                          f"without restricting to {it}.")
+    return index.live_ids(known)
 
 
 def _area(within_wgs84_wkt: str):

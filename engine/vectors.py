@@ -200,7 +200,8 @@ def nlist_for(n: int) -> int:
 
 
 class VectorStore:
-    """Inner-product search keyed by tile id; ``kind`` says how ("flat", "ivf<nlist>,pq<m>x4fs" or "ivf<nlist>,pq<m>")."""
+    """Inner-product search keyed by tile id; ``kind`` says how: "flat", "ivf<nlist>,pq<m>x4fs" (fast scan) or
+    "ivf<nlist>,pq<m>"."""
 
     def __init__(self, index, kind: str = "flat") -> None:
         self.index = index
@@ -240,6 +241,7 @@ class VectorStore:
         say = progress or (lambda f, m: None)
         fast = fast_scan_supported()
         nlist, m = nlist_for(len(ids)), pq_subquantizers(dim, fast)
+        ivf: Any
         if fast:
             ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
         else:

@@ -79,7 +79,7 @@ def plant_answers(queries: np.ndarray, vecs: list[np.ndarray], per: int, seed: i
     for arr in vecs:
         spots = rng.choice(len(arr), size=(len(queries), per), replace=False)
         for q, where in zip(queries, spots):
-            for k, i in enumerate(where):
+            for i in where:
                 cos = 0.95 - 0.1 * rng.random()
                 noise = rng.standard_normal(len(q)).astype(np.float32)
                 noise -= noise @ q * q
