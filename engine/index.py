@@ -15,9 +15,10 @@ What readers can rely on:
   generation, the revision and a digest of its searchable rasters and tile-id range (``vectors.json``,
   which also holds the file's size and checksums and the cache's vector count). A cache of an
   earlier state of the same database (its revision is in ``history``) is brought up to date by
-  adding and removing vectors by id; any other is rebuilt from the database. The file's size and a sample of its blocks are checked on every open, its SHA-256
-  when it is small, else in the background and on a FAISS read error. A search re-ranks the cache's
-  candidates with the stored embeddings and drops any id the database lacks (and rebuilds the cache).
+  adding and removing vectors by id; any other is rebuilt from the database. The file's size and a
+  sample of its blocks are checked on every open, its SHA-256 when it is small, else in the
+  background and on a FAISS read error. A search re-ranks the cache's candidates with the stored
+  embeddings and drops any id the database lacks (and rebuilds the cache).
 * An index on read-only media opens read-only (SQLite ``mode=ro``, or ``immutable=1`` when it has no
   WAL files); its cache goes to the user's cache folder, or stays in memory.
 * Values read from the folder are checked; a damaged one gives the "damaged" sentence.
@@ -1017,6 +1018,13 @@ class TileIndex:
             for r in self.conn.execute(sql, (part,)):
                 out[r[0]] = self._tile_record(r)
         return out
+
+    @_guarded
+    def first_tile(self, raster_id: int) -> TileRecord | None:
+        """A raster's first tile (every tile of a raster has the same window size), or None without tiles."""
+        row = self.conn.execute(f"{self._TILE_SQL} WHERE t.raster_id = ? ORDER BY t.id LIMIT 1",
+                                (int(raster_id),)).fetchone()
+        return None if row is None else self._tile_record(row)
 
     def iter_tiles(self, raster_paths: Sequence[str] | None = None) -> Iterator[TileRecord]:
         sql, args = self._TILE_SQL, []
