@@ -75,24 +75,10 @@ def mosaic(path: Path, source: Path, side_tiles: int, origin: tuple[float, float
     """A VRT of ``side_tiles``² tiles made of copies of ``source``, its top-left corner at ``origin`` (UTM 14N)."""
     from osgeo import gdal
 
-    src = gdal.Open(str(source))
-    n = src.RasterXSize
+    from run import huge_vrt
+
     size = side_tiles * TILE
-    reps = math.ceil(size / n)
-    bands = []
-    for b in (1, 2, 3):
-        sources = "".join(
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
-            f'<SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="{i * n}" yOff="{j * n}" '
-            f'xSize="{n}" ySize="{n}"/></SimpleSource>' for i in range(reps) for j in range(reps))
-        bands.append(f'<VRTRasterBand dataType="Byte" band="{b}">{sources}</VRTRasterBand>')
-    srs = src.GetProjection().replace('"', "&quot;")
-    gt = f"{origin[0]}, 0.5, 0, {origin[1]}, 0, -0.5"
-    text = (f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{srs}</SRS>'
-            f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>")
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    return huge_vrt(path, source, math.ceil(size / gdal.Open(str(source)).RasterXSize), size=size, origin=origin)
 
 
 def layout(total: int) -> tuple[int, list[tuple[float, float]]]:
@@ -469,11 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         plain_loop_child(*args.plain_loop)
         return 0
     if args.measure:
-        sys.path[:0] = [args.engine_root, str(ROOT / "tests")]
+        sys.path[:0] = [args.engine_root, str(ROOT / "tests"), str(ROOT / "bench")]
         result = measure(args)
         Path(args.out).write_text(json.dumps(result))
         return 0
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
     WORK.mkdir(parents=True, exist_ok=True)
     source = source_raster(WORK / "source.tif")
     distinct = WORK / "distinct"
