@@ -209,7 +209,7 @@ def _templates_note(index: str, given) -> str:
 
     if given:
         return f"your {len(given)} prompt template(s): {templates_text(given)}"
-    model = jobs.model_of(index)  # the model alone: no pass over the tiles before a search
+    model = jobs.model_of(index)  # the model alone: no pass over the tiles (as info makes) before a search
     return describe_templates(model, jobs.model_label(model))
 
 

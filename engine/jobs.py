@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
 from .storage import StorageError
@@ -679,7 +678,7 @@ def info(index_dir: str | Path) -> IndexInfo:
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
                          notice=config_notice(model), search_recall=recall, scales=tile_counts(idx),
-                         search_settings=settings, grids=raster_grids(idx))
+                         grids=raster_grids(idx), search_settings=settings)
 
 
 def _search_kind(meta: dict | None) -> tuple[str, dict, dict]:

@@ -810,19 +810,10 @@ class RasterTiler:
         GDAL reads each window straight into the batch's buffer, the batch is converted with array
         operations, and the WGS84 bounds come from one PROJ call per batch.
         """
-        total = len(self.windows)
-        every = max(1, math.ceil(total / 100))
-        if self._remote is not None:
-            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
         pending: list[TileWindow] = []
         kept: list[tuple[list[TileWindow], np.ndarray]] = []
         held = 0
-        for i, window in enumerate(self.windows):
-            check_cancel(cancel)
-            if progress is not None and i % every == 0:
-                progress(i / total, f"tile {i + 1} of {total}")
-            if window.as_tuple() in skip:
-                continue
+        for window in self._windows_to_read(progress, cancel, skip):
             pending.append(window)
             if len(pending) >= batch_size:
                 got = self._read_windows(pending)
@@ -840,7 +831,24 @@ class RasterTiler:
             batch, kept, held = self._take(kept, batch_size)
             yield batch
         if progress is not None:
-            progress(1.0, f"{total} tiles read")
+            progress(1.0, f"{len(self.windows)} tiles read")
+
+    def _windows_to_read(self, progress: ProgressFn | None, cancel: CancelFn | None,
+                         skip: Collection[tuple[int, int, int, int]]) -> Iterator[TileWindow]:
+        """The windows not in ``skip``, in order, checking ``cancel`` and reporting progress on the way.
+
+        A remote source learns first which windows will be read (it downloads ahead).
+        """
+        total = len(self.windows)
+        every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
+        if self._remote is not None:
+            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
+        for i, window in enumerate(self.windows):
+            check_cancel(cancel)
+            if progress is not None and i % every == 0:
+                progress(i / total, f"tile {i + 1} of {total}")
+            if window.as_tuple() not in skip:
+                yield window
 
     def _take(self, kept: list, size: int) -> tuple[TileBatch, list, int]:
         windows = [w for ws, _ in kept for w in ws]
@@ -924,16 +932,7 @@ class RasterTiler:
 
         ``skip`` holds ``(col_off, row_off, width, height)`` tuples (windows already indexed).
         """
-        total = len(self.windows)
-        every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
-        if self._remote is not None:
-            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
-        for i, window in enumerate(self.windows):
-            check_cancel(cancel)
-            if progress is not None and i % every == 0:
-                progress(i / total, f"tile {i + 1} of {total}")
-            if window.as_tuple() in skip:
-                continue
+        for window in self._windows_to_read(progress, cancel, skip):
             try:
                 pixels = self.read(window)
             except TileUnavailable as exc:
@@ -945,4 +944,4 @@ class RasterTiler:
             native, wgs84 = self.footprint(window)
             yield Tile(self.info.path, window, native, wgs84, self.bounds(window)), pixels
         if progress is not None:
-            progress(1.0, f"{total} tiles read")
+            progress(1.0, f"{len(self.windows)} tiles read")
