@@ -85,6 +85,11 @@ bench-concepts: venv
 bench-change: venv
 	$(PY) bench/change.py
 
+# Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
+.PHONY: bench-dask
+bench-dask: venv
+	$(PY) bench/cluster.py
+
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png
 	$(PY) tools/screenshot.py --scene concepts --out docs/concepts.png

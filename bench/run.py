@@ -243,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / "bench" / "change.md").write_text("\n".join(section))
     with open(ROOT / "bench" / "results.md", "a") as fh:
         fh.write("\n".join(["", *section]))
+    log("indexing on Dask: local:2 against one process …")
+    import cluster  # bench/cluster.py: its own row, also runnable alone (make bench-dask)
+
+    section = cluster.markdown(cluster.run(args.raster_px, log=log))
+    (ROOT / "bench" / "cluster.md").write_text("\n".join(section))
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n".join(["", *section]))
     return 0
 
 

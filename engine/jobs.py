@@ -188,7 +188,8 @@ VERIFY_MODES = ("sample", "full")
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  verify: str = "sample", scales: Sequence[int] | None = None) -> IndexReport:
+                  verify: str = "sample", scales: Sequence[int] | None = None,
+                  dask: str | None = None) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
@@ -200,7 +201,11 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 
     ``scales`` (or ``tiling.scales``) adds tile sizes to the index (engine/scales.py): an existing
     index keeps its own scales and gains the new ones, whose tiles alone are embedded.
+
+    ``dask`` (a scheduler address, a scheduler file or ``local:N``) embeds on a Dask cluster
+    (engine/distributed.py); this process still plans the windows and commits every batch.
     """
+    from .distributed import ClusterError
     from .index import DamagedIndexError, TileIndex, is_index
     from .scales import merged_scales, same_cut, with_scales
     from .sources import SourceUnavailable, canonical_path, check_request_cap
@@ -252,9 +257,18 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         raise EngineError(report.skipped[0][1] if len(report.skipped) == 1 else
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
 
-    encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
-    idx = TileIndex.open(index_dir, write=True) if existing else \
-        TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    if dask is None:
+        encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
+    else:
+        from .distributed import DaskEmbedder
+
+        encoder = DaskEmbedder.connect(dask, model, runtime, scaled(progress, 0.0, 0.05), cancel)
+    try:
+        idx = TileIndex.open(index_dir, write=True) if existing else \
+            TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    except BaseException:
+        _release(encoder)
+        raise
     try:
         with idx.writing():
             if recorded_tiling is not None and tiling.scales != recorded_tiling.scales:
@@ -278,8 +292,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                     elif now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
-                except (StorageError, DamagedIndexError):
-                    raise  # the index or its disk, not this raster: stop here, committed work is kept
+                except (StorageError, DamagedIndexError, ClusterError):
+                    raise  # the index, its disk or the cluster, not this raster: stop here, committed work is kept
                 except SourceUnavailable as exc:  # the server, not the data: keep what came, resume later
                     report.skipped.append((info.path, str(exc)))
                     if (now := idx.raster(info.path)) is not None and now.tiles > before:
@@ -303,8 +317,31 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
+        _release(encoder)
     progress(1.0, report.summary())
     return report
+
+
+def _release(encoder) -> None:
+    """Let go of a Dask cluster (engine/distributed.py); a local encoder stays loaded for the next job."""
+    if hasattr(encoder, "embedded_batches"):
+        encoder.close()
+
+
+def _embedded_batches(encoder, tiler, batch_size: int, progress: ProgressFn, cancel: CancelFn | None, skip):
+    """(tiles, embeddings) batches of a raster's windows not in ``skip``: read in a background thread and embedded
+    here (``pipeline.prefetch_batches``), or on a Dask cluster when ``encoder`` is one (engine/distributed.py)."""
+    if hasattr(encoder, "embedded_batches"):
+        yield from encoder.embedded_batches(tiler, batch_size, progress, cancel, skip)
+        return
+    from contextlib import closing
+
+    from .pipeline import prefetch_batches
+
+    with closing(prefetch_batches(tiler.iter_tiles(progress=progress, cancel=cancel, skip=skip), batch_size,
+                                  lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
+        for tiles, pixels in batches:
+            yield tiles, encoder.encode_pixels(pixels)
 
 
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
@@ -415,7 +452,6 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
-    from .pipeline import prefetch_batches
     from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler, plan_windows
@@ -440,10 +476,9 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                 def tick(fraction: float, message: str, label: str = label, sub: ProgressFn = sub) -> None:
                     sub(fraction, f"{label}: {message}")
 
-                with closing(prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                              lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
-                    for tiles, pixels in batches:
-                        idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                with closing(_embedded_batches(encoder, tiler, batch_size, tick, cancel, done)) as batches:
+                    for tiles, embeddings in batches:
+                        idx.add_tiles(raster_id, tiles, embeddings)
                         added += len(tiles)
                         done |= {t.window.as_tuple() for t in tiles}  # a window two scales share is embedded once
                         check_cancel(cancel)

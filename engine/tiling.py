@@ -752,6 +752,11 @@ class RasterTiler:
                               "latitude/longitude; check the raster's coordinate reference system.")
         return _polygon_wkt(corners), _polygon_wkt(lonlat)
 
+    def tile_at(self, window: TileWindow) -> Tile:
+        """The tile of a window: its place, without its pixels (engine/distributed.py reads those elsewhere)."""
+        native, wgs84 = self.footprint(window)
+        return Tile(self.info.path, window, native, wgs84, self.bounds(window))
+
     def iter_tiles(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                    skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:
         """Yield (tile, pixels) for every window, in order, except those in ``skip`` or mostly nodata.
@@ -776,7 +781,6 @@ class RasterTiler:
                 continue
             if pixels is None:
                 continue
-            native, wgs84 = self.footprint(window)
-            yield Tile(self.info.path, window, native, wgs84, self.bounds(window)), pixels
+            yield self.tile_at(window), pixels
         if progress is not None:
             progress(1.0, f"{total} tiles read")
