@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
@@ -57,6 +59,47 @@ def one(raster: Path, model: dict, tile: int, batch: int, dask: str, log=print) 
     return row
 
 
+class InstantWorkers:
+    """Stands for a cluster whose workers answer at once: what is left is the coordinator's own work per batch
+    (the tiles' footprints and the commit), the ceiling of any cluster however many GPUs it has."""
+
+    def __init__(self, dim: int) -> None:
+        rng = np.random.default_rng(0)
+        pool = rng.standard_normal((4096, dim)).astype(np.float32)
+        self.pool = pool / np.linalg.norm(pool, axis=1, keepdims=True)
+        self.dim = dim
+
+    def embedded_batches(self, tiler, batch_size, progress, cancel, skip):
+        todo = [w for w in tiler.windows if w.as_tuple() not in skip]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            yield [tiler.tile_at(w) for w in chunk], self.pool[np.arange(len(chunk)) % len(self.pool)]
+
+    def close(self) -> None:
+        pass
+
+
+def coordinator_ceiling(raster: Path, model: dict, tile: int = 28, batch: int = 256, log=print) -> dict:
+    """``index_rasters`` on the cluster path with instant workers, 512-d: the single writer's tiles/s."""
+    from engine import distributed, jobs
+    from engine.tiling import TilingSpec
+
+    folder = WORK / "coordinator-index"
+    shutil.rmtree(folder, ignore_errors=True)
+    connect = distributed.DaskEmbedder.connect
+    distributed.DaskEmbedder.connect = classmethod(lambda cls, *a, **k: InstantWorkers(512))  # type: ignore
+    try:
+        start = time.perf_counter()
+        report = jobs.index_rasters(folder, [str(raster)], model=model, tiling=TilingSpec(size=tile),
+                                    batch_size=batch, dask="local:1")
+        seconds = time.perf_counter() - start
+    finally:
+        distributed.DaskEmbedder.connect = connect  # type: ignore
+    row = {"tiles": report.total_tiles, "seconds": seconds, "tps": report.total_tiles / seconds, "batch": batch}
+    log(f"  coordinator alone (instant workers, 512-d): {row['tps']:.0f} tiles/s")
+    return row
+
+
 def run(raster_px: int = 4032, log=print) -> dict:
     from run import random_vitb32, synthetic_raster
     from tinymodel import make_tiny_model
@@ -74,7 +117,9 @@ def run(raster_px: int = 4032, log=print) -> dict:
         log(f"Dask local:2 vs one process, {label} …")
         rows.append({"model": label, "batch": batch, "single": one(raster, model, tile, batch, "", log),
                      "dask": one(raster, model, tile, batch, "local:2", log)})
-    return {"raster_px": raster_px, "cores": os.cpu_count(), "rows": rows}
+    log("the coordinator alone …")
+    ceiling = coordinator_ceiling(raster, vit, log=log)
+    return {"raster_px": raster_px, "cores": os.cpu_count(), "rows": rows, "coordinator": ceiling}
 
 
 def markdown(result: dict) -> list[str]:
@@ -89,6 +134,11 @@ def markdown(result: dict) -> list[str]:
             ratio = m["steady_tps"] / r["single"]["steady_tps"]
             lines.append(f"| {r['model']} | {name} | {m['tiles']:,} | {m['total_s']:.1f} | {m['start_s']:.1f} | "
                          f"{m['steady_tps']:.1f} | {ratio:.2f}× |")
+    c = result["coordinator"]
+    lines += ["", f"The coordinator alone (the cluster path of `index_rasters` with workers that answer at once: "
+              f"footprints and commits of 512-d embeddings, batches of {c['batch']}): **{c['tps']:,.0f} tiles/s** "
+              f"({c['tiles']:,} tiles in {c['seconds']:.1f} s). A cluster cannot index faster than this, whatever its "
+              "GPUs."]
     lines += ["", "Start is everything before the first batch is committed (imports, model load; for Dask also "
               "starting the scheduler and the workers, each importing torch and loading the model). On two shared "
               "cores a cluster cannot be faster than one process that already uses both; what the rows show is the "

@@ -49,8 +49,8 @@ LOCAL_PREFIX = "local:"
 IN_FLIGHT_PER_THREAD = 2
 #: How long connecting to a scheduler may take before the address is reported unreachable.
 CONNECT_TIMEOUT_S = 30
-#: Rasters a worker keeps open (each holds a GDAL dataset and its stretch).
-WORKER_TILERS = 8
+#: Rasters each worker thread keeps open (each holds a GDAL dataset and its stretch).
+WORKER_TILERS = 4
 
 
 class ClusterError(EngineError):
@@ -333,7 +333,9 @@ def _local_cluster(count: int, runtime):
 
 # -- on the workers -------------------------------------------------------------------------------
 _WORKER_LOCK = threading.Lock()
-_TILERS: OrderedDict = OrderedDict()
+#: Per worker thread: its open tilers, newest last. A GDAL dataset is read by one thread at a time, so each
+#: thread of a worker (a GPU worker has several, to read while the GPU embeds) opens the raster itself.
+_THREAD = threading.local()
 
 
 def warm_worker(model: dict, runtime) -> tuple[str, int, str]:
@@ -356,18 +358,19 @@ def _worker_name() -> str:
 
 
 def _worker_tiler(path: str, fingerprint: str, spec: dict, expected: dict, options):
-    """This worker's open tiler of a raster (and its lock), checked to see the raster the coordinator sees."""
+    """This worker thread's open tiler of a raster, checked to see the raster the coordinator sees."""
     import json
 
     from .sources import display_name, using
     from .tiling import RasterTiler, TilingSpec
 
     key = (path, fingerprint, json.dumps(spec, sort_keys=True))
-    with _WORKER_LOCK:
-        entry = _TILERS.get(key)
-        if entry is not None:
-            _TILERS.move_to_end(key)
-            return entry
+    tilers = getattr(_THREAD, "tilers", None)
+    if tilers is None:
+        tilers = _THREAD.tilers = OrderedDict()
+    if key in tilers:
+        tilers.move_to_end(key)
+        return tilers[key]
     try:
         with using(options):
             tiler = RasterTiler(path, TilingSpec.from_dict(spec))
@@ -384,12 +387,10 @@ def _worker_tiler(path: str, fingerprint: str, spec: dict, expected: dict, optio
         raise EngineError(f"The Dask worker {_worker_name()} sees another raster at {path} ({info.width}×{info.height} "
                           f"px) than the coordinator ({expected['width']}×{expected['height']} px, or other values); "
                           "workers must read the same file (docs/cluster.md).")
-    entry = (tiler, threading.Lock())
-    with _WORKER_LOCK:
-        _TILERS[key] = entry
-        while len(_TILERS) > WORKER_TILERS:
-            _TILERS.popitem(last=False)[1][0].close()
-    return entry
+    tilers[key] = tiler
+    while len(tilers) > WORKER_TILERS:
+        tilers.popitem(last=False)[1].close()
+    return tiler
 
 
 def embed_windows(path: str, fingerprint: str, spec: dict, expected: dict, windows: list, model: dict, runtime,
@@ -402,14 +403,13 @@ def embed_windows(path: str, fingerprint: str, spec: dict, expected: dict, windo
     from .jobs import get_encoder
     from .tiling import TileWindow
 
-    tiler, lock = _worker_tiler(path, fingerprint, spec, expected, options)
+    tiler = _worker_tiler(path, fingerprint, spec, expected, options)
     kept, arrays = [], []
-    with lock:  # a GDAL dataset is read by one thread at a time
-        for w in windows:
-            pixels = tiler.read(TileWindow(*w))
-            if pixels is not None:
-                kept.append(w)
-                arrays.append(pixels)
+    for w in windows:
+        pixels = tiler.read(TileWindow(*w))
+        if pixels is not None:
+            kept.append(w)
+            arrays.append(pixels)
     with _WORKER_LOCK:
         encoder = get_encoder(model, runtime)
     if not arrays:
