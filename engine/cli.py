@@ -215,7 +215,8 @@ def cmd_index(args) -> int:
 
         parse_address(args.dask)
         require_dask()
-        logging.getLogger("distributed").setLevel(logging.WARNING)  # this process's own: no INFO chatter of Dask's
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # this process's own: no INFO chatter of Dask's,
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)  # nor its traceback of a lost scheduler
     for raster in args.remove:
         n = jobs.remove_raster(args.index, raster)
         print(f"Removed {raster} ({n} tiles) from {args.index}.")

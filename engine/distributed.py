@@ -147,7 +147,6 @@ class DaskEmbedder:
         self.dim = int(dim)
         self.where = where
         self.options = current()  # the job's HTTP options, for workers reading COGs by URL
-        self.reason = f"on the Dask cluster {where}"
         self._run = uuid.uuid4().hex[:12]
         self._limit = (0.0, IN_FLIGHT_PER_THREAD)
 
@@ -215,8 +214,8 @@ class DaskEmbedder:
         dims = set()
         for worker, answer in answers.items():
             if isinstance(answer, BaseException):
-                if isinstance(answer, (ImportError, AttributeError)) and "engine" in str(answer):
-                    raise ClusterError(f"The Dask worker {worker} cannot import this engine ({_first_line(answer)}); "
+                if "No module named 'engine" in str(answer):  # the error comes back as text, not as the exception
+                    raise ClusterError(f"The Dask worker {worker} cannot import this engine (no module named 'engine'); "
                                        "start workers with the plugin folder on PYTHONPATH (docs/cluster.md).")
                 raise EngineError(f"The Dask worker {worker} cannot load the model: {_first_line(answer)}")
             version, dim, device = answer
@@ -260,8 +259,7 @@ class DaskEmbedder:
         total = len(tiler.windows)
         todo = (w.as_tuple() for w in tiler.windows if w.as_tuple() not in skip)
         done = sum(1 for w in skip if TileWindow(*w) in tiler.windows)  # committed by an earlier run
-        expected = {"width": info.width, "height": info.height, "bands": list(info.bands),
-                    "stretch": [list(s) for s in tiler.stretch]}
+        expected = raster_facts(tiler)
         spec = tiler.spec.to_dict()
         pending: deque = deque()
         seq = 0
@@ -305,9 +303,24 @@ class DaskEmbedder:
                 raise EngineError("Dask workers died three times while embedding the same batch of windows (out of "
                                   "memory, or a crash reading them); the tiles of this raster committed so far are "
                                   "kept.") from None
-            except (CancelledError, OSError) as exc:
-                raise ClusterError(f"The Dask cluster {self.where} stopped answering ({_first_line(exc)}); the tiles "
-                                   "committed so far are kept, and the same command resumes once it is back.") from None
+            except (CancelledError, OSError):
+                raise ClusterError(f"The Dask cluster {self.where} stopped answering (its scheduler is gone or cannot "
+                                   "be reached); the tiles committed so far are kept, and the same command resumes "
+                                   "where this one stopped.") from None
+
+
+def raster_facts(tiler) -> dict:
+    """What decides a tile's pixels besides its window: size, bands and contrast stretch (sent with each task)."""
+    info = tiler.info
+    return {"width": info.width, "height": info.height, "bands": [int(b) for b in info.bands],
+            "stretch": [[float(lo), float(hi)] for lo, hi in tiler.stretch]}
+
+
+def same_raster(seen: dict, expected: dict) -> bool:
+    """Whether a worker's view of a raster (``raster_facts``) is the coordinator's."""
+    same_shape = all(seen[k] == expected[k] for k in ("width", "height", "bands"))
+    return same_shape and np.allclose(np.asarray(seen["stretch"], dtype=float),
+                                      np.asarray(expected["stretch"], dtype=float), rtol=1e-6, atol=1e-9)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -379,10 +392,7 @@ def _worker_tiler(path: str, fingerprint: str, spec: dict, expected: dict, optio
                           "see rasters at the path the coordinator gives (a shared file system) or read them by URL "
                           "(docs/cluster.md).") from None
     info = tiler.info
-    seen = {"width": info.width, "height": info.height, "bands": list(info.bands),
-            "stretch": [list(s) for s in tiler.stretch]}
-    if (seen["width"], seen["height"], seen["bands"]) != (expected["width"], expected["height"], expected["bands"]) \
-            or not np.allclose(seen["stretch"], expected["stretch"], rtol=1e-6, atol=1e-9):
+    if not same_raster(raster_facts(tiler), expected):
         tiler.close()
         raise EngineError(f"The Dask worker {_worker_name()} sees another raster at {path} ({info.width}×{info.height} "
                           f"px) than the coordinator ({expected['width']}×{expected['height']} px, or other values); "

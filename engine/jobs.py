@@ -450,6 +450,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """
     from contextlib import closing
 
+    from .distributed import ClusterError
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
     from .scales import scale_specs
@@ -484,8 +485,8 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                         check_cancel(cancel)
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
-    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
-        raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
+    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable, ClusterError):
+        raise  # SourceUnavailable (ClusterError): the server (cluster), not the data; what came is kept for the next run
     except EngineError as exc:
         kept = idx.abandon_raster(raster_id)
         raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None

@@ -20,7 +20,7 @@ import pytest
 from engine import jobs
 from engine.distributed import local_worker_plan, parse_address
 from engine.errors import EngineError
-from engine.index import TileIndex
+from engine.index import TileIndex, is_index
 from engine.models import resolve_model_ref
 from engine.tiling import TilingSpec
 
@@ -170,13 +170,11 @@ def test_indexing_and_the_installer_need_no_dask(tiny_model, tmp_path):
 # -- on workers: a worker that sees another raster, or none, says so ------------------------------
 @needs_data
 def test_worker_that_cannot_see_the_raster_says_so(model, tmp_path):
-    from engine.distributed import embed_windows
+    from engine.distributed import embed_windows, raster_facts
     from engine.tiling import RasterTiler
 
     with RasterTiler(NAIP, SPEC) as tiler:
-        expected = {"width": tiler.info.width, "height": tiler.info.height, "bands": list(tiler.info.bands),
-                    "stretch": [list(s) for s in tiler.stretch]}
-        fingerprint = tiler.info.fingerprint
+        expected, fingerprint = raster_facts(tiler), tiler.info.fingerprint
     windows = [(0, 0, 64, 64), (64, 0, 64, 64)]
     kept, vecs = embed_windows(str(NAIP), fingerprint, SPEC.to_dict(), expected, windows, model, FP32, None)
     assert kept.shape == (2, 4) and vecs.shape == (2, 32)
@@ -186,6 +184,16 @@ def test_worker_that_cannot_see_the_raster_says_so(model, tmp_path):
     other = dict(expected, width=expected["width"] + 1)
     with pytest.raises(EngineError, match="sees another raster"):
         embed_windows(str(NAIP), fingerprint + "x", SPEC.to_dict(), other, windows, model, FP32, None)
+    stretched = dict(expected, stretch=[[lo + 1.0, hi] for lo, hi in expected["stretch"]])
+    with pytest.raises(EngineError, match="sees another raster"):
+        embed_windows(str(NAIP), fingerprint + "y", SPEC.to_dict(), stretched, windows, model, FP32, None)
+
+
+def test_install_line_in_the_docs_is_the_pinned_one():
+    from engine.distributed import install_hint
+
+    for doc in (ROOT / "README.md", ROOT / "docs" / "cluster.md"):
+        assert install_hint() in doc.read_text(), f"{doc.name} names other Dask versions than engine/deps/pins.py"
 
 
 # -- real clusters -------------------------------------------------------------------------------
@@ -326,3 +334,67 @@ def test_coordinator_killed_mid_run_then_a_plain_rerun_completes(tiny_model, tmp
     assert worst > 0.99, f"embeddings agree with the single-process ones (worst cosine {worst})"
     with TileIndex.open(folder) as idx:
         assert all(r.status == "complete" for r in idx.rasters()) and idx.vector_store().ntotal == len(want)
+
+
+class DaskProcesses:
+    """A ``dask scheduler`` and ``dask worker`` started as a user starts them, as processes of their own."""
+
+    def __init__(self, folder: Path, worker_sees_engine: bool = True) -> None:
+        self.file = folder / "scheduler.json"
+        env = dict(os.environ, PYTHONPATH=str(ROOT) if worker_sees_engine else "")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                                           "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                                           str(self.file)], env=dict(os.environ), **quiet)
+        deadline = time.monotonic() + 120
+        while not self.file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                        str(self.file), "--nthreads", "1", "--no-dashboard"], cwd=folder, env=env,
+                                       **quiet)
+        from distributed import Client
+
+        with Client(scheduler_file=str(self.file), timeout=120) as client:
+            client.wait_for_workers(1, timeout=120)
+
+    def close(self) -> None:
+        for proc in (self.worker, self.scheduler):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+@needs_dask
+@needs_data
+def test_scheduler_killed_mid_run_stops_with_a_sentence_and_a_plain_rerun_completes(model, reference, tmp_path):
+    cluster = DaskProcesses(tmp_path)
+    folder = tmp_path / "idx"
+    try:
+        def progress(fraction: float, message: str) -> None:
+            if "tile" in message and fraction > 0.05 and cluster.scheduler.poll() is None:
+                cluster.scheduler.send_signal(signal.SIGKILL)
+
+        with pytest.raises(EngineError, match="stopped answering .* committed so far are kept"):
+            jobs.index_rasters(folder, RASTERS, model=model, tiling=SPEC, batch_size=8, runtime=FP32,
+                               dask=str(cluster.file), progress=progress)
+    finally:
+        cluster.close()
+    with TileIndex.open(folder) as idx:
+        assert idx.tile_count() > 0, "the batches committed before the scheduler died are kept"
+    jobs.index_rasters(folder, RASTERS, model=model, tiling=SPEC, batch_size=8, runtime=FP32)  # no Dask at all
+    assert_same_index(folder, reference)
+
+
+@pytest.mark.slow
+@needs_dask
+@needs_data
+def test_worker_without_the_engine_is_refused_with_a_sentence(model, tmp_path):
+    cluster = DaskProcesses(tmp_path, worker_sees_engine=False)
+    try:
+        with pytest.raises(EngineError, match="cannot import this engine .*PYTHONPATH"):
+            jobs.index_rasters(tmp_path / "idx", [DSM], model=model, tiling=SPEC, runtime=FP32,
+                               dask=str(cluster.file))
+    finally:
+        cluster.close()
+    assert not is_index(tmp_path / "idx")
