@@ -111,6 +111,7 @@ def run(raster_px: int = 4032, log=print) -> dict:
     vit = resolve_model_ref(arch="ViT-B-32", checkpoint=str(random_vitb32(WORK / "vit-b-32-random.pt"))).to_dict()
     tiny_files = make_tiny_model(WORK / "tiny-model")
     tiny = resolve_model_ref(arch=str(tiny_files.config), checkpoint=str(tiny_files.checkpoint)).to_dict()
+    load_before = os.getloadavg()[0]
     rows = []
     for label, model, tile, batch in (("ViT-B-32 (random weights), 224 px tiles", vit, 224, 64),
                                       ("tiny 32-d test model, 64 px tiles", tiny, 64, 64)):
@@ -119,13 +120,15 @@ def run(raster_px: int = 4032, log=print) -> dict:
                      "dask": one(raster, model, tile, batch, "local:2", log)})
     log("the coordinator alone …")
     ceiling = coordinator_ceiling(raster, vit, log=log)
-    return {"raster_px": raster_px, "cores": os.cpu_count(), "rows": rows, "coordinator": ceiling}
+    return {"raster_px": raster_px, "cores": os.cpu_count(), "rows": rows, "coordinator": ceiling,
+            "load": [load_before, os.getloadavg()[0]]}
 
 
 def markdown(result: dict) -> list[str]:
     lines = [f"**Indexing on Dask** (`--dask local:2`: two worker processes on this {result['cores']}-core machine, "
              f"one torch thread each) against one process, on the synthetic {result['raster_px']} px raster; each run "
-             "cold in a fresh Python:", "",
+             f"cold in a fresh Python (the machine's load average, others' work included, was {result['load'][0]:.1f} "
+             f"before and {result['load'][1]:.1f} after):", "",
              "| model | run | tiles | total s | start s | steady tiles/s | steady vs one process |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
