@@ -148,6 +148,7 @@ class DaskEmbedder:
         self.where = where
         self.options = current()  # the job's HTTP options, for workers reading COGs by URL
         self._run = uuid.uuid4().hex[:12]
+        self._tasks = 0  # numbers every task of the run: a key is never reused, so no result is ever mistaken
         self._limit = (0.0, IN_FLIGHT_PER_THREAD)
 
     @classmethod
@@ -262,7 +263,6 @@ class DaskEmbedder:
         expected = raster_facts(tiler)
         spec = tiler.spec.to_dict()
         pending: deque = deque()
-        seq = 0
         try:
             while True:
                 while len(pending) < self._in_flight():
@@ -271,9 +271,9 @@ class DaskEmbedder:
                         break
                     future = self.client.submit(embed_windows, info.path, info.fingerprint, spec, expected, chunk,
                                                 self.model, self.runtime, self.options, pure=False,
-                                                key=f"rsclip-embed-{self._run}-{seq}")
+                                                key=f"rsclip-embed-{self._run}-{self._tasks}")
                     pending.append((future, len(chunk)))
-                    seq += 1
+                    self._tasks += 1
                 if not pending:
                     return
                 future, count = pending[0]

@@ -265,6 +265,18 @@ def test_cancel_keeps_committed_batches_and_a_rerun_completes(model, reference, 
 @pytest.mark.slow
 @needs_dask
 @needs_data
+def test_several_scales_on_a_cluster_give_the_single_process_index(model, cluster, tmp_path):
+    address, _ = cluster
+    spec = TilingSpec(size=64, read_size=32, scales=(1, 2))
+    folders = {how: tmp_path / f"idx-{'dask' if how else 'local'}" for how in (None, address)}
+    for how, folder in folders.items():
+        jobs.index_rasters(folder, [NAIP, LANDSAT], model=model, tiling=spec, batch_size=8, runtime=FP32, dask=how)
+    assert_same_index(folders[address], folders[None])
+
+
+@pytest.mark.slow
+@needs_dask
+@needs_data
 def test_damaged_raster_is_skipped_as_locally(model, cluster, tmp_path):
     from rasters import noise, write_raster
 
