@@ -345,7 +345,6 @@ def _local_cluster(count: int, runtime):
 
 
 # -- on the workers -------------------------------------------------------------------------------
-_WORKER_LOCK = threading.Lock()
 #: Per worker thread: its open tilers, newest last. A GDAL dataset is read by one thread at a time, so each
 #: thread of a worker (a GPU worker has several, to read while the GPU embeds) opens the raster itself.
 _THREAD = threading.local()
@@ -356,8 +355,7 @@ def warm_worker(model: dict, runtime) -> tuple[str, int, str]:
     from . import __version__
     from .jobs import get_encoder
 
-    with _WORKER_LOCK:
-        encoder = get_encoder(model, runtime)
+    encoder = get_encoder(model, runtime)  # kept by jobs.get_encoder's cache for this worker's tasks
     return __version__, int(encoder.dim), f"{encoder.device} {encoder.precision}"
 
 
@@ -420,8 +418,7 @@ def embed_windows(path: str, fingerprint: str, spec: dict, expected: dict, windo
         if pixels is not None:
             kept.append(w)
             arrays.append(pixels)
-    with _WORKER_LOCK:
-        encoder = get_encoder(model, runtime)
+    encoder = get_encoder(model, runtime)
     if not arrays:
         return np.zeros((0, 4), dtype=np.int64), np.zeros((0, encoder.dim), dtype=np.float32)
     return np.asarray(kept, dtype=np.int64), encoder.encode_images(np.stack(arrays))

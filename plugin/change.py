@@ -13,10 +13,10 @@ from qgis.core import Qgis, QgsProject
 from qgis.PyQt.QtCore import QObject
 
 from ..engine import jobs
-from ..engine.change import CHANGE_FIELDS, change_values
 from ..engine.errors import EngineError
 from ..engine.index import is_index
-from .layers import TileRows, add_result_layer, build_layer, style_by_score
+from ..engine.results import ResultTable, change_table
+from .layers import add_result_layer, build_layer, style_by_score
 from .tasks import BaseTask
 
 CHANGE_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "change.qml"
@@ -26,14 +26,8 @@ KIND_CHANGE = "change"
 @dataclass(frozen=True)
 class ChangeOutcome:
     result: object  # engine.change.ChangeResult
-    rows: TileRows
+    rows: ResultTable
     thumbnails: dict  # rank → QImage (before | after)
-
-
-def change_rows(result) -> TileRows:
-    """Layer rows of the places: their attributes and the ground both tiles show."""
-    rows = [([change_values(r, result)[name] for name, _ in CHANGE_FIELDS], r.footprint_wkt) for r in result.rows]
-    return TileRows(KIND_CHANGE, CHANGE_FIELDS, result.crs_wkt, rows)
 
 
 def pair_thumbnails(result, tiling: dict, size: int = 64) -> dict:
@@ -122,7 +116,7 @@ class ChangeController(QObject):
         def job(progress, cancel):
             result = jobs.change(folder, params.before, params.after, params.query or None, params.direction,
                                  params.top_k, params.scale, progress=progress, cancel=cancel)
-            return ChangeOutcome(result, change_rows(result), pair_thumbnails(result, jobs.info(folder).tiling))
+            return ChangeOutcome(result, change_table(result), pair_thumbnails(result, jobs.info(folder).tiling))
 
         said = dict(DIRECTIONS).get(params.direction, params.direction)
         title = f"“{params.query}” {said.split(' (')[0]}" if params.query else "what changed"

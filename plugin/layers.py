@@ -1,7 +1,6 @@
 """Search and labelling results as styled vector layers in a "RS-CLIP results" group."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -9,7 +8,8 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSyste
                        QgsFeature, QgsField, QgsFillSymbol, QgsGeometry, QgsGraduatedSymbolRenderer, QgsMapLayer,
                        QgsProject, QgsRendererCategory, QgsVectorLayer)
 
-from ..engine.export import LABEL_FIELDS, common_crs, hit_fields, tile_geometry_wkt
+from ..engine.export import tile_geometry_wkt
+from ..engine.results import ResultTable
 from .qgis_compat import FIELD_TYPES
 
 SEARCH_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "search_results.qml"
@@ -23,41 +23,13 @@ CLASS_COLOURS = ("#1f78b4", "#33a02c", "#b2df8a", "#e31a1c", "#ff7f00", "#6a3d9a
                  "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f", "#666666")
 
 
-@dataclass(frozen=True)
-class TileRows:
-    """Attributes and footprint WKT of result tiles in one CRS, prepared off the GUI thread."""
-
-    kind: str
-    fields: tuple
-    crs_wkt: str
-    rows: list  # (attribute list, footprint WKT)
-    classes: tuple = ()
-
-
-def hit_rows(hits: Sequence, kind: str = "search") -> TileRows:
-    """Rows of a search/similar result with rank, score, raster and tile_id, and scale in an index with several
-    (reprojects: run in a task)."""
-    crs_wkt = common_crs([h.tile for h in hits])
-    fields = hit_fields(hits)
-    rows = [([h.rank, float(h.score), h.tile.raster, int(h.tile.id), h.scale][:len(fields)],
-             tile_geometry_wkt(h.tile, crs_wkt)) for h in hits]
-    return TileRows(kind, fields, crs_wkt, rows)
-
-
-def label_rows(labels: Sequence, classes: Sequence[str]) -> TileRows:
-    """Rows of a labelling result with label, probability, margin, raster and tile_id."""
-    crs_wkt = common_crs([lab.tile for lab in labels])
-    rows = [([lab.label, float(lab.probability), float(lab.margin), lab.tile.raster, int(lab.tile.id)],
-             tile_geometry_wkt(lab.tile, crs_wkt)) for lab in labels]
-    return TileRows("labels", LABEL_FIELDS, crs_wkt, rows, tuple(classes))
-
-
 def tile_geometry(tile, target_crs_wkt: str) -> QgsGeometry:
     return QgsGeometry.fromWkt(tile_geometry_wkt(tile, target_crs_wkt))
 
 
-def build_layer(data: TileRows, name: str) -> QgsVectorLayer:
-    """A styled memory layer of tile polygons: graduated by score, or categorised by class."""
+def build_layer(data: ResultTable, name: str) -> QgsVectorLayer:
+    """A styled memory layer of a result table's tiles (its fields, query and model included): graduated by score,
+    or categorised by class."""
     crs = QgsCoordinateReferenceSystem.fromWkt(data.crs_wkt)
     layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'EPSG:4326'}", name, "memory")
     if not crs.authid():

@@ -127,7 +127,8 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     assert group is not None and len(group.findLayers()) == 1
     layer = group.findLayers()[0].layer()
     assert layer.featureCount() == 7
-    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id"]
+    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id", "query", "model"]
+    assert {(f["query"], f["model"]) for f in layer.getFeatures()} == {("farm fields", "tiny-clip.json + tiny-clip.pt")}
     assert layer.crs().authid() == "EPSG:26914"
     extent = naip_layer.extent().buffered(0.01)
     assert all(extent.contains(f.geometry().boundingBox()) for f in layer.getFeatures())
@@ -204,7 +205,8 @@ def test_index_search_click_and_replace(plugin, naip_layer, tiny_model, tmp_path
     assert labels.featureCount() == 63
     from qgis.core import QgsCategorizedSymbolRenderer
 
-    assert [f.name() for f in labels.fields()] == ["label", "probability", "margin", "raster", "tile_id"]
+    assert [f.name() for f in labels.fields()] == ["label", "probability", "margin", "raster", "tile_id", "classes",
+                                                   "model"]
     renderer = labels.renderer()
     assert isinstance(renderer, QgsCategorizedSymbolRenderer) and len(renderer.categories()) == 10
     assert {f["label"] for f in labels.getFeatures()} <= {c.value() for c in renderer.categories()}

@@ -45,6 +45,7 @@ class SearchDock(QDockWidget):
         self._class_sets: dict[str, list[str]] = {}
         self._model_details: dict[str, tuple[str, str]] = {}
         self._own_templates = "the model's own prompt templates"
+        self._unlocked: tuple | None = None  # the Index tab's own values while an index's settings are shown
         body = QWidget()
         outer = QVBoxLayout(body)
         self.missing_label = QLabel()
@@ -255,6 +256,10 @@ class SearchDock(QDockWidget):
         self.scales_edit.setToolTip("Tile sizes as multiples of the tile size, each embedded at the model's input "
                                     "size; added to an existing index, only the new sizes are embedded")
         form.addRow("Scales", self.scales_edit)
+        self.index_settings_note = QLabel()  # why the fields above are locked (an existing index keeps its own)
+        self.index_settings_note.setWordWrap(True)
+        self.index_settings_note.hide()
+        form.addRow(self.index_settings_note)
         self.index_button = QPushButton("Index checked rasters")
         self.index_button.clicked.connect(lambda: self.request_index())
         form.addRow(self.index_button)
@@ -307,6 +312,47 @@ class SearchDock(QDockWidget):
                 self.model_combo.setItemData(i, self._model_details[name][1], Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentText(current if current in names or current == CUSTOM_MODEL else names[0])
         self._model_changed(self.model_combo.currentText())
+
+    def lock_index_settings(self, reason: str | None, model: str = "", arch: str = "", checkpoint: str = "",
+                            tiling: dict | None = None, details: str = "") -> None:
+        """Show an existing index's own model (a registry name, else ``arch`` + ``checkpoint``) and ``tiling``
+        in the Index tab, disabled, with ``reason`` under them (``details`` as its tooltip); None gives the fields
+        back with their values."""
+        fields = (self.model_combo, self.arch_edit, self.checkpoint_edit, self.tile_size_spin, self.units_combo,
+                  self.overlap_spin)
+        if reason is None:
+            if self._unlocked is not None:
+                text, arch_text, checkpoint_text, size, units, overlap = self._unlocked
+                self._unlocked = None
+                self.model_combo.setCurrentText(text)
+                self.arch_edit.setText(arch_text)
+                self.checkpoint_edit.setText(checkpoint_text)
+                self.tile_size_spin.setValue(size)
+                self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(units)))
+                self.overlap_spin.setValue(overlap)
+            for widget in fields:
+                widget.setEnabled(True)
+                widget.setToolTip("")
+            self._model_changed(self.model_combo.currentText())
+            self.index_settings_note.hide()
+            return
+        if self._unlocked is None:
+            self._unlocked = (self.model_combo.currentText(), self.arch_edit.text(), self.checkpoint_edit.text(),
+                              self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value())
+        tiling = tiling or {}
+        self.model_combo.setCurrentText(model or CUSTOM_MODEL)
+        if not model:
+            self.arch_edit.setText(arch)
+            self.checkpoint_edit.setText(checkpoint)
+        self.tile_size_spin.setValue(float(tiling.get("size", self.tile_size_spin.value())))
+        self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(tiling.get("units", "px"))))
+        self.overlap_spin.setValue(float(tiling.get("overlap") or 0.0))
+        for widget in fields:
+            widget.setEnabled(False)
+            widget.setToolTip(reason)
+        self.index_settings_note.setText(reason)
+        self.index_settings_note.setToolTip(details)
+        self.index_settings_note.show()
 
     def set_class_sets(self, sets: dict[str, list[str]], current: str) -> None:
         """Shipped class sets (name → classes) to pick from, plus the user's own list."""
