@@ -216,8 +216,9 @@ class DaskEmbedder:
         for worker, answer in answers.items():
             if isinstance(answer, BaseException):
                 if "No module named 'engine" in str(answer):  # the error comes back as text, not as the exception
-                    raise ClusterError(f"The Dask worker {worker} cannot import this engine (no module named 'engine'); "
-                                       "start workers with the plugin folder on PYTHONPATH (docs/cluster.md).")
+                    raise ClusterError(f"The Dask worker {worker} cannot import this engine (no module named "
+                                       "'engine'); start workers with the plugin folder on PYTHONPATH "
+                                       "(docs/cluster.md).")
                 raise EngineError(f"The Dask worker {worker} cannot load the model: {_first_line(answer)}")
             version, dim, device = answer
             from . import __version__

@@ -483,7 +483,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
     except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable, ClusterError):
-        raise  # SourceUnavailable (ClusterError): the server (cluster), not the data; what came is kept for the next run
+        raise  # SourceUnavailable, ClusterError: the server or cluster, not the data; what came is kept to resume
     except EngineError as exc:
         kept = idx.abandon_raster(raster_id)
         raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
