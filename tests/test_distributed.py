@@ -242,6 +242,27 @@ def test_worker_killed_mid_run_still_gives_a_complete_index(model, reference, cl
 @pytest.mark.slow
 @needs_dask
 @needs_data
+def test_batches_in_flight_stay_bounded(model, cluster, tmp_path):
+    """Backpressure: however many windows a raster has, at most 2 batches per worker thread are out at once."""
+    from engine.distributed import IN_FLIGHT_PER_THREAD
+
+    address, client = cluster
+    limit = IN_FLIGHT_PER_THREAD * sum(client.nthreads().values())
+
+    def ours(dask_scheduler) -> int:
+        return sum(1 for key in dask_scheduler.tasks if str(key).startswith("rsclip-embed"))
+
+    seen: list[int] = []
+    report = jobs.index_rasters(tmp_path / "idx", [NAIP], model=model, tiling=SPEC, batch_size=4, runtime=FP32,
+                                dask=address, progress=lambda f, m: seen.append(client.run_on_scheduler(ours)))
+    batches = -(-report.total_tiles // 4)
+    assert batches > 5 * limit, "enough batches that an unbounded run would show"
+    assert max(seen) <= limit + 2, (max(seen), limit)  # + tasks released but not yet forgotten by the scheduler
+
+
+@pytest.mark.slow
+@needs_dask
+@needs_data
 def test_cancel_keeps_committed_batches_and_a_rerun_completes(model, reference, cluster, tmp_path):
     address, client = cluster
     folder = tmp_path / "idx"
