@@ -16,10 +16,9 @@ from ..engine import jobs
 from ..engine.errors import EngineError
 from ..engine.index import is_index
 from ..engine.results import ResultTable, change_table
-from .layers import add_result_layer, build_layer, style_by_score
+from .layers import SCORE_STYLES, add_result_layer, build_layer, style_by_score
 from .tasks import BaseTask
 
-CHANGE_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "change.qml"
 KIND_CHANGE = "change"
 
 
@@ -53,8 +52,8 @@ def pair_thumbnails(result, tiling: dict, size: int = 64) -> dict:
 
 
 def style_change(layer) -> None:
-    """The shipped change.qml with its classes recomputed from this layer's changes."""
-    style_by_score(layer, style=CHANGE_STYLE)
+    """The shipped change.qml with its classes recomputed from this layer's changes (a toolbox output)."""
+    style_by_score(layer, style=SCORE_STYLES[KIND_CHANGE])
 
 
 class ChangeController(QObject):
@@ -135,8 +134,7 @@ class ChangeController(QObject):
         what = f"'{result.query}' {result.direction}" if result.query else "changed"
         names = f"{_short(result.before)} → {_short(result.after)}"
         layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP change: {what}, {names}"), KIND_CHANGE,
-                                 f"{what}|{names}", result.index_dir)
-        style_change(layer)
+                                 f"{what}|{names}", result.index_dir)  # styled by change.qml (layers.SCORE_STYLES)
         self.layer = layer
         self.c.notify(result.summary(), Qgis.MessageLevel.Success)
         return layer

@@ -147,7 +147,7 @@ class ConceptsController(QObject):
         folder = self._folder(self.folder())
         if folder is None:
             return None
-        query, negative = self.panel.query_edit.text().strip(), self.panel.negative_edit.text().strip()
+        query, negative = self.panel.texts()
 
         def done(task: BaseTask) -> None:
             if self.c._done(task):

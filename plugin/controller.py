@@ -16,7 +16,8 @@ from ..engine.index import is_index
 from ..engine.results import ResultTable, hit_table, label_table, similar_query
 from . import settings
 from .deps import install_hint, missing_packages
-from .layers import add_result_layer, build_layer, tile_extent_in, tile_geometry
+from .layers import (add_result_layer, build_layer, labels_layer_name, search_layer_name, similar_layer_name,
+                     tile_extent_in, tile_geometry)
 from .log import get_logger
 from .tasks import BaseTask
 
@@ -30,6 +31,8 @@ class HitsOutcome:
     hits: list
     rows: ResultTable
     thumbnails: dict
+    #: The raster files of the example tiles (similar tiles), for the layer's name.
+    sources: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,11 @@ class LabelsOutcome:
 
 
 class Controller(QObject):
-    """Owns the running tasks; the only place where dock requests meet the engine."""
+    """Owns the running tasks and the plugin's settings; the only place where dock requests meet the engine.
+
+    The dock is filled from the settings here and each request's choices are remembered here
+    (plugin/settings.py), before the request runs or is refused.
+    """
 
     #: The index folder or what it holds may have changed (after indexing, or another folder chosen).
     indexChanged = pyqtSignal()
@@ -83,6 +90,7 @@ class Controller(QObject):
         project.layersRemoved.connect(self.refresh_rasters)
         project.readProject.connect(self.project_changed)
         project.cleared.connect(self.project_changed)
+        dock.set_choices(settings.dock_choices())
         self.setup_dock()
         from .concepts import ConceptsController
 
@@ -127,6 +135,16 @@ class Controller(QObject):
 
     def refresh_rasters(self, *_args) -> None:
         self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
+
+    def raster_title(self, path: str) -> str:
+        """What to call an indexed raster: its layer's name in the project, else its file name without suffix."""
+        from ..engine.sources import display_name
+
+        for layer in self.raster_layers():
+            if layer.source() == path:
+                return layer.name()
+        name = display_name(path)
+        return Path(name).stem or name
 
     def refresh_status(self) -> None:
         from ..engine.models import config_notice
@@ -285,8 +303,13 @@ class Controller(QObject):
     def index(self, params) -> BaseTask | None:
         """Index the checked rasters, as the engine plans the request (``planning.plan_index``, the rule the
         command line and the toolbox follow): refused, or with the index's own model and tiles."""
-        from ..engine.planning import plan_index
+        from dataclasses import replace
 
+        from ..engine.planning import plan_index
+        from ..ui.dock import CUSTOM_MODEL
+
+        settings.remember_index(params, CUSTOM_MODEL)
+        params = replace(params, batch_size=settings.BATCH_SIZE.get())
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -434,6 +457,7 @@ class Controller(QObject):
             task.cancel()
 
     def search(self, params) -> BaseTask | None:
+        settings.remember_search(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -447,12 +471,16 @@ class Controller(QObject):
             return self._hits_outcome(folder, hits, "search", params.query.strip())
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
-        title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
+        query = " ".join(params.query.split())
+        within = self.raster_title(params.rasters[0]) if params.rasters else None
+        title = f"“{query}”" + (f" in {within}" if within else "")
+        asked = query
         if params.scale is not None:
-            key, title = f"{key}|×{params.scale}", f"{title} at ×{params.scale}"
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Searching {title}", job,
-                     lambda t: self._hits_done(t, folder, "search", key, title, params.query.strip()))))
+            key, title, asked = f"{key}|×{params.scale}", f"{title} at ×{params.scale}", f"{query} at ×{params.scale}"
+        model = self._index_model(folder)
+        name = search_layer_name(asked, jobs.model_label(model) if model else "", within)
+        return self.with_weights(model, lambda: self.start(BaseTask(
+            f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title, name, query))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -463,13 +491,16 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
+            from dataclasses import replace
+
             hits = jobs.similar(folder, params.tile_ids, params.top_k, params.min_score, scale=params.scale)
-            return self._hits_outcome(folder, hits, "similar", similar_query(params.tile_ids))
+            return replace(self._hits_outcome(folder, hits, "similar", similar_query(params.tile_ids)),
+                           sources=_tile_rasters(folder, params.tile_ids))
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
-        title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
-        return self.start(BaseTask(f"Finding tiles {title}", job,
-                                   lambda t: self._hits_done(t, folder, "similar", key, title)))
+        count = len(params.tile_ids)
+        return self.start(BaseTask(f"Finding tiles similar to {count} tile{'s' if count != 1 else ''}", job,
+                                   lambda t: self._similar_done(t, folder, key, count)))
 
     @staticmethod
     def _hits_outcome(folder: str, hits: list, kind: str, query: str) -> HitsOutcome:
@@ -480,11 +511,20 @@ class Controller(QObject):
         thumbnails = tile_thumbnails(hits, info.tiling) if hits else {}
         return HitsOutcome(hits, hit_table(hits, query, info.model_label, kind), thumbnails)
 
-    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, query: str = "") -> None:
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, name: str,
+                   query: str = "") -> None:
         if not self._done(task):
             return
-        self.last_query = (folder, query) if query else None
-        self.show_hits(task.result, folder, kind, key, title)
+        self.last_query = (folder, query) if query else None  # what a heat map of a listed tile looks for
+        self.show_hits(task.result, folder, kind, key, title, name)
+
+    def _similar_done(self, task: BaseTask, folder: str, key: str, count: int) -> None:
+        """Named after the example tiles' rasters, which the task has read from the index."""
+        if not self._done(task):
+            return
+        self.last_query = None
+        name = similar_layer_name(count, [self.raster_title(path) for path in task.result.sources])
+        self.show_hits(task.result, folder, "similar", key, name, name)
 
     def heatmap(self, tile_id: int) -> BaseTask | None:
         """Where in a listed tile the last search's text matches: a heat map layer over the tile."""
@@ -515,42 +555,48 @@ class Controller(QObject):
             return None
         heat = task.result
         row, col = heat.hottest
-        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
-                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)
-        hidden = ""
+        node = None
         if self.last_layer is not None and not sip.isdeleted(self.last_layer):
             node = QgsProject.instance().layerTreeRoot().findLayer(self.last_layer.id())
-            if node is not None and node.isVisible():  # its fill would hide the imagery under the heat map
-                node.setItemVisibilityChecked(False)
-                hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
+        shown = node is not None and node.isVisible()  # its fill would hide the imagery under the heat map
+        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
+                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)  # hides earlier results
+        hidden = ""
+        if shown and node is not None:
+            node.setItemVisibilityChecked(False)
+            hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
         self.zoom_to_tile(heat.tile.id)
         self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in row {row + 1}, column {col + 1} of "
                     f"its {heat.values.shape[0]}×{heat.values.shape[1]} cells.{hidden}", Qgis.MessageLevel.Success)
         return layer
 
-    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
-        """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
+    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str, name: str = ""):
+        """Result layer ``name`` (replacing the previous one for the same query; the others hidden), list with
+        thumbnails, top hit flashed. ``title``: the query as messages quote it, or "similar to …"."""
         hits = outcome.hits
+        found = f"for {title}" if kind == "search" else title
         if not hits:
-            self.dock.show_results([], {})
-            self.notify(f"No tiles matched {title}.", Qgis.MessageLevel.Info)
+            nothing = f"No tiles matched {title}." if kind == "search" else f"No tiles found {found}."
+            self.dock.show_results([], {}, nothing)
+            self.notify(nothing, Qgis.MessageLevel.Info)
             return None
         self.hits = {h.tile.id: h for h in hits}
         self.last_results = ("hits", outcome.rows)
         self.last_layer_name = layer_name_for(title, "search" if kind == "search" else "")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP: {title}"), kind, key, folder)
+        layer = add_result_layer(build_layer(outcome.rows, name or title), kind, key, folder)
         self.last_layer = layer
-        self.dock.show_results(hits, outcome.thumbnails)
+        self.dock.show_results(hits, outcome.thumbnails, f"{len(hits)} tiles {found}:")
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
         self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
-        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
+        self.notify(f"{len(hits)} tiles {found}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
         return layer
 
     def label(self, params) -> BaseTask | None:
         from ..engine.classsets import load_class_set, parse_classes
         from ..engine.prompts import parse_templates
 
+        settings.remember_label(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -567,19 +613,22 @@ class Controller(QObject):
             return LabelsOutcome(labels, label_table(labels, classes, model, params.class_set))
 
         name = params.class_set or "custom classes"
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name))))
+        model = self._index_model(folder)
+        layer_name = labels_layer_name(params.class_set, classes, jobs.model_label(model) if model else "")
+        return self.with_weights(model, lambda: self.start(BaseTask(
+            f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name, layer_name))))
 
-    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str) -> None:
+    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str, layer_name: str) -> None:
         if not self._done(task):
             return
         outcome: LabelsOutcome = task.result
         self.last_results = ("labels", outcome.rows)
         self.last_layer_name = layer_name_for(name, "labels")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
-                                 "|".join(classes), folder)
+        layer = add_result_layer(build_layer(outcome.rows, layer_name), "labels", "|".join(classes), folder)
         self.last_layer = layer
-        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
+        found = len({lab.label for lab in outcome.labels})
+        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes; {found} of them found "
+                    "(the legend lists those).", Qgis.MessageLevel.Success)
 
     def save_results(self, path: str) -> BaseTask | None:
         """Write the latest result as a layer of a GeoPackage (in a task: it reprojects).
@@ -596,6 +645,7 @@ class Controller(QObject):
         _kind, table = self.last_results
         layer = self.last_layer_name
         settings.RESULTS_DIR.set(str(Path(path).parent))
+        self.dock.set_results_folder(str(Path(path).parent))
         overwrite = False
         if gpkg_has_layer(path, layer):
             overwrite = self.dock.confirm(f"{Path(path).name} already has a layer named '{layer}'. Replace that "
@@ -665,3 +715,10 @@ class Controller(QObject):
 
 def _crs(wkt: str) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem.fromWkt(wkt)
+
+
+def _tile_rasters(folder: str, tile_ids) -> tuple:
+    """The raster files of the given tiles of an index, in tile order (runs in a task)."""
+    with jobs.open_for_query(folder) as idx:
+        records = idx.tiles(tile_ids)
+    return tuple(records[int(i)].raster for i in tile_ids if int(i) in records)
