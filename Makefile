@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change bench-million screenshot clean
 
 setup: apt venv
 
@@ -85,10 +85,17 @@ bench-concepts: venv
 bench-change: venv
 	$(PY) bench/change.py
 
+<<<<<<< HEAD
 # Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
 .PHONY: bench-dask
 bench-dask: venv
 	$(PY) bench/cluster.py
+=======
+# Only the "million tiles" table (also part of `make bench`); RSCLIP_BENCH_TILES=262144 for a smaller run,
+# RSCLIP_BENCH_BASELINE_TILES=0 to skip today's code.
+bench-million: venv $(VENV)/.bench-installed
+	$(PY) bench/million.py
+>>>>>>> main
 
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png

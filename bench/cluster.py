@@ -73,7 +73,7 @@ class InstantWorkers:
         todo = [w for w in tiler.windows if w.as_tuple() not in skip]
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            yield [tiler.tile_at(w) for w in chunk], self.pool[np.arange(len(chunk)) % len(self.pool)]
+            yield chunk, self.pool[np.arange(len(chunk)) % len(self.pool)], tiler.wgs84_bounds(chunk)
 
     def close(self) -> None:
         pass

@@ -244,8 +244,8 @@ class DaskEmbedder:
         return limit
 
     def embedded_batches(self, tiler, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
-                         skip) -> Iterator[tuple[list, np.ndarray]]:
-        """Yield (tiles, embeddings) for the raster's windows not in ``skip``, in window order, as workers finish.
+                         skip) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
+        """Yield (windows, embeddings, WGS84 bounds) for the raster's windows not in ``skip``, in window order.
 
         Same contract as the local path: windows mostly nodata are left out, ``Cancelled`` is raised
         when ``cancel`` says so (what is in flight is dropped), a worker's ``EngineError`` (a damaged
@@ -283,12 +283,21 @@ class DaskEmbedder:
                 done += count
                 progress(done / total, f"tile {done} of {total}")
                 if len(kept):
-                    yield [tiler.tile_at(TileWindow(*map(int, w))) for w in kept], embeddings
+                    windows = [TileWindow(*map(int, w)) for w in kept]
+                    yield windows, embeddings, tiler.wgs84_bounds(windows)
         finally:
             if pending:
                 self.client.cancel([f for f, _ in pending])
 
-    def _result(self, future, cancel: CancelFn | None) -> tuple[np.ndarray, np.ndarray]:
+    def encode_prompts(self, phrases, templates) -> np.ndarray:
+        """Text embeddings through templates, computed on a worker (this process holds no model): what
+        ``querysample`` stores for an index's approximate search to be calibrated on text queries."""
+        future = self.client.submit(prompt_embeddings, self.model, self.runtime, list(phrases), tuple(templates),
+                                    pure=False, key=f"rsclip-text-{self._run}-{self._tasks}")
+        self._tasks += 1
+        return self._result(future, None)
+
+    def _result(self, future, cancel: CancelFn | None):
         """A batch's result, waiting while listening for cancel; cluster failures become one sentence."""
         from concurrent.futures import CancelledError
 
@@ -406,20 +415,23 @@ def embed_windows(path: str, fingerprint: str, spec: dict, expected: dict, windo
                   options) -> tuple[np.ndarray, np.ndarray]:
     """A Dask task: read ``windows`` of a raster, embed those with data; returns (kept windows (k, 4), embeddings).
 
-    The same reading (``RasterTiler.read``) and embedding (``Encoder.encode_images``) as a local run;
+    The same reading (``RasterTiler.read_batch``) and embedding (``Encoder.stage``, ``encode_pixels``) as a local run;
     the model is loaded once per worker process and kept.
     """
     from .jobs import get_encoder
     from .tiling import TileWindow
 
     tiler = _worker_tiler(path, fingerprint, spec, expected, options)
-    kept, arrays = [], []
-    for w in windows:
-        pixels = tiler.read(TileWindow(*w))
-        if pixels is not None:
-            kept.append(w)
-            arrays.append(pixels)
+    kept, pixels = tiler.read_batch([TileWindow(*w) for w in windows])
     encoder = get_encoder(model, runtime)
-    if not arrays:
+    if not kept:
         return np.zeros((0, 4), dtype=np.int64), np.zeros((0, encoder.dim), dtype=np.float32)
-    return np.asarray(kept, dtype=np.int64), encoder.encode_images(np.stack(arrays))
+    table = np.asarray([w.as_tuple() for w in kept], dtype=np.int64)
+    return table, encoder.encode_pixels(encoder.stage(pixels))
+
+
+def prompt_embeddings(model: dict, runtime, phrases: list, templates: tuple) -> np.ndarray:
+    """A Dask task: ``Encoder.encode_prompts`` with this worker's model."""
+    from .jobs import get_encoder
+
+    return get_encoder(model, runtime).encode_prompts(phrases, templates)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
@@ -75,6 +74,11 @@ class IndexInfo:
     activation: str | None = None  # QuickGELU / GELU of the recorded open_clip config
     templates: tuple[str, ...] = ()  # the model's own prompt templates (used unless others are given)
     notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
+    #: recall@10 against exact search measured when the search index was built or updated, by query kind
+    #: ("text": the model's own text embeddings, "image": image-like queries); empty when not built yet.
+    search_recall: dict = field(default_factory=dict)
+    #: query kind → (nprobe, candidates re-ranked exactly) of an approximate search index; empty when exact.
+    search_settings: dict = field(default_factory=dict)
     #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
     scales: dict = field(default_factory=dict)
     #: raster path → ``planning.RasterGrid``: its CRS, pixel size and tile size in pixels, read from its tiles.
@@ -310,13 +314,28 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
-            idx.vector_store()
+            _keep_search_index(idx, encoder, scaled(progress, 0.95, 1.0) if todo else progress)
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
         _release(encoder)
     progress(1.0, report.summary())
     return report
+
+
+def _keep_search_index(idx, encoder, progress: ProgressFn) -> None:
+    """Bring the index's vector store up to date, training (with progress) where it has outgrown its training.
+
+    An index that needs approximate search gets the model's own text embeddings of the shipped class
+    sets stored first (``querysample.text_queries``), so its search depth is measured on text queries.
+    """
+    from .querysample import store_text_sample
+    from .vectors import APPROX_THRESHOLD
+
+    if idx.tile_count() >= APPROX_THRESHOLD and idx.query_sample("text") is None:
+        progress(0.0, "Embedding the text queries the search index is calibrated on")
+        store_text_sample(idx, encoder)
+    idx.vector_store(maintain=True, progress=progress)
 
 
 def _release(encoder) -> None:
@@ -326,19 +345,20 @@ def _release(encoder) -> None:
 
 
 def _embedded_batches(encoder, tiler, batch_size: int, progress: ProgressFn, cancel: CancelFn | None, skip):
-    """(tiles, embeddings) batches of a raster's windows not in ``skip``: read in a background thread and embedded
-    here (``pipeline.prefetch_batches``), or on a Dask cluster when ``encoder`` is one (engine/distributed.py)."""
+    """(windows, embeddings, WGS84 bounds) batches of a raster's windows not in ``skip``: read in a background
+    thread and embedded here (``pipeline.prefetch``), or on a Dask cluster when ``encoder`` is one
+    (engine/distributed.py)."""
     if hasattr(encoder, "embedded_batches"):
         yield from encoder.embedded_batches(tiler, batch_size, progress, cancel, skip)
         return
     from contextlib import closing
 
-    from .pipeline import prefetch_batches
+    from .pipeline import prefetch
 
-    with closing(prefetch_batches(tiler.iter_tiles(progress=progress, cancel=cancel, skip=skip), batch_size,
-                                  lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
-        for tiles, pixels in batches:
-            yield tiles, encoder.encode_pixels(pixels)
+    with closing(prefetch(tiler.iter_batches(batch_size, progress=progress, cancel=cancel, skip=skip),
+                          lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
+        for batch, pixels in batches:
+            yield batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds
 
 
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
@@ -429,8 +449,8 @@ def _space_needed(idx, usable, tiling) -> int:
             planned += sum(len(plan_windows(info, spec)) for _, spec in scale_specs(tiling))
         except EngineError:
             continue
-    per_tile = 4 * idx.dim + 700
-    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (4 << 20)  # + a WAL's worth
+    per_tile = 4 * idx.dim + 200  # embedding, window, R*Tree entry, indexes
+    return planned * per_tile + (idx.tile_count() + planned) * 80 + (4 << 20)  # + the cache's codes, a WAL's worth
 
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
@@ -438,8 +458,9 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
-    Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle. Whatever stops the
+    Reading runs in a background thread (``pipeline.prefetch``: a strip of tiles per GDAL read,
+    uint8 batches staged for the model's device) while this thread embeds and commits, so the
+    model is rarely idle. Whatever stops the
     loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
     before the raster is closed. A raster that fails half-way leaves nothing of this run
     behind; a re-index that fails keeps the raster's previous tiles. An index with several
@@ -462,7 +483,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     specs = scale_specs(tiling)
     planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
     raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                       info.bands, planned, content, full, changed)
+                                       info.bands, planned, content, full, changed, info.transform)
     idx.set_planned(raster_id, planned)
     added, unavailable, why = 0, 0, ""
     try:
@@ -475,10 +496,10 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                     sub(fraction, f"{label}: {message}")
 
                 with closing(_embedded_batches(encoder, tiler, batch_size, tick, cancel, done)) as batches:
-                    for tiles, embeddings in batches:
-                        idx.add_tiles(raster_id, tiles, embeddings)
-                        added += len(tiles)
-                        done |= {t.window.as_tuple() for t in tiles}  # a window two scales share is embedded once
+                    for windows, embeddings, wgs84_bounds in batches:
+                        idx.add_tiles(raster_id, windows, embeddings, wgs84_bounds)
+                        added += len(windows)
+                        done |= {w.as_tuple() for w in windows}  # a window two scales share is embedded once
                         check_cancel(cancel)
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
@@ -530,7 +551,7 @@ def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verif
                 raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
                                   "SHA-256 differ); index it as a new raster instead.")
         n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
-        idx.vector_store()
+        idx.vector_store(maintain=True)
     return n
 
 
@@ -569,14 +590,26 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
         raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
-        encoder = get_encoder(idx.model, runtime, progress, cancel)
-        with idx.snapshot():
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+        encoder = get_encoder(idx.model, runtime, progress, cancel)
+        idx.text_queries = _text_queries_of(encoder, idx.model)
+        with idx.snapshot():
             vec = embed_query(encoder, query, templates)
             hits = _across_scales(idx, allowed, scale, suppress, top_k,
-                                  lambda n, ok: best(idx, vec, n, min_score, ok))
+                                  lambda n, ok: best(idx, vec, n, min_score, ok, kind="text"))
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
+
+
+def _text_queries_of(encoder, model: dict):
+    """The model's text sample, for a search that must build the vector store of an index storing none."""
+    def provide():
+        from .querysample import text_query_vectors
+
+        return text_query_vectors(encoder, model)[1]
+
+    return provide
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -603,21 +636,17 @@ def _across_scales(idx, allowed, scale: int | None, suppress: bool | None, top_k
     if scale is not None:
         allowed = tiles_of_scale(idx, int(scale), allowed)
     do_suppress = several and scale is None if suppress is None else bool(suppress)
-    total = idx.tile_count() if allowed is None else len(allowed)
+    total = 0 if not do_suppress else idx.tile_count() if allowed is None else len(allowed)  # counted only if used
     hits = ranked_across_scales(lambda n: fetch(n, allowed), top_k, do_suppress, total)
     return hits_with_scales(idx, hits)
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
     """Ids of the tiles whose footprint contains a WGS84 point (for 'similar to here')."""
-    from shapely import wkt as shapely_wkt
-    from shapely.geometry import Point
+    from .search import tiles_at as tiles_covering
 
-    from .index import checked_footprint
-
-    point = Point(lon, lat)
     with open_for_query(index_dir) as idx:
-        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(checked_footprint(t, wgs84=True)).covers(point)]
+        return tiles_covering(idx, lon, lat)
 
 
 def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str] | None = None,
@@ -632,6 +661,8 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
 
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
+            candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
@@ -679,13 +710,29 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .scales import tile_counts
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
-        meta = idx.cache_meta()
-        kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
+        kind, recall, settings = _search_kind(idx.cache_meta())
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), scales=tile_counts(idx), grids=raster_grids(idx))
+                         notice=config_notice(model), search_recall=recall, scales=tile_counts(idx),
+                         search_settings=settings, grids=raster_grids(idx))
+
+
+def _search_kind(meta: dict | None) -> tuple[str, dict, dict]:
+    """How the index is searched ("flat (exact)", "ivf1000,pq256x4fs"), its recall@10 measured per query kind and
+    the search settings per query kind ({"text": (nprobe, candidates re-ranked)})."""
+    if meta is None or not isinstance(meta.get("kind"), str):
+        return "flat (not built yet)", {}, {}
+    given = meta.get("recall")
+    recall = {k: float(v) for k, v in given.items() if isinstance(k, str) and isinstance(v, (int, float))} \
+        if isinstance(given, dict) else {}
+    if meta["kind"] == "flat":
+        return "flat (exact)", recall, {}
+    given = meta.get("settings")
+    settings = {k: (int(v[0]), int(v[1])) for k, v in given.items() if isinstance(v, list) and len(v) == 2
+                and all(isinstance(n, int) for n in v)} if isinstance(given, dict) else {}
+    return str(meta["kind"]), recall, settings
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
@@ -698,7 +745,7 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
         if idx.raster(path) is None and idx.raster(str(raster)) is not None:
             path = str(raster)  # the path exactly as stored (a file that is gone)
         n = idx.remove_raster(path)
-        idx.vector_store()
+        idx.vector_store(maintain=True)
         return n
 
 

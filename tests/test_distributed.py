@@ -241,6 +241,24 @@ def test_worker_killed_mid_run_still_gives_a_complete_index(model, reference, cl
 
 @pytest.mark.slow
 @needs_dask
+def test_text_sample_for_the_search_index_is_embedded_on_a_worker(model, cluster):
+    """The coordinator holds no model: the text queries an approximate index is calibrated on come from a worker."""
+    from engine.distributed import DaskEmbedder
+    from engine.querysample import text_query_vectors
+
+    address, _ = cluster
+    embedder = DaskEmbedder.connect(address, model, FP32)
+    try:
+        names, remote = text_query_vectors(embedder, model)
+    finally:
+        embedder.close()
+    local_names, local = text_query_vectors(jobs.get_encoder(model, FP32), model)
+    assert names == local_names and len(names) > 20
+    np.testing.assert_allclose(remote, local, atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_dask
 @needs_data
 def test_batches_in_flight_stay_bounded(model, cluster, tmp_path):
     """Backpressure: however many windows a raster has, at most 2 batches per worker thread are out at once."""
