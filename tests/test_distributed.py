@@ -7,6 +7,7 @@ with SIGKILL, the coordinator too; the shared rasters of ../shared/data and the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -202,12 +203,13 @@ def test_install_line_in_the_docs_is_the_pinned_one():
 @needs_data
 def test_local_cluster_gives_the_single_process_index(model, reference, tmp_path):
     folder = tmp_path / "idx"
-    seen: list[float] = []
+    seen: list[tuple[float, str]] = []
     report = jobs.index_rasters(folder, RASTERS, model=model, tiling=SPEC, batch_size=8, runtime=FP32,
-                                dask="local:2", progress=lambda f, m: seen.append(f))
+                                dask="local:2", progress=lambda f, m: seen.append((f, m)))
     assert not report.skipped and report.total_tiles == len(snapshot(reference))
     assert_same_index(folder, reference)
-    assert seen == sorted(seen) and seen[-1] == 1.0
+    batches = [f for f, m in seen if re.search(r": tile \d+ of \d+$", m)]  # after each batch a worker returned
+    assert len(batches) > 20 and batches == sorted(batches) and seen[-1][0] == 1.0
     again = jobs.index_rasters(folder, RASTERS, model=model, tiling=SPEC, batch_size=8, runtime=FP32, dask="local:2")
     assert sorted(again.unchanged) == sorted(str(p) for p in RASTERS) and not again.added
 
