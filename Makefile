@@ -85,17 +85,15 @@ bench-concepts: venv
 bench-change: venv
 	$(PY) bench/change.py
 
-<<<<<<< HEAD
-# Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
-.PHONY: bench-dask
-bench-dask: venv
-	$(PY) bench/cluster.py
-=======
 # Only the "million tiles" table (also part of `make bench`); RSCLIP_BENCH_TILES=262144 for a smaller run,
 # RSCLIP_BENCH_BASELINE_TILES=0 to skip today's code.
 bench-million: venv $(VENV)/.bench-installed
 	$(PY) bench/million.py
->>>>>>> main
+
+# Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
+.PHONY: bench-dask
+bench-dask: venv
+	$(PY) bench/cluster.py
 
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png
