@@ -143,10 +143,10 @@ def markdown(result: dict) -> list[str]:
               f"({c['tiles']:,} tiles in {c['seconds']:.1f} s). A cluster cannot index faster than this, whatever its "
               "GPUs."]
     lines += ["", "Start is everything before the first batch is committed (imports, model load; for Dask also "
-              "starting the scheduler and the workers, each importing torch and loading the model). On two shared "
-              "cores a cluster cannot be faster than one process that already uses both; what the rows show is the "
-              "price of the cluster path: a fixed start, and per batch the task, the transfer of the embeddings and "
-              "the single writer (the tiny model's row, where the model costs nothing). Throughput per GPU on real "
+              "starting the scheduler and the workers, each importing torch and loading the model). Two workers on "
+              "two cores should not beat one process that already uses both; on this shared machine the steady rates "
+              "move with the other engineers' load (compare the load averages), so read the rows for the fixed start "
+              "of the cluster and for the coordinator's ceiling, not for small ratios. Throughput per GPU on real "
               "clusters: docs/cluster.md.", ""]
     return lines
 
