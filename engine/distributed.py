@@ -310,9 +310,8 @@ class DaskEmbedder:
             except TimeoutError:
                 continue
             except KilledWorker:
-                raise EngineError("Dask workers died three times while embedding the same batch of windows (out of "
-                                  "memory, or a crash reading them); the tiles of this raster committed so far are "
-                                  "kept.") from None
+                raise EngineError("Dask workers died three times while embedding the same batch of its windows (out "
+                                  "of memory, or a crash reading them), so it was not indexed.") from None
             except (CancelledError, OSError):
                 raise ClusterError(f"The Dask cluster {self.where} stopped answering (its scheduler is gone or cannot "
                                    "be reached); the tiles committed so far are kept, and the same command resumes "
