@@ -90,6 +90,11 @@ bench-change: venv
 bench-million: venv $(VENV)/.bench-installed
 	$(PY) bench/million.py
 
+# Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
+.PHONY: bench-dask
+bench-dask: venv
+	$(PY) bench/cluster.py
+
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png
 	$(PY) tools/screenshot.py --scene concepts --out docs/concepts.png

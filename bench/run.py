@@ -257,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with open(ROOT / "bench" / "results.md", "a") as fh:
         fh.write("\n" + (ROOT / "bench" / "million.md").read_text())
+    log("indexing on Dask: local:2 against one process …")
+    import cluster  # bench/cluster.py: its own row, also runnable alone (make bench-dask)
+
+    section = cluster.markdown(cluster.run(args.raster_px, log=log))
+    (ROOT / "bench" / "cluster.md").write_text("\n".join(section))
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n".join(["", *section]))
     return 0
 
 

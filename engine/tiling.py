@@ -879,6 +879,11 @@ class RasterTiler:
             return list(windows), pixels
         return [w for w, k in zip(windows, keep.tolist()) if k], pixels[keep]
 
+    def read_batch(self, windows: Sequence[TileWindow]) -> tuple[list[TileWindow], np.ndarray]:
+        """The windows among ``windows`` with enough data and their uint8 (m, 3, n, n) pixels, read as
+        ``iter_batches`` reads them (a Dask worker reads the windows it is sent this way: engine/distributed.py)."""
+        return self._read_windows(list(windows))
+
     def wgs84_bounds(self, windows: Sequence[TileWindow]) -> np.ndarray:
         """(m, 4) min lon, min lat, max lon, max lat of windows, from one PROJ call."""
         from .footprints import corners
@@ -926,6 +931,11 @@ class RasterTiler:
                               "latitude/longitude; check the raster's coordinate reference system.")
         return _polygon_wkt(corners), _polygon_wkt(lonlat)
 
+    def tile_at(self, window: TileWindow) -> Tile:
+        """The tile of a window: its place, without its pixels (engine/distributed.py reads those elsewhere)."""
+        native, wgs84 = self.footprint(window)
+        return Tile(self.info.path, window, native, wgs84, self.bounds(window))
+
     def iter_tiles(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                    skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:
         """Yield (tile, pixels) for every window, in order, except those in ``skip`` or mostly nodata.
@@ -941,7 +951,6 @@ class RasterTiler:
                 continue
             if pixels is None:
                 continue
-            native, wgs84 = self.footprint(window)
-            yield Tile(self.info.path, window, native, wgs84, self.bounds(window)), pixels
+            yield self.tile_at(window), pixels
         if progress is not None:
             progress(1.0, f"{len(self.windows)} tiles read")
