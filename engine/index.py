@@ -604,6 +604,12 @@ class TileIndex:
         except OSError as exc:
             raise os_storage_error(exc, self.folder, self.space_hint) from None
 
+    @contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for modules that keep their own rows (the vector archive's)."""
+        with self._transaction():
+            yield self.conn
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database so the folder reads right even where the WAL cannot be used."""
         try:
@@ -847,6 +853,15 @@ class TileIndex:
     @_guarded
     def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) for the given tiles, or for all of them in id order."""
+        from .archive.layout import split_embeddings
+
+        archived = split_embeddings(self, ids)  # an index in the archive layout (engine/archive/)
+        if archived is not None:
+            return archived.join(*self._sqlite_embeddings(archived.rest)) if archived.rest else \
+                (archived.ids, archived.vectors)
+        return self._sqlite_embeddings(ids)
+
+    def _sqlite_embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         base = f"SELECT t.id, t.embedding FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
         if ids is None:
             rows = self.conn.execute(base + " ORDER BY t.id").fetchall()
@@ -901,9 +916,13 @@ class TileIndex:
     # -- the vector cache -----------------------------------------------------------------
     def vector_store(self, rebuild: bool = False):
         """The FAISS store of the committed state: in memory, from a cache bound to this state, or rebuilt."""
+        from .archive.layout import archived_store
         from .vectors import VectorStore
 
         with self.snapshot():
+            archived = archived_store(self, rebuild)  # an index in the archive layout (engine/archive/)
+            if archived is not None:
+                return archived
             key = (self.generation, self.revision)
             if not rebuild and self._store is not None and self._store_key == key:
                 return self._store

@@ -188,7 +188,7 @@ VERIFY_MODES = ("sample", "full")
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  verify: str = "sample", scales: Sequence[int] | None = None) -> IndexReport:
+                  verify: str = "sample", scales: Sequence[int] | None = None, archive: bool = False) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
@@ -200,6 +200,9 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 
     ``scales`` (or ``tiling.scales``) adds tile sizes to the index (engine/scales.py): an existing
     index keeps its own scales and gains the new ones, whose tiles alone are embedded.
+
+    ``archive`` moves the index to the archive layout (engine/archive/) at the end of the run; an
+    index moves there by itself once it passes ``archive.layout.ARCHIVE_THRESHOLD_BYTES`` of vectors.
     """
     from .index import DamagedIndexError, TileIndex, is_index
     from .scales import merged_scales, same_cut, with_scales
@@ -299,7 +302,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
-            idx.vector_store()
+            _refresh_vectors(idx, progress, cancel, archive and not report.cancelled)
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
@@ -413,6 +416,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """
     from contextlib import closing
 
+    from .archive.layout import after_batch as archive_after_batch
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
     from .pipeline import prefetch_batches
@@ -444,6 +448,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                                               lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
                     for tiles, pixels in batches:
                         idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                        archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
                         added += len(tiles)
                         done |= {t.window.as_tuple() for t in tiles}  # a window two scales share is embedded once
                         check_cancel(cancel)
@@ -497,8 +502,72 @@ def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verif
                 raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
                                   "SHA-256 differ); index it as a new raster instead.")
         n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
-        idx.vector_store()
+        _refresh_vectors(idx)
     return n
+
+
+def _refresh_vectors(idx, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     archive: bool = False) -> None:
+    """After a job changed an index (writer lock held): its archive brought up to date, or the index moved to the
+    archive layout (past the threshold, or ``archive``), then its vector store made ready for searches."""
+    from .archive.layout import maintain
+
+    maintain(idx, scaled(progress or no_progress, 0.99, 1.0), cancel, force=archive)
+    idx.vector_store()
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """What ``archive_index`` found or made: the index in the archive layout."""
+
+    index_dir: str
+    tiles: int
+    description: str
+    archive_bytes: int
+    database_bytes: int
+    verified_bytes: int = 0
+
+    def summary(self) -> str:
+        per_tile = (self.archive_bytes + self.database_bytes) / max(self.tiles, 1)
+        text = (f"Index {self.index_dir}: {self.tiles:,} tiles in the archive layout ({self.description}); "
+                f"{self.archive_bytes / 1e9:.2f} GB of vectors and search lists, {self.database_bytes / 1e9:.2f} GB of "
+                f"database, {per_tile:,.0f} bytes per tile.")
+        if self.verified_bytes:
+            text += f" Every archive file was read back and checks out ({self.verified_bytes / 1e9:.2f} GB)."
+        return text
+
+
+def archive_index(index_dir: str | Path, verify: bool = False, progress: ProgressFn | None = None,
+                  cancel: CancelFn | None = None) -> ArchiveReport:
+    """Move an index's vectors to the archive layout (engine/archive/), or bring its archive up to date.
+
+    ``verify`` only reads every file of an archived index back (shards' SHA-256 and check numbers,
+    search segments); it works on read-only media too.
+    """
+    from .archive import layout
+    from .index import TileIndex
+
+    if verify:
+        with TileIndex.open(index_dir) as idx, idx.snapshot():
+            checked = layout.verify(idx, progress, cancel)
+            return _archive_report(idx, layout, checked)
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        _refresh_vectors(idx, progress, cancel, archive=True)
+        report = _archive_report(idx, layout, 0)
+    (progress or no_progress)(1.0, report.summary())
+    return report
+
+
+def _archive_report(idx, layout, verified: int) -> ArchiveReport:
+    from .index import DB_NAME
+
+    pointer = layout.read_pointer(idx)
+    archive = layout.open_archive(idx, pointer) if pointer is not None else None
+    if archive is None:
+        raise EngineError(f"The index at {idx.folder} is not in the archive layout.")
+    database = sum(p.stat().st_size for p in idx.folder.glob(DB_NAME + "*") if p.is_file())
+    return ArchiveReport(str(idx.folder), idx.tile_count(), layout.describe(archive), archive.disk_bytes(), database,
+                         verified)
 
 
 def _tiling_text(spec) -> str:
@@ -642,9 +711,12 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .prompts import model_templates
     from .scales import tile_counts
 
+    from .archive.layout import describe_index
+
     with TileIndex.open(index_dir) as idx, idx.snapshot():
         meta = idx.cache_meta()
         kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
+        kind = describe_index(idx) or kind
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
@@ -662,7 +734,7 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
         if idx.raster(path) is None and idx.raster(str(raster)) is not None:
             path = str(raster)  # the path exactly as stored (a file that is gone)
         n = idx.remove_raster(path)
-        idx.vector_store()
+        _refresh_vectors(idx)
         return n
 
 

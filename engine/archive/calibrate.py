@@ -1,0 +1,145 @@
+"""How wide an archive search must look: nprobe and re-rank depth chosen on samples of real-looking queries.
+
+Two samples, each with its exact best answers over every stored vector: image queries (stored
+vectors perturbed to cosine 0.6, like the mean of example tiles) and, when the index has them,
+text queries embedded by its own model. Text sits apart from image embeddings in a CLIP space
+(the "modality gap"), so its true neighbours spread over more inverted lists than an image
+query's (OOD-DiskANN, arXiv 2211.12850): calibrating on image queries alone would overstate
+recall for the searches people type. The exact answers are folded forward as shards are added,
+so each addition re-checks the recall without a full scan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+#: Recall@10 against exact search that every query sample must reach.
+TARGET_RECALL = 0.95
+#: Candidates re-ranked exactly from the float16 vectors (raised while the PQ codes need it).
+RERANK = 1024
+MAX_RERANK = 8192
+#: Exact answers kept per calibration query.
+TRUTH_DEPTH = 32
+IMAGE_QUERIES = 200
+_K = 10
+
+
+@dataclass
+class Truth:
+    """Query samples by kind ("image", "text") with their exact best answers (ids, scores; best first)."""
+
+    queries: dict[str, np.ndarray] = field(default_factory=dict)
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, queries: dict[str, np.ndarray]) -> "Truth":
+        truth = cls()
+        for kind, q in queries.items():
+            if q is not None and len(q):
+                q = np.ascontiguousarray(q, dtype=np.float32)
+                truth.queries[kind] = q
+                truth.ids[kind] = np.full((len(q), TRUTH_DEPTH), -1, np.int64)
+                truth.scores[kind] = np.full((len(q), TRUTH_DEPTH), -np.inf, np.float32)
+        return truth
+
+    def fold(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Fold (ids, float32 vectors) chunks into the exact answers."""
+        for ids, vecs in chunks:
+            for kind, q in self.queries.items():
+                scores = q @ vecs.T
+                self.ids[kind], self.scores[kind] = _merge_top(
+                    self.ids[kind], self.scores[kind], np.broadcast_to(ids, scores.shape), scores)
+
+    def drop(self, removed: np.ndarray) -> bool:
+        """Forget removed ids; False when some query then has fewer than 10 exact answers (rescan needed)."""
+        ok = True
+        for kind in self.queries:
+            dead = np.isin(self.ids[kind], removed)
+            if dead.any():
+                self.ids[kind] = np.where(dead, -1, self.ids[kind])
+                self.scores[kind] = np.where(dead, -np.inf, self.scores[kind]).astype(np.float32)
+                order = np.argsort(-self.scores[kind], axis=1, kind="stable")
+                self.ids[kind] = np.take_along_axis(self.ids[kind], order, 1)
+                self.scores[kind] = np.take_along_axis(self.scores[kind], order, 1)
+            ok &= bool(((self.ids[kind] >= 0).sum(axis=1) >= _K).all())
+        return ok
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for kind in self.queries:
+            out[f"{kind}_queries"], out[f"{kind}_ids"], out[f"{kind}_scores"] = \
+                self.queries[kind], self.ids[kind], self.scores[kind]
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, dim: int) -> "Truth":
+        """From ``arrays()`` as saved; anything of the wrong shape or kind raises ValueError."""
+        truth = cls()
+        for kind in ("image", "text"):
+            if f"{kind}_queries" not in arrays:
+                continue
+            q, ids, sc = (np.asarray(arrays[f"{kind}_{part}"]) for part in ("queries", "ids", "scores"))
+            if q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != dim or ids.dtype != np.int64 \
+                    or sc.dtype != np.float32 or ids.shape != (len(q), TRUTH_DEPTH) or sc.shape != ids.shape \
+                    or not np.isfinite(q).all():
+                raise ValueError(f"the calibration arrays of {kind} queries do not fit")
+            truth.queries[kind], truth.ids[kind], truth.scores[kind] = q, ids, sc
+        return truth
+
+
+def _merge_top(ids_a, scores_a, ids_b, scores_b):
+    ids = np.concatenate([ids_a, ids_b], axis=1)
+    scores = np.concatenate([scores_a, scores_b], axis=1)
+    if scores.shape[1] > TRUTH_DEPTH:
+        part = np.argpartition(-scores, TRUTH_DEPTH - 1, axis=1)[:, :TRUTH_DEPTH]
+        ids, scores = np.take_along_axis(ids, part, 1), np.take_along_axis(scores, part, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1).astype(np.float32)
+
+
+def recall_at_10(truth: Truth, search: Callable[[np.ndarray, int, int], Sequence[np.ndarray]], nprobe: int,
+                 depth: int) -> dict[str, float]:
+    """Recall@10 per kind of ``search(queries, nprobe, depth)`` candidates: re-ranking exactly keeps every
+    true top-10 answer found among them."""
+    out = {}
+    for kind, q in truth.queries.items():
+        got = search(q, nprobe, depth)
+        hits = []
+        for t, g in zip(truth.ids[kind][:, :_K], got):
+            t = t[t >= 0]
+            hits.append(len(set(t.tolist()) & set(g.tolist())) / max(len(t), 1))
+        out[kind] = float(np.mean(hits)) if hits else 1.0
+    return out
+
+
+def choose(truth: Truth, search: Callable[[np.ndarray, int, int], Sequence[np.ndarray]], nlist: int, ntotal: int,
+           start_nprobe: int = 1) -> tuple[int, int, dict[str, float]]:
+    """The smallest nprobe (doubling, then halving the last step) and re-rank depth whose recall reaches
+    ``TARGET_RECALL`` for every kind: (nprobe, depth, recall). Past nprobe = nlist the depth doubles."""
+    depth = min(RERANK, max(ntotal, _K))
+
+    def ok(r: dict[str, float]) -> bool:
+        return all(v >= TARGET_RECALL for v in r.values())
+
+    while True:
+        nprobe, low = max(1, min(start_nprobe, nlist)), 0
+        recall = recall_at_10(truth, search, nprobe, depth)
+        while not ok(recall) and nprobe < nlist:
+            low, nprobe = nprobe, min(2 * nprobe, nlist)
+            recall = recall_at_10(truth, search, nprobe, depth)
+        if ok(recall):
+            while nprobe - low > max(2, nprobe // 8):  # bisect the last doubling
+                mid = (low + nprobe) // 2
+                got = recall_at_10(truth, search, mid, depth)
+                if ok(got):
+                    nprobe, recall = mid, got
+                else:
+                    low = mid
+            return nprobe, depth, recall
+        if depth >= min(MAX_RERANK, ntotal):
+            return nprobe, depth, recall
+        depth = min(2 * depth, MAX_RERANK, ntotal)
+        start_nprobe = max(1, nlist // 4)
