@@ -245,7 +245,8 @@ class ArchivedPart:
 
     def join(self, rest_ids: np.ndarray, rest_vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.concatenate([self.ids, np.asarray(rest_ids, dtype=np.int64)])
-        vecs = np.concatenate([self.vectors, np.asarray(rest_vecs, dtype=np.float32).reshape(-1, self.vectors.shape[1])])
+        rest = np.asarray(rest_vecs, dtype=np.float32).reshape(-1, self.vectors.shape[1])
+        vecs = np.concatenate([self.vectors, rest])
         order = np.argsort(ids, kind="stable")
         return ids[order], vecs[order]
 
