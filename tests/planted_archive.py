@@ -122,3 +122,23 @@ def add_planted_raster(idx, path: str, vectors: np.ndarray, batch: int = 4096, a
     if finish:
         idx.finish_raster(rid)
     return rid
+
+
+def planted_model_index(folder, tiny_model, query: str = "airport runway", n: int = 12_000, twin: int = 777):
+    """An index of ``n`` random tiles of the tiny model's width, tile ``twin + 1`` being the query's own embedding
+    (through the engine's query path), moved to the archive layout by the `archive` job; returns the twin's id."""
+    from engine import jobs
+    from engine.index import TileIndex
+    from engine.search import embed_query
+
+    model = jobs.resolve_model(folder, arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+    vector = embed_query(jobs.get_encoder(model), query)
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, vector.shape[1])).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs[twin] = vector[0]
+    idx = TileIndex.create(folder, model, {"size": 10}, vector.shape[1])
+    with idx.writing():
+        add_planted_raster(idx, "/planted/runways.tif", vecs)
+    idx.close()
+    return twin + 1

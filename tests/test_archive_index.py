@@ -17,7 +17,7 @@ from engine.archive import layout
 from engine.errors import EngineError
 from engine.index import DB_NAME, FAISS_NAME, TileIndex
 from engine.search import search_similar, top_k
-from planted_archive import ModalityWorld, add_planted_raster, exact_top, recall
+from planted_archive import ModalityWorld, add_planted_raster, exact_top, planted_model_index, recall
 
 DIM = 64
 PER_RASTER = 12_000
@@ -221,22 +221,9 @@ def test_small_indexes_are_refused_with_a_sentence(world, tmp_path):
         jobs.archive_index(tmp_path / "idx", verify=True)
 
 
-def test_command_line_archive_info_and_search(world, tmp_path, tiny_model):
+def test_command_line_archive_info_and_search(tmp_path, tiny_model):
     """The CLI moves an index of the tiny model, reports it, and `search` finds a tile planted at the query."""
-    from engine.search import embed_query
-
-    model = jobs.resolve_model(tmp_path / "idx", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
-    encoder = jobs.get_encoder(model)
-    query = embed_query(encoder, "airport runway")
-    dim = query.shape[1]
-    rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((12_000, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs[777] = query[0]
-    idx = TileIndex.create(tmp_path / "idx", model, {"size": 10}, dim)
-    with idx.writing():
-        add_planted_raster(idx, "/planted/runways.tif", vecs)
-    idx.close()
+    twin = planted_model_index(tmp_path / "idx", tiny_model)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
 
     def run(*args):
@@ -247,11 +234,25 @@ def test_command_line_archive_info_and_search(world, tmp_path, tiny_model):
     code, out, err = run("archive", "--index", tmp_path / "idx")
     assert code == 0, err
     assert "12,000 tiles in the archive layout" in out and "bytes per tile" in out
+    assert "recall@10 image" in out and "text" in out, "calibrated on the model's own text too"
     code, out, err = run("info", "--index", tmp_path / "idx")
     assert code == 0 and "(archive ivf" in out
     code, out, err = run("search", "airport runway", "--index", tmp_path / "idx", "--top-k", "3", "--json")
     assert code == 0, err
     results = json.loads(out)["results"]
-    assert results[0]["tile_id"] == 778 and results[0]["score"] == pytest.approx(1.0, abs=2e-3)
+    assert results[0]["tile_id"] == twin and results[0]["score"] == pytest.approx(1.0, abs=2e-3)
     code, out, err = run("archive", "--index", tmp_path / "idx", "--verify")
     assert code == 0 and "checks out" in out
+
+
+def test_a_missing_archive_or_too_many_vectors_at_once_give_a_sentence(archived, tmp_path, monkeypatch):
+    _, moved = archived
+    folder = Path(shutil.copytree(moved, tmp_path / "idx"))
+    with TileIndex.open(folder) as idx:
+        monkeypatch.setattr(layout, "memory_budget", lambda: 4 * DIM * 1000)
+        with pytest.raises(EngineError, match="24,000 tiles in the archive layout; reading all their vectors"):
+            idx.embeddings()
+        assert len(idx.embeddings(list(range(1, 900)))[0]) == 899, "a part of them is read"
+    shutil.rmtree(folder / layout.FOLDER)
+    with TileIndex.open(folder) as idx, pytest.raises(EngineError, match="is damaged .*vector archive has no manifest"):
+        top_k(idx, np.ones((1, DIM), np.float32) / 8, 10)

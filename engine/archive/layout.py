@@ -370,8 +370,9 @@ def convert(idx, progress: ProgressFn | None = None, cancel=None, text_queries=N
         raise os_storage_error(exc, idx.folder) from None
     pointer = Pointer(archive.archive_id, archive.max_id, 0)
     _write_pointer(idx, pointer)
-    _clear(idx, pointer, scaled(say, 0.9, 1.0))
+    _clear(idx, pointer, scaled(say, 0.9, 0.97))
     _drop_old_cache(idx)
+    _compact(idx, say)
 
 
 def seal(idx, full_only: bool = False, progress: ProgressFn | None = None, cancel=None) -> int:
@@ -459,6 +460,24 @@ def _clear(idx, pointer: Pointer, progress: ProgressFn | None = None) -> None:
         if progress is not None:
             progress(end / pointer.max_id, "Freeing the vectors' space in the database")
         start = end
+
+
+def _compact(idx, progress: ProgressFn | None = None) -> None:
+    """Give the space of the emptied float32 cells back to the file system when they are most of the database
+    (after a move; seals leave at most a shard's worth free, which the next batches reuse)."""
+    import logging
+    import sqlite3
+
+    try:
+        pages, free = (idx.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
+        if free * 2 < pages:
+            return
+        if progress is not None:
+            progress(0.97, "Giving the vectors' space in the database back to the disk")
+        idx.conn.execute("VACUUM")
+        idx.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:  # busy readers or a full disk: the space stays free for the next batches
+        logging.getLogger("rsclip_search.engine").info("Could not compact %s: %s", idx.folder, exc)
 
 
 def _drop_old_cache(idx) -> None:
