@@ -37,6 +37,12 @@ class ModalityWorld:
         self.centres = unit(centres)
 
     def _block(self, b: int) -> np.ndarray:
+        if getattr(self, "_last", (None,))[0] == b:
+            return self._last[1]  # consecutive ranges read the same block: make it once
+        self._last = (b, self._make_block(b))
+        return self._last[1]
+
+    def _make_block(self, b: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, 1, b))
         k = rng.integers(0, len(self.centres), BLOCK)
         x = self.image_dir + 0.9 * self.centres[k] + 0.8 * rng.standard_normal((BLOCK, self.dim)) / np.sqrt(self.dim)

@@ -191,13 +191,9 @@ class Shard:
 
     def verify(self, cancel: Callable[[], bool] | None = None) -> None:
         """Read the whole file: its SHA-256 must be the recorded one, and every vector match its check."""
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for block in iter(lambda: fh.read(8 << 20), b""):
-                digest.update(block)
-                if cancel is not None and cancel():
-                    return
-        if digest.hexdigest() != self.info.sha256:
+        from ..models.download import file_sha256
+
+        if file_sha256(self.path, cancel=cancel) != self.info.sha256:
             raise archive_damaged(self._where.parent, f"its vector shard {self.info.file} does not match its "
                                                       "recorded SHA-256")
         for _ in self.chunks():

@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..atomic import atomic_write, atomic_write_bytes
-from ..errors import Cancelled
+from ..models.download import file_sha256
+from ..progress import check_cancel, no_progress
 from . import calibrate, ivfpq
 from .shards import (SHARD_SIZE, Shard, ShardInfo, ShardSet, archive_damaged, remove_quietly, shard_name,
                      write_shard)
@@ -41,23 +42,6 @@ _log = logging.getLogger("rsclip_search.engine")
 Progress = Callable[[float, str], None]
 #: The model's text embeddings to calibrate on, or a function giving them (called only when needed).
 TextQueries = np.ndarray | Callable[[], "np.ndarray | None"] | None
-
-
-def _quiet(fraction: float, message: str) -> None:
-    pass
-
-
-def _check_cancel(cancel: Callable[[], bool] | None) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Archive:
@@ -289,7 +273,7 @@ class Archive:
             added += n
 
         for ids, vecs in chunks:
-            _check_cancel(cancel)
+            check_cancel(cancel)
             if not len(ids):
                 continue
             buf_ids.append(np.asarray(ids, dtype=np.int64))
@@ -308,7 +292,7 @@ class Archive:
         live = self.manifest["live"]
         return live is None or self.count >= RETRAIN_GROWTH * int(live["trained"]["trained_on"])
 
-    def train(self, progress: Progress = _quiet, seed: int = 0) -> None:
+    def train(self, progress: Progress = no_progress, seed: int = 0) -> None:
         """Start a new search structure (``building``), trained on a sample of the shards."""
         count = self.count
         nlist = ivfpq.nlist_for(RETRAIN_GROWTH * count)
@@ -331,7 +315,7 @@ class Archive:
     def _structures(self) -> list[str]:
         return [w for w in ("live", "building") if self.manifest[w] is not None]
 
-    def fill(self, progress: Progress = _quiet, cancel=None) -> int:
+    def fill(self, progress: Progress = no_progress, cancel=None) -> int:
         """Give every shard that a search structure lacks a segment of its own there; returns segments written.
 
         While a re-training is being built, new shards go into both the live structure and the new one.
@@ -339,7 +323,7 @@ class Archive:
         work = [(w, s) for w in self._structures() for s in self.shards.shards if s.info.file not in self.covered(w)]
         trained = {w: self._trained(w) for w in {w for w, _ in work}}
         for n, (which, shard) in enumerate(work):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             progress(n / len(work), f"Adding tiles to the archive's search index (shard {n + 1} of {len(work)})")
             name = self._new_name("segment", ".ivf")
             sha = ivfpq.fill_segment(trained[which], shard.ids, shard.chunks, self.folder / name)
@@ -350,7 +334,7 @@ class Archive:
             self._searchers.pop(which, None)
         return len(work)
 
-    def merge(self, progress: Progress = _quiet, force: bool = False) -> None:
+    def merge(self, progress: Progress = no_progress, force: bool = False) -> None:
         """Merge a structure's segments into one when there are more than ``MAX_SEGMENTS`` (or ``force``: those
         of a structure being built)."""
         for which in self._structures():
@@ -405,7 +389,7 @@ class Archive:
         atomic_write(self.folder / name, write)
         self.manifest["calibration"] = {"file": name, "covers": covers}
 
-    def calibrate(self, text_queries: TextQueries = None, progress: Progress = _quiet, seed: int = 0,
+    def calibrate(self, text_queries: TextQueries = None, progress: Progress = no_progress, seed: int = 0,
                   cancel=None) -> dict:
         """Bring the query samples' exact answers up to date, choose nprobe and the re-rank depth of the
         target structure, and make a structure being built live.
@@ -436,7 +420,7 @@ class Archive:
             truth, covers = calibrate.Truth.empty(queries), 0
         shards = [s for s in self.shards.shards if s.info.last_id > covers]
         for n, shard in enumerate(shards):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             progress(n / max(len(shards), 1), f"Finding the exact answers of the calibration queries (shard {n + 1} "
                                               f"of {len(shards)})")
             truth.fold(shard.chunks())
@@ -482,21 +466,21 @@ class Archive:
             if entry.is_file() and entry.name not in keep:
                 remove_quietly(Path(entry.path))
 
-    def verify(self, progress: Progress = _quiet, cancel=None) -> int:
+    def verify(self, progress: Progress = no_progress, cancel=None) -> int:
         """Read every file back: shards' SHA-256 and check numbers, segments' and training's SHA-256; returns
         the bytes checked."""
         shards = self.shards.shards
         for n, shard in enumerate(shards):
             progress(n / max(len(shards) + 1, 1), f"Checking vector shard {n + 1} of {len(shards)}")
             shard.verify(cancel)
-            _check_cancel(cancel)
+            check_cancel(cancel)
         for which in ("live", "building"):
             structure = self.manifest[which]
             if structure is None:
                 continue
             for seg in structure["segments"]:
                 path = self.folder / seg["file"]
-                if not path.is_file() or _sha256_file(path) != seg["sha256"]:
+                if not path.is_file() or file_sha256(path) != seg["sha256"]:
                     raise archive_damaged(self.folder.parent, f"its search segment {seg['file']} does not match its "
                                                               "recorded SHA-256")
             self._searchers.pop(which, None)
@@ -550,7 +534,7 @@ def _check_manifest(m: dict) -> None:
 
 
 def build(archive: Archive, chunks: Iterable[tuple[np.ndarray, np.ndarray]] = (),
-          text_queries: TextQueries = None, progress: Progress = _quiet, cancel=None,
+          text_queries: TextQueries = None, progress: Progress = no_progress, cancel=None,
           seed: int = 0) -> Archive:
     """Add ``chunks`` as shards, then (re-)train, fill, merge and calibrate as needed; resumable at every step."""
     from ..progress import scaled
