@@ -256,3 +256,19 @@ def test_a_missing_archive_or_too_many_vectors_at_once_give_a_sentence(archived,
     shutil.rmtree(folder / layout.FOLDER)
     with TileIndex.open(folder) as idx, pytest.raises(EngineError, match="is damaged .*vector archive has no manifest"):
         top_k(idx, np.ones((1, DIM), np.float32) / 8, 10)
+
+
+def test_restricted_searches_return_exactly_the_best_tiles_inside(world, archived):
+    from engine.search import candidate_ids
+
+    plain, moved = archived
+    query = world.texts(1, seed=21)
+    with TileIndex.open(plain) as before, TileIndex.open(moved) as after:
+        allowed = candidate_ids(after, ["/planted/r1.tif"])
+        np.testing.assert_array_equal(allowed, candidate_ids(before, ["/planted/r1.tif"]))
+        got = top_k(after, query, 10, allowed=allowed)
+        assert all(h.tile.raster == "/planted/r1.tif" for h in got)
+        assert [h.tile.id for h in got] == [h.tile.id for h in top_k(before, query, 10, allowed=allowed)]
+        store = after.vector_store()
+        scores, ids = store.search(query, 10, allowed=allowed)
+        assert ids[0].tolist() == [h.tile.id for h in got], "the store's own restricted search agrees"
