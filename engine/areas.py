@@ -29,15 +29,15 @@ from typing import Sequence
 import numpy as np
 
 from .errors import EngineError
-from .gdalutil import gdal_exceptions
+from .gdalutil import gdal_errors
 from .scoring import IndexMatrix, check_threshold
 
 AREA_FIELDS = (("area_id", "int"), ("tiles", "int"), ("best_score", "real"), ("mean_score", "real"),
                ("area_m2", "real"), ("area_ha", "real"), ("rasters", "str"), ("concept", "str"), ("query", "str"),
                ("negative", "str"), ("method", "str"), ("examples", "int"), ("accepted", "int"), ("rejected", "int"),
-               ("marks", "int"), ("threshold", "real"))
+               ("marks", "int"), ("threshold", "real"), ("model", "str"))
 AREA_TILE_FIELDS = (("tile_id", "int"), ("score", "real"), ("area_id", "int"), ("verdict", "str"), ("raster", "str"),
-                    ("concept", "str"))
+                    ("concept", "str"), ("model", "str"))
 WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
              'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
 #: Areas up to these many tiles are unioned together as rows of one padded array (one GEOS call per size class).
@@ -192,8 +192,10 @@ def _transform(geoms: np.ndarray, src_wkt: str, dst_wkt: str) -> np.ndarray:
         out = np.asarray(ct.TransformPoints(np.ascontiguousarray(points, dtype=np.float64)), dtype=np.float64)
         return out[:, :2]
 
-    with gdal_exceptions():
-        return shapely.transform(geoms, move)
+    with gdal_errors() as errors:
+        moved = shapely.transform(geoms, move)
+        errors.check()  # a point PROJ could not transform
+        return moved
 
 
 def _pixel_to_crs(geoms: np.ndarray, affines: np.ndarray) -> np.ndarray:
@@ -307,8 +309,10 @@ def _to_wgs84(points: np.ndarray, crs_wkt: str) -> np.ndarray:
     from osgeo import osr
 
     ct = osr.CoordinateTransformation(_srs(crs_wkt), _srs(WGS84_WKT))
-    with gdal_exceptions():
-        return np.asarray(ct.TransformPoints(np.ascontiguousarray(points, dtype=np.float64)), dtype=np.float64)[:, :2]
+    with gdal_errors() as errors:
+        out = np.asarray(ct.TransformPoints(np.ascontiguousarray(points, dtype=np.float64)), dtype=np.float64)[:, :2]
+        errors.check()
+        return out
 
 
 def _majority_crs(matrix: IndexMatrix, rows: np.ndarray) -> str:
@@ -421,35 +425,36 @@ def write_layers_gpkg(path: str | Path, layers: Sequence[tuple], metadata: dict 
     driver = ogr.GetDriverByName("GPKG")
     ogr_types = {"int": ogr.OFTInteger64, "real": ogr.OFTReal, "str": ogr.OFTString}
     geom_types = {"polygon": ogr.wkbPolygon, "multipolygon": ogr.wkbMultiPolygon}
-    if tmp.exists():
-        driver.DeleteDataSource(str(tmp))
-    with gdal_exceptions():
+    with gdal_errors() as errors:
         try:
-            ds = driver.CreateDataSource(str(tmp))
+            if tmp.exists():
+                errors.check(driver.DeleteDataSource(str(tmp)))
+            ds = errors.check(driver.CreateDataSource(str(tmp)))
             for name, gtype, crs_wkt, fields, rows, description in layers:
                 srs = _srs(crs_wkt) if crs_wkt else None
-                lyr = ds.CreateLayer(name, srs, geom_types[gtype], options=[f"DESCRIPTION={description}"])
+                lyr = errors.check(ds.CreateLayer(name, srs, geom_types[gtype], options=[f"DESCRIPTION={description}"]))
                 for fname, kind in fields:
-                    lyr.CreateField(ogr.FieldDefn(fname, ogr_types[kind]))
+                    errors.check(lyr.CreateField(ogr.FieldDefn(fname, ogr_types[kind])))
                 for key, value in (metadata or {}).items():
-                    lyr.SetMetadataItem(key, str(value))
+                    errors.check(lyr.SetMetadataItem(key, str(value)))
                 defn = lyr.GetLayerDefn()
-                lyr.StartTransaction()
+                errors.check(lyr.StartTransaction())
                 for values, wkt in rows:
                     feat = ogr.Feature(defn)
                     for fname, _ in fields:
                         value = values[fname]
                         if value is not None:
                             feat.SetField(fname, value)
-                    geom = ogr.CreateGeometryFromWkt(wkt)
+                    geom = errors.check(ogr.CreateGeometryFromWkt(wkt))
                     if gtype == "multipolygon":
                         geom = ogr.ForceToMultiPolygon(geom)
                     feat.SetGeometry(geom)
-                    lyr.CreateFeature(feat)
+                    errors.check(lyr.CreateFeature(feat))
                     feat = None
-                lyr.CommitTransaction()
+                errors.check(lyr.CommitTransaction())
                 lyr = defn = None
             ds = None
+            errors.check()  # what closing the file reported (a full disk)
         except RuntimeError as exc:
             ds = None
             if tmp.exists():

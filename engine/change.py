@@ -41,7 +41,7 @@ DIRECTIONS = (APPEARED, DISAPPEARED, EITHER)
 CHANGE_FIELDS = (("rank", "int"), ("change", "real"), ("score_before", "real"), ("score_after", "real"),
                  ("difference", "real"), ("distance", "real"), ("iou", "real"), ("before_raster", "str"),
                  ("after_raster", "str"), ("before_tile", "int"), ("after_tile", "int"), ("scale", "int"),
-                 ("query", "str"), ("direction", "str"))
+                 ("query", "str"), ("direction", "str"), ("model", "str"))
 _CHUNK = 65536
 
 
@@ -114,6 +114,7 @@ class ChangeResult:
     pairs: int
     crs_wkt: str
     timings: dict = field(default_factory=dict)
+    model: str = ""  # the index's model, as ``jobs.model_label`` names it (recorded on every output row)
 
     def summary(self) -> str:
         what = (f"where '{self.query}' {self.direction}" if self.query and self.direction != EITHER
@@ -308,9 +309,11 @@ def find_changes(idx, before: Sequence[str], after: Sequence[str], query_vec: np
     do_suppress = smap.several and scale is None if suppress is None else bool(suppress)
     rows = ranked_across_scales(best_rows, top_k, do_suppress, len(pairs), tile_of=lambda row: row.before)
     progress(1.0, f"{len(rows)} places ranked")
+    from .jobs import model_label
+
     return ChangeResult(str(idx.folder), query, direction if query_vec is not None else CHANGED,
                         [_path_of(idx, r) for r in before_ids], [_path_of(idx, r) for r in after_ids], rows,
-                        len(rows_b), len(rows_a), len(pairs), pairs.crs_wkt, timings)
+                        len(rows_b), len(rows_a), len(pairs), pairs.crs_wkt, timings, model_label(idx.model))
 
 
 def _rows(idx, matrix, pairs: TilePairs, scores: ChangeScores, smap, top: np.ndarray) -> list[ChangeRow]:
@@ -359,7 +362,7 @@ def change_values(row: ChangeRow, result: ChangeResult) -> dict:
             "score_after": _round(row.score_after), "difference": _round(row.difference),
             "distance": round(row.distance, 6), "iou": round(row.iou, 4), "before_raster": row.before.raster,
             "after_raster": row.after.raster, "before_tile": row.before.id, "after_tile": row.after.id,
-            "scale": row.scale, "query": result.query, "direction": result.direction}
+            "scale": row.scale, "query": result.query, "direction": result.direction, "model": result.model}
 
 
 def _round(value: float | None) -> float | None:
@@ -369,5 +372,6 @@ def _round(value: float | None) -> float | None:
 def write_change_gpkg(path: str | Path, result: ChangeResult, layer: str = "change") -> Path:
     """The ranked places as polygons (the ground both tiles show) with both scores and the difference."""
     from .export import write_tiles_gpkg
+    from .results import change_table
 
-    return write_tiles_gpkg(path, [(row, change_values(row, result)) for row in result.rows], CHANGE_FIELDS, layer)
+    return write_tiles_gpkg(path, change_table(result), layer)

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="FILE", help="local checkpoint for --arch")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--tile-size", type=float, metavar="PX", help="tile size in pixels (default 224)")
-    size.add_argument("--tile-m", type=float, metavar="METRES", help="tile size in ground metres")
-    p.add_argument("--overlap", type=float, default=0.0, metavar="F", help="overlap fraction between tiles, 0-0.9")
+    size.add_argument("--tile-m", type=float, metavar="METRES", help="tile size in ground metres (at least 32 px a "
+                      "side on each raster: coarser rasters get larger tiles, and a notice)")
+    p.add_argument("--overlap", type=float, metavar="F", help="overlap fraction between tiles, 0-0.9 (default 0)")
     p.add_argument("--scales", metavar="1,2,4", help="also cut tiles this many times the tile size (all embedded at "
                    "the model's input size); added to an existing index, only the new scales are embedded, and "
                    "without rasters every raster of the index gets them")
@@ -202,8 +203,9 @@ def _templates_note(index: str, given) -> str:
 def cmd_index(args) -> int:
     from . import jobs
     from .sources import display_name, using
+    from .planning import plan_index, tile_request
     from .sources.cliargs import print_estimates, remote_options, web_source
-    from .tiling import TilingSpec, parse_bands
+    from .tiling import parse_bands
 
     if args.checkpoint and not args.arch:
         raise EngineError("--checkpoint goes with --arch (the architecture the checkpoint belongs to).")
@@ -211,6 +213,7 @@ def cmd_index(args) -> int:
         raise EngineError("--arch needs --checkpoint (a local weights file).")
     from .index import is_index
     from .scales import parse_scales
+
     for raster in args.remove:
         n = jobs.remove_raster(args.index, raster)
         print(f"Removed {raster} ({n} tiles) from {args.index}.")
@@ -231,16 +234,15 @@ def cmd_index(args) -> int:
         raise EngineError("Give at least one raster to index (a file, a COG URL, --xyz, --wms or --stac).")
     model = None
     if args.model or args.arch:
-        model = jobs.resolve_model(args.index, args.model, args.arch, args.checkpoint)
-    tiling = None
-    if args.tile_size is not None or args.tile_m is not None or args.overlap or args.bands:
-        size = args.tile_m if args.tile_m is not None else args.tile_size if args.tile_size is not None else 224.0
-        tiling = TilingSpec(size=size, units="m" if args.tile_m is not None else "px",
-                            overlap=args.overlap, bands=parse_bands(args.bands))
-        tiling.validate()
+        from .models import resolve_model_ref
+
+        model = resolve_model_ref(args.model, args.arch, args.checkpoint).to_dict()
+    size = args.tile_m if args.tile_m is not None else args.tile_size
+    tiling = tile_request(size, None if size is None else "m" if args.tile_m is not None else "px", args.overlap,
+                          parse_bands(args.bands), scales)
+    plan = plan_index(args.index, model, tiling)  # the index's own model and tiles, or one sentence why not
     if any(r.startswith("webmap:") for r in rasters) or args.estimate:
-        recorded = jobs.info(args.index).tiling if is_index(args.index) else None
-        print_estimates(rasters, TilingSpec.from_dict(recorded) if recorded else tiling or TilingSpec(), options)
+        print_estimates(rasters, plan.tiling, options)
         if args.estimate:
             return 0
     if args.stac:
@@ -258,11 +260,13 @@ def cmd_index(args) -> int:
         with using(options):
             report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
                                         batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify,
-                                        scales=scales, archive=args.archive)
+                                        archive=args.archive)
     for old, new in report.relinked:
         print(f"relinked {old} to {new} (the same file, moved; nothing re-embedded)", file=sys.stderr)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    for notice in report.notices:
+        print(f"rsclip: {notice}", file=sys.stderr)
     for path, count, why in report.unavailable:
         print(f"rsclip: {count} tiles of {display_name(path)} were skipped, their web map tiles could not be "
               f"downloaded (last: {why}); run the same command again to retry them.", file=sys.stderr)
@@ -287,8 +291,9 @@ def cmd_search(args) -> int:
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
     hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, templates=templates,
                        progress=ProgressBar(), scale=args.scale, suppress=False if args.keep_overlaps else None)
+    model = jobs.model_label(jobs.model_of(args.index))
     if args.out:
-        write_hits_gpkg(args.out, hits, args.layer, args.overwrite)
+        write_hits_gpkg(args.out, hits, args.layer, args.overwrite, query=args.query, model=model)
     maps = []
     if args.heatmap and hits:
         maps = jobs.heatmaps(args.index, args.query, [h.tile.id for h in hits], args.heatmap,
@@ -297,7 +302,7 @@ def cmd_search(args) -> int:
     if args.json:
         rows = [{**hit_row(h), **({"heatmap": m.path, "hottest_cell": list(m.hottest)} if m else {})}
                 for h, m in zip(hits, maps or [None] * len(hits))]
-        print(json.dumps({"query": args.query, "results": rows}, indent=2))
+        print(json.dumps({"query": args.query, "model": model, "results": rows}, indent=2))
     else:
         for h in hits:
             scale = f"  ×{h.scale}" if h.scale is not None else ""
@@ -329,10 +334,13 @@ def cmd_label(args) -> int:
     templates = parse_templates(args.templates)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
     labels = jobs.label(args.index, classes, templates, progress=ProgressBar())
+    model = jobs.model_label(jobs.model_of(args.index))
+    class_set = args.classes.strip() if not args.classes_file and args.classes.strip() in available_class_sets() else ""
     if args.out:
-        write_labels_gpkg(args.out, labels, args.layer, args.overwrite)
+        write_labels_gpkg(args.out, labels, args.layer, args.overwrite, classes, model, class_set)
     if args.json:
-        print(json.dumps({"classes": classes, "results": [label_row(lab) for lab in labels]}, indent=2))
+        print(json.dumps({"classes": classes, "model": model, "results": [label_row(lab) for lab in labels]},
+                         indent=2))
     else:
         counts = Counter(lab.label for lab in labels)
         for cls in classes:
@@ -368,6 +376,8 @@ def cmd_info(args) -> int:
         if r.missing:
             state += " (MISSING: no file at this path; index it at its new path to relink it)"
         print(f"  {r.tiles:7d} tiles  {r.path}{state}")
+        if r.path in info.grids:
+            print(f"                 {info.grids[r.path].text()}")
     if info.missing:
         print(f"Missing:  {len(info.missing)} raster(s) are not at their indexed path; their tiles are still "
               "searchable but cannot be shown.")
@@ -568,7 +578,8 @@ def cmd_concept(args) -> int:
 
 
 def _concept_score(args, jobs) -> int:
-    from .export import hit_row, write_hits_gpkg
+    from .export import hit_row, write_tiles_gpkg
+    from .results import concept_table
 
     if args.top_k < 1:
         raise EngineError("--top-k must be at least 1.")
@@ -578,7 +589,7 @@ def _concept_score(args, jobs) -> int:
     rnd = jobs.concept_score(args.index, args.name, args.top_k, args.next, use, not args.show_marked,
                              progress=ProgressBar())
     if args.out:
-        write_hits_gpkg(args.out, rnd.best)
+        write_tiles_gpkg(args.out, concept_table(rnd.best, rnd.marks, rnd.concept.name, rnd.model), "search_results")
     counts, edges = rnd.histogram
     if args.json:
         def rows(hits):

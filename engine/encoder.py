@@ -5,6 +5,7 @@ on the whole batch (no per-tile PIL), so the model, not preprocessing, sets the 
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Sequence
 
@@ -40,6 +41,7 @@ class Encoder:
         self._std = torch.tensor(loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
+        self._text_lock = threading.Lock()  # one encoder serves every thread (dock tasks, Processing)
         self.reason = "chosen by the caller"
 
     @property
@@ -88,29 +90,32 @@ class Encoder:
     def encode_prompts(self, phrases: Sequence[str], templates: Sequence[str] = REMOTE_SENSING_TEMPLATES) -> np.ndarray:
         """Each phrase → templates filled, embedded, averaged and re-normalised: (len(phrases), D).
 
-        Recent phrases are cached, so re-running a search does not re-run the text tower.
+        Recent phrases are cached, so re-running a search does not re-run the text tower. The encoder may
+        be used by several threads at once: the cache is locked, the model runs unlocked (inference only).
         """
         templates = tuple(templates)
         out = np.zeros((len(phrases), self.dim), dtype=np.float32)
         missing = []
-        for i, phrase in enumerate(phrases):
-            hit = self._text_cache.get((phrase, templates))
-            if hit is None:
-                missing.append(i)
-            else:
-                self._text_cache.move_to_end((phrase, templates))
-                out[i] = hit
+        with self._text_lock:
+            for i, phrase in enumerate(phrases):
+                hit = self._text_cache.get((phrase, templates))
+                if hit is None:
+                    missing.append(i)
+                else:
+                    self._text_cache.move_to_end((phrase, templates))
+                    out[i] = hit
         if missing:
             filled = [t.format(phrases[i]) for i in missing for t in templates]
             # in chunks: an ensemble like GeoRSCLIP's 105 templates times a class list is thousands of prompts
             chunks = [self.encode_texts(filled[s:s + TEXT_CHUNK]) for s in range(0, len(filled), TEXT_CHUNK)]
             feats = np.concatenate(chunks).reshape(len(missing), len(templates), -1).mean(axis=1)
             feats = _normalise(feats)
-            for row, i in zip(feats, missing):
-                out[i] = row
-                self._text_cache[(phrases[i], templates)] = row
-                if len(self._text_cache) > self._text_cache_size:
-                    self._text_cache.popitem(last=False)
+            with self._text_lock:
+                for row, i in zip(feats, missing):
+                    out[i] = row
+                    self._text_cache[(phrases[i], templates)] = row
+                    if len(self._text_cache) > self._text_cache_size:
+                        self._text_cache.popitem(last=False)
         return out
 
 

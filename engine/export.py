@@ -1,7 +1,9 @@
 """Results as GeoPackages and JSON-ready rows.
 
 A GeoPackage layer has one CRS: tiles are written in their raster's CRS, and where results
-span rasters in different CRSs they are reprojected to the CRS most of them share.
+span rasters in different CRSs they are reprojected to the CRS most of them share. The fields of
+each kind of result are ``engine.results``' (the dock's layers and the toolbox's outputs use them
+too). GDAL's process-wide exception mode is never changed here (see ``gdalutil``).
 """
 from __future__ import annotations
 
@@ -13,22 +15,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import EngineError
-from .gdalutil import gdal_exceptions
+from .gdalutil import GdalErrors, gdal_errors
 from .index import Footprinted, checked_footprint
 from .labeling import TileLabel
+from .results import ResultTable, hit_table, label_table
 from .search import Hit
-
-HIT_FIELDS = (("rank", "int"), ("score", "real"), ("raster", "str"), ("tile_id", "int"))
-LABEL_FIELDS = (("label", "str"), ("probability", "real"), ("margin", "real"), ("raster", "str"), ("tile_id", "int"))
-
-
-#: Hits of an index with several scales (engine/scales.py) also say their scale.
-SCALED_HIT_FIELDS = (*HIT_FIELDS, ("scale", "int"))
-
-
-def hit_fields(hits: Sequence[Hit]) -> tuple:
-    """The fields of a result: with ``scale`` when the hits come from an index with several scales."""
-    return SCALED_HIT_FIELDS if any(h.scale is not None for h in hits) else HIT_FIELDS
 
 
 def hit_row(hit: Hit) -> dict:
@@ -46,18 +37,17 @@ def label_row(lab: TileLabel) -> dict:
             "bounds": list(lab.tile.bounds), "footprint_wgs84": lab.tile.footprint_wgs84_wkt}
 
 
-def write_hits_gpkg(path: str | Path, hits: Sequence[Hit], layer: str = "search_results",
-                    overwrite: bool = False) -> Path:
-    rows = [(h.tile, {"rank": h.rank, "score": h.score, "raster": h.tile.raster, "tile_id": h.tile.id,
-                      "scale": h.scale}) for h in hits]
-    return write_tiles_gpkg(path, rows, hit_fields(hits), layer, overwrite)
+def write_hits_gpkg(path: str | Path, hits: Sequence[Hit], layer: str = "search_results", overwrite: bool = False,
+                    query: str = "", model: str = "", kind: str = "search") -> Path:
+    """Search (or similar-tiles) hits as ``layer``, recording the query and the model on every row."""
+    return write_tiles_gpkg(path, hit_table(hits, query, model, kind), layer, overwrite)
 
 
 def write_labels_gpkg(path: str | Path, labels: Sequence[TileLabel], layer: str = "tile_labels",
-                      overwrite: bool = False) -> Path:
-    rows = [(lab.tile, {"label": lab.label, "probability": lab.probability, "margin": lab.margin,
-                        "raster": lab.tile.raster, "tile_id": lab.tile.id}) for lab in labels]
-    return write_tiles_gpkg(path, rows, LABEL_FIELDS, layer, overwrite)
+                      overwrite: bool = False, classes: Sequence[str] = (), model: str = "",
+                      class_set: str = "") -> Path:
+    """Zero-shot labels as ``layer``, recording the class set (or the classes) and the model on every row."""
+    return write_tiles_gpkg(path, label_table(labels, classes, model, class_set), layer, overwrite)
 
 
 def common_crs(tiles: Sequence[Footprinted]) -> str:
@@ -72,14 +62,19 @@ def tile_geometry_wkt(tile: Footprinted, target_crs_wkt: str) -> str:
         return footprint
     from osgeo import ogr, osr
 
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(tile.crs_wkt)
-    dst.ImportFromWkt(target_crs_wkt)
-    for srs in (src, dst):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    geom = ogr.CreateGeometryFromWkt(footprint)
-    geom.Transform(osr.CoordinateTransformation(src, dst))
-    return geom.ExportToWkt()
+    with gdal_errors() as errors:
+        try:
+            src, dst = osr.SpatialReference(), osr.SpatialReference()
+            errors.check(src.ImportFromWkt(tile.crs_wkt))
+            errors.check(dst.ImportFromWkt(target_crs_wkt))
+            for srs in (src, dst):
+                srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            geom = errors.check(ogr.CreateGeometryFromWkt(footprint))
+            errors.check(geom.Transform(errors.check(osr.CoordinateTransformation(src, dst))))
+            return geom.ExportToWkt()
+        except RuntimeError as exc:
+            raise EngineError(f"Tile {getattr(tile, 'id', '?')} cannot be converted to the CRS of the other results "
+                              f"({str(exc).strip().rstrip('.') or 'unknown GDAL error'}).") from None
 
 
 def layer_name_for(text: str, prefix: str = "") -> str:
@@ -159,9 +154,8 @@ def gpkg_plan(path: str | Path, layer: str, overwrite: bool = False) -> str:
     return "add"
 
 
-def write_tiles_gpkg(path: str | Path, rows: Sequence[tuple[Footprinted, dict]], fields, layer: str,
-                     overwrite: bool = False) -> Path:
-    """Write tile polygons with attributes as ``layer`` of a GeoPackage (see ``gpkg_plan`` for the rule).
+def write_tiles_gpkg(path: str | Path, table: ResultTable, layer: str, overwrite: bool = False) -> Path:
+    """Write a result table's tile polygons as ``layer`` of a GeoPackage (see ``gpkg_plan`` for the rule).
 
     A new file is written beside its place and renamed into it; a layer added to an existing
     GeoPackage (or replacing one) is written in one SQLite transaction of that file. Either way a
@@ -172,54 +166,51 @@ def write_tiles_gpkg(path: str | Path, rows: Sequence[tuple[Footprinted, dict]],
     path = Path(path).expanduser().resolve()
     plan = gpkg_plan(path, layer, overwrite)
     check_writable_folder(path.parent, "the output")
-    crs_wkt = common_crs([t for t, _ in rows])
-    geometries = [tile_geometry_wkt(tile, crs_wkt) for tile, _ in rows]
     if plan == "create":
-        _write_new_gpkg(path, rows, geometries, fields, layer, crs_wkt)
+        _write_new_gpkg(path, table, layer)
     else:
-        _write_layer_in_place(path, rows, geometries, fields, layer, crs_wkt, replace=plan == "replace")
+        _write_layer_in_place(path, table, layer, replace=plan == "replace")
     return path
 
 
-def _fill_layer(ds, rows, geometries, fields, layer: str, crs_wkt: str) -> None:
+def _fill_layer(ds, table: ResultTable, layer: str, errors: GdalErrors) -> None:
     from osgeo import ogr, osr
 
     srs = None
-    if crs_wkt:
+    if table.crs_wkt:
         srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
-    lyr = ds.CreateLayer(layer, srs, ogr.wkbPolygon)
+        errors.check(srs.ImportFromWkt(table.crs_wkt))
+    lyr = errors.check(ds.CreateLayer(layer, srs, ogr.wkbPolygon))
     ogr_types = {"int": ogr.OFTInteger, "real": ogr.OFTReal, "str": ogr.OFTString}
-    for name, kind in fields:
-        lyr.CreateField(ogr.FieldDefn(name, ogr_types[kind]))
+    for name, kind in table.fields:
+        errors.check(lyr.CreateField(ogr.FieldDefn(name, ogr_types[kind])))
     defn = lyr.GetLayerDefn()
-    for (_tile, values), wkt in zip(rows, geometries):
+    for values, wkt in table.rows:
         feat = ogr.Feature(defn)
-        for name, _ in fields:
-            if values[name] is None:
-                feat.SetFieldNull(name)
-            else:
-                feat.SetField(name, values[name])
-        feat.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
-        lyr.CreateFeature(feat)
+        for i, value in enumerate(values):
+            if value is not None:
+                feat.SetField(i, value)
+        feat.SetGeometry(errors.check(ogr.CreateGeometryFromWkt(wkt)))
+        errors.check(lyr.CreateFeature(feat))
 
 
-def _write_new_gpkg(path: Path, rows, geometries, fields, layer: str, crs_wkt: str) -> None:
+def _write_new_gpkg(path: Path, table: ResultTable, layer: str) -> None:
     from osgeo import ogr
 
     from .storage import os_storage_error
 
     tmp = path.with_name(f".{path.stem}.tmp.gpkg")
     driver = ogr.GetDriverByName("GPKG")
-    with gdal_exceptions():
+    with gdal_errors() as errors:
         try:
             if tmp.exists():
-                driver.DeleteDataSource(str(tmp))
-            ds = driver.CreateDataSource(str(tmp))
-            ds.StartTransaction(True)
-            _fill_layer(ds, rows, geometries, fields, layer, crs_wkt)
-            ds.CommitTransaction()
+                errors.check(driver.DeleteDataSource(str(tmp)))
+            ds = errors.check(driver.CreateDataSource(str(tmp)))
+            errors.check(ds.StartTransaction(True))
+            _fill_layer(ds, table, layer, errors)
+            errors.check(ds.CommitTransaction())
             ds = None
+            errors.check()  # what closing the file reported (a full disk)
             os.replace(tmp, path)
         except (RuntimeError, OSError) as exc:
             ds = None
@@ -230,22 +221,22 @@ def _write_new_gpkg(path: Path, rows, geometries, fields, layer: str, crs_wkt: s
             raise _write_error(path, exc) from None
 
 
-def _write_layer_in_place(path: Path, rows, geometries, fields, layer: str, crs_wkt: str, replace: bool) -> None:
+def _write_layer_in_place(path: Path, table: ResultTable, layer: str, replace: bool) -> None:
     from osgeo import gdal
 
-    with gdal_exceptions():
+    with gdal_errors() as errors:
         try:
-            ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+            ds = errors.check(gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"]))
         except RuntimeError as exc:
             raise _write_error(path, exc) from None
         try:
-            ds.StartTransaction(True)
+            errors.check(ds.StartTransaction(True))
             if replace:
                 names = [ds.GetLayer(i).GetName().lower() for i in range(ds.GetLayerCount())]
                 if layer.lower() in names:
-                    ds.DeleteLayer(names.index(layer.lower()))
-            _fill_layer(ds, rows, geometries, fields, layer, crs_wkt)
-            ds.CommitTransaction()
+                    errors.check(ds.DeleteLayer(names.index(layer.lower())))
+            _fill_layer(ds, table, layer, errors)
+            errors.check(ds.CommitTransaction())
         except RuntimeError as exc:
             try:
                 ds.RollbackTransaction()
@@ -254,6 +245,10 @@ def _write_layer_in_place(path: Path, rows, geometries, fields, layer: str, crs_
             ds = None
             raise _write_error(path, exc) from None
         ds = None
+        try:
+            errors.check()  # what closing the file reported (a full disk)
+        except RuntimeError as exc:
+            raise _write_error(path, exc) from None
 
 
 def _write_error(path: Path, exc: Exception) -> EngineError:

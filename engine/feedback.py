@@ -38,6 +38,7 @@ class ConceptRound:
     seconds: float = 0.0
     index_dir: str = ""
     marked_hits: list = field(default_factory=list)  # the marked tiles with their scores now (rank 0)
+    model: str = ""  # the label of the index's model (recorded with the results)
 
     @property
     def method(self) -> str:
@@ -120,7 +121,8 @@ def play_round(idx, name: str, top_k: int = 20, next_k: int = 10, use_marks: boo
     next_rows = scores.least_certain(next_k)
     marked = [Hit(0, h.score, h.tile) for h in _hits(idx, matrix, scores, matrix.rows(sorted(by_tile)))]
     return ConceptRound(concept, scores, _hits(idx, matrix, scores, best_rows), _hits(idx, matrix, scores, next_rows),
-                        by_tile, dropped, score_histogram(scores.scores), seconds, str(idx.folder), marked)
+                        by_tile, dropped, score_histogram(scores.scores), seconds, str(idx.folder), marked,
+                        _model_label(idx))
 
 
 def text_round(idx, concept: Concept, progress=None, cancel=None) -> ConceptRound:
@@ -132,7 +134,13 @@ def text_round(idx, concept: Concept, progress=None, cancel=None) -> ConceptRoun
     start = time.perf_counter()
     scores = score_concept(matrix, concept.query_vec, concept.negative_vec, name=f"The query '{concept.query}'")
     return ConceptRound(concept, scores, [], [], {}, 0, score_histogram(scores.scores), time.perf_counter() - start,
-                        str(idx.folder))
+                        str(idx.folder), model=_model_label(idx))
+
+
+def _model_label(idx) -> str:
+    from .jobs import model_label
+
+    return model_label(idx.model)
 
 
 def _hits(idx, matrix: IndexMatrix, scores: ConceptScores, rows: np.ndarray) -> list:
@@ -158,7 +166,7 @@ def area_metadata(rnd: ConceptRound, threshold: float) -> dict:
     c = rnd.concept
     return {"concept": c.name, "query": c.query, "negative": c.negative, "method": rnd.method,
             "examples": c.examples, "accepted": c.accepted, "rejected": c.rejected, "marks": c.marks,
-            "threshold": float(threshold)}
+            "threshold": float(threshold), "model": rnd.model}
 
 
 def area_rows(rnd: ConceptRound, result) -> list[tuple[dict, str]]:
@@ -180,7 +188,7 @@ def area_tile_rows(matrix: IndexMatrix, rnd: ConceptRound, result) -> list[tuple
     rasters = [matrix.rasters[int(r)].path for r in matrix.raster_ids[result.tile_rows].tolist()]
     name = rnd.concept.name
     return [({"tile_id": i, "score": s, "area_id": int(a), "verdict": rnd.marks.get(i, ""), "raster": r,
-              "concept": name}, wkt)
+              "concept": name, "model": rnd.model}, wkt)
             for i, s, a, r, wkt in zip(ids, scores, result.tile_area.tolist(), rasters, polys)]
 
 

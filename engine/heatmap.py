@@ -201,24 +201,26 @@ def write_heatmap(path: str | Path, heat: HeatMap) -> Path:
     from osgeo import gdal
 
     from .atomic import atomic_write
-    from .gdalutil import gdal_exceptions
+    from .gdalutil import gdal_errors
 
     path = Path(path)
     rows, cols = heat.values.shape
 
     def write(tmp: str) -> None:
-        with gdal_exceptions():
-            ds = gdal.GetDriverByName("GTiff").Create(tmp, cols, rows, 1, gdal.GDT_Float32)
-            ds.SetGeoTransform(heat.geotransform)
-            ds.SetProjection(heat.crs_wkt)
+        with gdal_errors() as errors:
+            ds = errors.check(gdal.GetDriverByName("GTiff").Create(tmp, cols, rows, 1, gdal.GDT_Float32))
+            errors.check(ds.SetGeoTransform(heat.geotransform))
+            errors.check(ds.SetProjection(heat.crs_wkt))
             band = ds.GetRasterBand(1)
-            band.WriteArray(heat.values.astype(np.float32))
+            errors.check(band.WriteArray(heat.values.astype(np.float32)))
             band.SetDescription(f"heat: {heat.query}")
-            ds.SetMetadata({"RSCLIP_QUERY": heat.query, "RSCLIP_TILE_ID": str(heat.tile.id),
-                            "RSCLIP_RASTER": heat.tile.raster, "RSCLIP_WINDOW": ",".join(map(str, heat.tile.window)),
-                            "RSCLIP_TILE_SCORE": f"{heat.score:.6f}", "RSCLIP_METHOD": METHOD})
+            errors.check(ds.SetMetadata({"RSCLIP_QUERY": heat.query, "RSCLIP_TILE_ID": str(heat.tile.id),
+                                         "RSCLIP_RASTER": heat.tile.raster,
+                                         "RSCLIP_WINDOW": ",".join(map(str, heat.tile.window)),
+                                         "RSCLIP_TILE_SCORE": f"{heat.score:.6f}", "RSCLIP_METHOD": METHOD}))
             band.ComputeStatistics(False)
             ds.FlushCache()
+            errors.check()
             ds = None
 
     try:

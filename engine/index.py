@@ -823,6 +823,13 @@ class TileIndex:
                 out[r[0]] = self._tile_record(r)
         return out
 
+    @_guarded
+    def first_tile(self, raster_id: int) -> TileRecord | None:
+        """A raster's first tile (every tile of a raster has the same window size), or None without tiles."""
+        row = self.conn.execute(f"{self._TILE_SQL} WHERE t.raster_id = ? ORDER BY t.id LIMIT 1",
+                                (int(raster_id),)).fetchone()
+        return None if row is None else self._tile_record(row)
+
     def iter_tiles(self, raster_paths: Sequence[str] | None = None) -> Iterator[TileRecord]:
         sql, args = self._TILE_SQL, []
         if raster_paths:

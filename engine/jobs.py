@@ -6,7 +6,8 @@ result; problems the user can fix raise ``EngineError``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,8 @@ class IndexReport:
     relinked: list[tuple[str, str]] = field(default_factory=list)
     #: Rasters whose re-index stopped early: their previous tiles are still the searchable ones.
     interrupted: list[str] = field(default_factory=list)
+    #: One sentence per raster whose tiles are not what was asked (``planning.tile_size_notice``).
+    notices: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{sum(n for _, n in self.added)} new tiles from {len(self.added)} raster(s)"]
@@ -74,6 +77,8 @@ class IndexInfo:
     notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
     #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
     scales: dict = field(default_factory=dict)
+    #: raster path → ``planning.RasterGrid``: its CRS, pixel size and tile size in pixels, read from its tiles.
+    grids: dict = field(default_factory=dict)
 
     @property
     def missing(self) -> list:
@@ -102,14 +107,16 @@ def model_label(model: dict) -> str:
 
 def get_encoder(model: dict, runtime: Runtime = Runtime(), progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None):
-    """An Encoder for a recorded model, loaded once per process and reused."""
-    from .encoder import Encoder
-    from .models import ModelRef, load_model
+    """An Encoder for a recorded model, loaded once per process and shared by every thread (``models.cache``:
+    a thread asking while another loads the same model waits for it)."""
+    from .models.cache import ENCODERS
 
     key = (tuple(sorted((k, str(v)) for k, v in model.items())), runtime)
-    enc = _ENCODERS.get(key)
-    if enc is None:
+
+    def load():
         from .device import choose_device, choose_precision
+        from .encoder import Encoder
+        from .models import ModelRef, load_model
 
         if runtime.threads:
             import torch
@@ -120,13 +127,13 @@ def get_encoder(model: dict, runtime: Runtime = Runtime(), progress: ProgressFn 
         precision, reason = choose_precision(loaded, device, runtime.precision)
         enc = Encoder(loaded, device=device, precision=precision)
         enc.reason = reason
-        _ENCODERS.clear()
-        _ENCODERS[key] = enc
-    return enc
+        return enc
+
+    return ENCODERS.get(key, load, cancel)
 
 
-_ENCODERS: dict = {}
 _NOTICED: set = set()
+_NOTICED_LOCK = threading.Lock()
 
 
 def notice_once(index_dir: str | Path, model: dict) -> str | None:
@@ -137,8 +144,10 @@ def notice_once(index_dir: str | Path, model: dict) -> str | None:
 
     notice = config_notice(model)
     key = str(Path(index_dir).expanduser().resolve())
-    if notice and key not in _NOTICED:
+    with _NOTICED_LOCK:
+        first = bool(notice) and key not in _NOTICED
         _NOTICED.add(key)
+    if first:
         logging.getLogger("rsclip_search.engine").warning(notice)
     return notice
 
@@ -157,18 +166,18 @@ def resolve_model(index_dir: str | Path, name: str | None = None, arch: str | No
 def model_for_index(index_dir: str | Path, asked: dict | None) -> dict:
     """The model an index was built with, else the one asked for, else the default.
 
-    Asking for a different model than an existing index holds is refused: its vectors
-    would not be comparable.
+    Asking for a different model than an existing index holds is refused (``planning.check_same_settings``,
+    the rule of every indexing request): its vectors would not be comparable.
     """
     from .index import TileIndex, is_index
     from .models import DEFAULT_MODEL, resolve_model_ref
+    from .planning import check_same_settings
+    from .tiling import TilingSpec
 
     if is_index(index_dir):
         with TileIndex.open(index_dir) as idx:
-            recorded = idx.model
-        if asked is not None and not same_model(asked, recorded):
-            raise EngineError(f"The index at {index_dir} was built with {model_label(recorded)}, not "
-                              f"{model_label(asked)}; use a new index folder for another model.")
+            recorded, tiling = idx.model, TilingSpec.from_dict(idx.tiling)
+        check_same_settings(Path(index_dir).expanduser().resolve(), recorded, tiling, asked, {})
         return recorded
     return asked or resolve_model_ref(name=DEFAULT_MODEL).to_dict()
 
@@ -185,11 +194,26 @@ def same_model(a: dict, b: dict) -> bool:
 VERIFY_MODES = ("sample", "full")
 
 
+def _with_asked_scales(tiling, scales: Sequence[int]):
+    """A tile request (``TilingSpec``, mapping or None) also asking for ``scales`` (a spec's default (1,) gives way)."""
+    from .tiling import TilingSpec
+
+    if isinstance(tiling, TilingSpec):
+        own = tiling.scales if tuple(tiling.scales) != (1,) else ()
+        return replace(tiling, scales=tuple(sorted({*own, *map(int, scales)})))
+    asked = dict(tiling or {})
+    asked["scales"] = tuple(sorted({*(asked.get("scales") or ()), *map(int, scales)}))
+    return asked
+
+
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                   verify: str = "sample", scales: Sequence[int] | None = None, archive: bool = False) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
+
+    ``model`` and ``tiling`` are what was asked (None: not asked); ``planning.plan_index`` decides what
+    is used, what is refused and what is said (its notices end up in the report).
 
     Unchanged rasters are skipped; a raster that was partly indexed resumes where it stopped; a
     changed raster is re-indexed while its old tiles stay searchable (see ``index.py``); the same
@@ -204,53 +228,25 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     ``archive`` moves the index to the archive layout (engine/archive/) at the end of the run; an
     index moves there by itself once it passes ``archive.layout.ARCHIVE_THRESHOLD_BYTES`` of vectors.
     """
-    from .index import DamagedIndexError, TileIndex, is_index
-    from .scales import merged_scales, same_cut, with_scales
-    from .sources import SourceUnavailable, canonical_path, check_request_cap
-    from .storage import check_writable_folder, read_only_error
-    from .tiling import TilingSpec, open_raster
+    from .index import DamagedIndexError, TileIndex
+    from .planning import plan_index
+    from .sources import SourceUnavailable
 
     progress = progress or no_progress
-    index_dir = Path(index_dir).expanduser().resolve()
     if batch_size < 1:
         raise EngineError("The batch size must be at least 1.")
     if verify not in VERIFY_MODES:
         raise EngineError(f"Verification must be 'sample' or 'full', not {verify!r}.")
     if not rasters:
         raise EngineError("No rasters given to index.")
-    existing = is_index(index_dir)
-    if existing:
-        with TileIndex.open(index_dir) as idx:
-            if idx.readonly:
-                raise read_only_error(index_dir)
-    else:
-        check_writable_folder(index_dir)
-    model = model_for_index(index_dir, model)
-    recorded_tiling = None
+    if scales:
+        tiling = _with_asked_scales(tiling, scales)
+    plan = plan_index(index_dir, model, tiling, rasters)
+    index_dir, existing, model, tiling = Path(plan.index_dir), plan.existing, plan.model, plan.tiling
     if existing:
         notice_once(index_dir, model)
-        with TileIndex.open(index_dir) as idx:
-            recorded_tiling = TilingSpec.from_dict(idx.tiling)
-        if tiling is not None and not same_cut(tiling, recorded_tiling):
-            raise EngineError(f"The index at {index_dir} was built with other tile settings "
-                              f"({_tiling_text(recorded_tiling)}); use a new index folder for {_tiling_text(tiling)}.")
-        asked = [*(tiling.scales if tiling is not None and tiling.scales != (1,) else ()), *(scales or ())]
-        tiling = merged_scales(recorded_tiling, asked)
-    else:
-        tiling = tiling or TilingSpec()
-        if scales:
-            tiling = merged_scales(tiling, scales) if tiling.scales != (1,) else with_scales(tiling, scales)
-        tiling.validate()
-
-    report = IndexReport(str(index_dir))
-    usable = []
-    for raster in dict.fromkeys(canonical_path(r) for r in rasters):
-        try:
-            info = open_raster(raster, tiling)
-            check_request_cap(raster, tiling)  # a web map needing too many requests is refused before any
-            usable.append(info)
-        except EngineError as exc:
-            report.skipped.append((raster, str(exc)))
+    report = IndexReport(str(index_dir), skipped=list(plan.skipped))
+    usable = [raster.info for raster in plan.rasters]
     if not usable:
         raise EngineError(report.skipped[0][1] if len(report.skipped) == 1 else
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
@@ -260,11 +256,12 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
     try:
         with idx.writing():
-            if recorded_tiling is not None and tiling.scales != recorded_tiling.scales:
+            if plan.new_scales:
                 idx.add_scales(tiling.to_dict())
             idx.space_hint = _space_needed(idx, usable, tiling)
             identities: dict[str, tuple[str, str | None, bool]] = {}
             todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
+            report.notices = [r.notice for r in plan.rasters if r.notice and r.info in todo]  # not for unchanged ones
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
@@ -570,12 +567,6 @@ def _archive_report(idx, layout, verified: int) -> ArchiveReport:
                          verified)
 
 
-def _tiling_text(spec) -> str:
-    unit = "px" if spec.units == "px" else "m"
-    scales = f", scales {','.join(map(str, spec.scales))}" if tuple(spec.scales) != (1,) else ""
-    return f"tile {spec.size:g} {unit}, overlap {spec.overlap:g}{scales}"
-
-
 def open_for_query(index_dir: str | Path, write: bool = False):
     """Open an index for search or labelling (``write``: to store concepts); an empty index is refused."""
     from .index import TileIndex
@@ -696,6 +687,14 @@ def note_missing_rasters(paths: Sequence[str]) -> list[str]:
     return missing
 
 
+def model_of(index_dir: str | Path) -> dict:
+    """The model an index was built with (as recorded), e.g. to say in results which model made them."""
+    from .index import TileIndex
+
+    with TileIndex.open(index_dir) as idx:
+        return idx.model
+
+
 def tiles(index_dir: str | Path, rasters: Sequence[str] | None = None) -> list:
     """Every tile of an index (or of some of its rasters), for footprint layers."""
     from .index import TileIndex
@@ -708,6 +707,7 @@ def info(index_dir: str | Path) -> IndexInfo:
     """What an index holds: model, tiling, rasters (missing ones marked) and tile count."""
     from .index import TileIndex
     from .models import activation_of, config_notice
+    from .planning import raster_grids
     from .prompts import model_templates
     from .scales import tile_counts
 
@@ -721,7 +721,7 @@ def info(index_dir: str | Path) -> IndexInfo:
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), scales=tile_counts(idx))
+                         notice=config_notice(model), scales=tile_counts(idx), grids=raster_grids(idx))
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:

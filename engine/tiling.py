@@ -35,6 +35,10 @@ FINGERPRINT_CHUNK = 1 << 20
 STRETCH_SAMPLE_PX = 1024
 #: Largest allowed ``read_size``, so a tile's pixels stay a few tens of MiB at most.
 MAX_READ_SIZE = 4096
+#: Fewest pixels a side of a tile given in metres: a smaller one is enlarged to this (see ``tile_size_pixels``).
+#: The smallest tiles remote-sensing CLIP models are evaluated on are EuroSAT's 64 px; a 6 px tile blown up to
+#: the model's 224 px input is a blur that matches every query a little and swamps the results.
+MIN_TILE_PX = 32
 
 _T = TypeVar("_T")
 
@@ -55,6 +59,8 @@ class TilingSpec:
     #: Tile sizes as multiples of ``size`` held by one index, e.g. (1, 2, 4): 224, 448 and 896 px windows, each
     #: read at ``read_size`` (see engine/scales.py). Recorded only when it is not just (1,).
     scales: tuple[int, ...] = (1,)
+    #: Tiles in metres are at least this many pixels a side; 1 for indexes made before the rule (cut as they were).
+    min_px: int = MIN_TILE_PX
 
     def validate(self) -> "TilingSpec":
         """Return self, or raise ``EngineError`` saying which setting is wrong."""
@@ -77,6 +83,8 @@ class TilingSpec:
                 or not 8 <= self.read_size <= MAX_READ_SIZE:
             raise EngineError(f"The tile read size must be a whole number of pixels from 8 to {MAX_READ_SIZE}, "
                               f"not {self.read_size!r}.")
+        if not isinstance(self.min_px, int) or isinstance(self.min_px, bool) or self.min_px < 1:
+            raise EngineError(f"The smallest tile must be a whole number of pixels, not {self.min_px!r}.")
         from .scales import check_scales
 
         check_scales(self.scales)
@@ -86,14 +94,18 @@ class TilingSpec:
         """Plain JSON-able form, as recorded in an index."""
         out = {"size": float(self.size), "units": self.units, "overlap": float(self.overlap),
                "bands": list(self.bands) if self.bands else None, "max_nodata": float(self.max_nodata),
-               "read_size": int(self.read_size)}
+               "read_size": int(self.read_size), "min_px": int(self.min_px)}
         if tuple(self.scales) != (1,):
             out["scales"] = [int(s) for s in self.scales]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TilingSpec":
-        """Inverse of ``to_dict``; missing keys take defaults, unknown keys are ignored."""
+        """Inverse of ``to_dict``; missing keys take defaults, unknown keys are ignored.
+
+        A recorded spec without ``min_px`` is an index made before metre tiles had a minimum size: it
+        gets 1, so its rasters keep being cut exactly as they were.
+        """
         default = cls()
         try:
             bands = data.get("bands")
@@ -102,7 +114,7 @@ class TilingSpec:
                        bands=tuple(int(b) for b in bands) if bands else None,
                        max_nodata=float(data.get("max_nodata", default.max_nodata)),
                        read_size=int(data.get("read_size", default.read_size)),
-                       scales=tuple(int(s) for s in data.get("scales") or (1,)))
+                       scales=tuple(int(s) for s in data.get("scales") or (1,)), min_px=int(data.get("min_px", 1)))
         except (TypeError, ValueError, AttributeError) as exc:
             raise EngineError(f"The recorded tile settings {data!r} are not valid ({exc}).") from None
 
@@ -496,11 +508,20 @@ def ground_pixel_size(info: RasterInfo) -> tuple[float, float]:
 
 
 def tile_size_pixels(info: RasterInfo, spec: TilingSpec) -> tuple[int, int]:
-    """Tile width and height in pixels; metres are ground metres at the raster's centre."""
+    """Tile width and height in pixels; metres are ground metres at the raster's centre.
+
+    A size in pixels is used as given. A size in metres is enlarged, for this raster only, to at least
+    ``spec.min_px`` pixels a side (square on the ground): one request in metres covers rasters of any
+    resolution, and on coarse pixels (500 m on Landsat's 89 m) it would be a few pixels nobody asked for.
+    ``engine.planning`` says so per raster.
+    """
     if spec.units == "px":
         return max(1, round(spec.size)), max(1, round(spec.size))
     mx, my = ground_pixel_size(info)
     width, height = round(spec.size / mx), round(spec.size / my)
+    if spec.min_px > 1 and min(width, height) < spec.min_px:
+        metres = spec.min_px * max(mx, my)
+        width, height = round(metres / mx), round(metres / my)
     if width < 1 or height < 1:
         raise EngineError(f"A {spec.size:g} m tile is smaller than one pixel of {Path(info.path).name} "
                           f"(pixels are {mx:.3g} × {my:.3g} m); use a larger tile.")

@@ -19,7 +19,7 @@ from .atomic import atomic_write
 from .concepts import Concept, Mark, concept_marks, slug
 from .errors import EngineError
 from .export import common_crs, tile_geometry_wkt
-from .gdalutil import gdal_exceptions
+from .gdalutil import gdal_errors
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress
 
 TRAINING_FIELDS = (("tile_id", "int"), ("verdict", "str"), ("label", "int"), ("concept", "str"), ("raster", "str"),
@@ -96,8 +96,8 @@ def write_chips(marks: list[Mark], folder: Path, concept: Concept, progress: Pro
             src = sources.get(mark.raster)
             if src is None:
                 try:
-                    with gdal_exceptions():
-                        src = gdal.Open(mark.raster)
+                    with gdal_errors() as errors:
+                        src = errors.check(gdal.Open(mark.raster))
                 except RuntimeError:
                     src = None
                 if src is None:
@@ -116,8 +116,10 @@ def write_chips(marks: list[Mark], folder: Path, concept: Concept, progress: Pro
             target = sub / f"{candidate}.tif"
 
             def cut(tmp: str, src=src, window=(col, row, width, height)) -> None:
-                with gdal_exceptions():
-                    gdal.Translate(tmp, src, format="GTiff", srcWin=list(window), creationOptions=["COMPRESS=DEFLATE"])
+                with gdal_errors() as errors:
+                    errors.check(gdal.Translate(tmp, src, format="GTiff", srcWin=list(window),
+                                                creationOptions=["COMPRESS=DEFLATE"]))
+                    errors.check()  # what closing the chip reported (the dataset is released above)
 
             try:
                 atomic_write(target, cut)

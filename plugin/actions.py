@@ -1,4 +1,8 @@
-"""Right-click actions in the Layers panel: index or search a raster, find tiles like the selected ones."""
+"""Right-click actions in the Layers panel: index or search a raster, find tiles like the selected ones.
+
+They go through the dock's own requests (``request_index``, ``focus_search_within``, ``request_similar``),
+so an action asks exactly what the same choice in the dock would, with the dock's Top and Min. score.
+"""
 from __future__ import annotations
 
 from qgis.core import Qgis, QgsMapLayerType, QgsProject
@@ -71,14 +75,9 @@ class LayerActions:
         layer = self._raster()
         if layer is None:
             return
-        dock = self.open_dock()
-        dock.set_restriction(layer.name(), layer.source())
-        dock.tabs.setCurrentIndex(0)
-        dock.query_edit.setFocus()
+        self.open_dock().focus_search_within(layer.name(), layer.source())
 
     def similar_to_selected(self) -> None:
-        from ..ui.params import SimilarParams
-
         layer = self.iface.activeLayer()
         if not is_result_layer(layer):
             self.controller.notify("Choose an RS-CLIP result layer and select some of its tiles.",
@@ -89,5 +88,4 @@ class LayerActions:
         if not ids:
             self.controller.notify("Select one or more tiles of the result layer first.", Qgis.MessageLevel.Warning)
             return
-        dock = self.open_dock()
-        self.controller.similar(SimilarParams(layer.customProperty(INDEX_PROPERTY), ids, dock.top_k_spin.value()))
+        self.open_dock().request_similar(ids, layer.customProperty(INDEX_PROPERTY))

@@ -13,27 +13,20 @@ from qgis.core import Qgis, QgsProject
 from qgis.PyQt.QtCore import QObject
 
 from ..engine import jobs
-from ..engine.change import CHANGE_FIELDS, change_values
 from ..engine.errors import EngineError
 from ..engine.index import is_index
-from .layers import TileRows, add_result_layer, build_layer, style_by_score
+from ..engine.results import ResultTable, change_table
+from .layers import SCORE_STYLES, add_result_layer, build_layer, style_by_score
 from .tasks import BaseTask
 
-CHANGE_STYLE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "change.qml"
 KIND_CHANGE = "change"
 
 
 @dataclass(frozen=True)
 class ChangeOutcome:
     result: object  # engine.change.ChangeResult
-    rows: TileRows
+    rows: ResultTable
     thumbnails: dict  # rank → QImage (before | after)
-
-
-def change_rows(result) -> TileRows:
-    """Layer rows of the places: their attributes and the ground both tiles show."""
-    rows = [([change_values(r, result)[name] for name, _ in CHANGE_FIELDS], r.footprint_wkt) for r in result.rows]
-    return TileRows(KIND_CHANGE, CHANGE_FIELDS, result.crs_wkt, rows)
 
 
 def pair_thumbnails(result, tiling: dict, size: int = 64) -> dict:
@@ -59,8 +52,8 @@ def pair_thumbnails(result, tiling: dict, size: int = 64) -> dict:
 
 
 def style_change(layer) -> None:
-    """The shipped change.qml with its classes recomputed from this layer's changes."""
-    style_by_score(layer, style=CHANGE_STYLE)
+    """The shipped change.qml with its classes recomputed from this layer's changes (a toolbox output)."""
+    style_by_score(layer, style=SCORE_STYLES[KIND_CHANGE])
 
 
 class ChangeController(QObject):
@@ -122,7 +115,7 @@ class ChangeController(QObject):
         def job(progress, cancel):
             result = jobs.change(folder, params.before, params.after, params.query or None, params.direction,
                                  params.top_k, params.scale, progress=progress, cancel=cancel)
-            return ChangeOutcome(result, change_rows(result), pair_thumbnails(result, jobs.info(folder).tiling))
+            return ChangeOutcome(result, change_table(result), pair_thumbnails(result, jobs.info(folder).tiling))
 
         said = dict(DIRECTIONS).get(params.direction, params.direction)
         title = f"“{params.query}” {said.split(' (')[0]}" if params.query else "what changed"
@@ -141,8 +134,7 @@ class ChangeController(QObject):
         what = f"'{result.query}' {result.direction}" if result.query else "changed"
         names = f"{_short(result.before)} → {_short(result.after)}"
         layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP change: {what}, {names}"), KIND_CHANGE,
-                                 f"{what}|{names}", result.index_dir)
-        style_change(layer)
+                                 f"{what}|{names}", result.index_dir)  # styled by change.qml (layers.SCORE_STYLES)
         self.layer = layer
         self.c.notify(result.summary(), Qgis.MessageLevel.Success)
         return layer

@@ -15,17 +15,16 @@ from qgis.PyQt.QtCore import QObject
 
 from ..engine import jobs
 from ..engine.errors import EngineError
-from ..engine.export import HIT_FIELDS, common_crs, tile_geometry_wkt
+from ..engine.results import ResultTable, concept_table
 from ..engine.index import is_index
 from ..ui.concept_params import VIEW_NEXT
-from .layers import INDEX_PROPERTY, TileRows, add_result_layer, build_layer, is_result_layer, result_layers
+from .layers import INDEX_PROPERTY, add_result_layer, build_layer, is_result_layer, result_layers
 from .tasks import BaseTask
 
 STYLES = Path(__file__).resolve().parent.parent / "resources" / "styles"
 TILES_STYLE = STYLES / "concept_tiles.qml"
 AREAS_STYLE = STYLES / "concept_areas.qml"
 AREA_TILES_STYLE = STYLES / "concept_area_tiles.qml"
-CONCEPT_FIELDS = (*HIT_FIELDS, ("mark", "str"))
 PROJECT_SCOPE, PROJECT_KEY = "rsclip_search", "concept"
 KIND_TILES, KIND_AREAS, KIND_AREA_TILES = "concept", "concept_areas", "concept_area_tiles"
 
@@ -36,25 +35,9 @@ class RoundOutcome:
 
     round: object  # engine.feedback.ConceptRound
     hits: list
-    rows: TileRows
+    rows: ResultTable
     thumbnails: dict
     params: object  # ui.concept_params.ConceptSearchParams
-
-
-def concept_rows(hits, marks: dict, marked_hits=()) -> TileRows:
-    """Layer rows of the listed tiles and of the marked ones: rank (none for marked tiles not listed),
-    score, raster, tile_id and the mark (reprojects: run in a task)."""
-    listed = {int(h.tile.id) for h in hits}
-    everything = [*hits, *(h for h in marked_hits if int(h.tile.id) not in listed)]
-    crs_wkt = common_crs([h.tile for h in everything])
-    rows = [
-        (
-            [h.rank or None, float(h.score), h.tile.raster, int(h.tile.id), marks.get(int(h.tile.id), "")],
-            tile_geometry_wkt(h.tile, crs_wkt),
-        )
-        for h in everything
-    ]
-    return TileRows(KIND_TILES, CONCEPT_FIELDS, crs_wkt, rows)
 
 
 def apply_style(layer: QgsVectorLayer, style: Path) -> None:
@@ -164,7 +147,7 @@ class ConceptsController(QObject):
         folder = self._folder(self.folder())
         if folder is None:
             return None
-        query, negative = self.panel.query_edit.text().strip(), self.panel.negative_edit.text().strip()
+        query, negative = self.panel.texts()
 
         def done(task: BaseTask) -> None:
             if self.c._done(task):
@@ -236,7 +219,8 @@ class ConceptsController(QObject):
             rnd = jobs.concept_score(folder, name, params.top_k, params.top_k, params.use_marks, True, progress, cancel)
             hits = rnd.next if params.view == VIEW_NEXT else rnd.best
             thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
-            return RoundOutcome(rnd, hits, concept_rows(hits, rnd.marks, rnd.marked_hits), thumbnails, params)
+            return RoundOutcome(rnd, hits, concept_table(hits, rnd.marks, rnd.concept.name, rnd.model, rnd.marked_hits),
+                                thumbnails, params)
 
         what = {False: "Searching", True: "Refining"}.get(params.use_marks, "Finding tiles to label next for")
         run = lambda: self.c.start(BaseTask(f"{what} '{name}'", job, self._round_done))  # noqa: E731

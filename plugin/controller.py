@@ -13,9 +13,11 @@ from ..engine import jobs
 from ..engine.errors import EngineError
 from ..engine.export import layer_name_for
 from ..engine.index import is_index
+from ..engine.results import ResultTable, hit_table, label_table, similar_query
 from . import settings
 from .deps import install_hint, missing_packages
-from .layers import TileRows, add_result_layer, build_layer, hit_rows, label_rows, tile_extent_in, tile_geometry
+from .layers import (add_result_layer, build_layer, labels_layer_name, search_layer_name, similar_layer_name,
+                     tile_extent_in, tile_geometry)
 from .log import get_logger
 from .tasks import BaseTask
 
@@ -27,18 +29,24 @@ class HitsOutcome:
     """A search or similar-tiles result with everything the GUI needs, prepared in the task."""
 
     hits: list
-    rows: TileRows
+    rows: ResultTable
     thumbnails: dict
+    #: The raster files of the example tiles (similar tiles), for the layer's name.
+    sources: tuple = ()
 
 
 @dataclass(frozen=True)
 class LabelsOutcome:
     labels: list
-    rows: TileRows
+    rows: ResultTable
 
 
 class Controller(QObject):
-    """Owns the running tasks; the only place where dock requests meet the engine."""
+    """Owns the running tasks and the plugin's settings; the only place where dock requests meet the engine.
+
+    The dock is filled from the settings here and each request's choices are remembered here
+    (plugin/settings.py), before the request runs or is refused.
+    """
 
     #: The index folder or what it holds may have changed (after indexing, or another folder chosen).
     indexChanged = pyqtSignal()
@@ -50,7 +58,8 @@ class Controller(QObject):
         self.tasks: list[BaseTask] = []
         self.index_task: BaseTask | None = None
         self.hits: dict[int, object] = {}
-        self.last_results: tuple[str, list] | None = None
+        #: The latest result's kind ("hits" or "labels") and its rows, as its layer shows them (for saving).
+        self.last_results: tuple[str, ResultTable] | None = None
         #: GeoPackage layer name for the latest result (from its query or class set).
         self.last_layer_name = "rsclip_results"
         self.last_query: tuple[str, str] | None = None  # (index folder, text) of the results listed
@@ -59,6 +68,8 @@ class Controller(QObject):
         self.installer = None
         self.web_indexer = None
         self.stac_dialog = None
+        #: The index whose own model and tiles the dock's Index tab shows, locked (None: the fields are the user's).
+        self.locked_index: str | None = None
         self.log = get_logger()
         dock.searchRequested.connect(self.search)
         dock.similarRequested.connect(self.similar)
@@ -79,6 +90,7 @@ class Controller(QObject):
         project.layersRemoved.connect(self.refresh_rasters)
         project.readProject.connect(self.project_changed)
         project.cleared.connect(self.project_changed)
+        dock.set_choices(settings.dock_choices())
         self.setup_dock()
         from .concepts import ConceptsController
 
@@ -124,6 +136,16 @@ class Controller(QObject):
     def refresh_rasters(self, *_args) -> None:
         self.dock.set_rasters([(lyr.name(), lyr.source()) for lyr in self.raster_layers()])
 
+    def raster_title(self, path: str) -> str:
+        """What to call an indexed raster: its layer's name in the project, else its file name without suffix."""
+        from ..engine.sources import display_name
+
+        for layer in self.raster_layers():
+            if layer.source() == path:
+                return layer.name()
+        name = display_name(path)
+        return Path(name).stem or name
+
     def refresh_status(self) -> None:
         from ..engine.models import config_notice
         from ..engine.prompts import describe_templates
@@ -132,6 +154,7 @@ class Controller(QObject):
         self.indexChanged.emit()
         folder = self.dock.index_dir()
         if not folder or not is_index(folder):
+            self.lock_index_settings(None)
             self.dock.set_status("No index in this folder yet: index some rasters on the Index tab.")
             self.dock.set_model_templates("the prompt templates of the index's model", "")
             self.dock.set_scales([])
@@ -139,9 +162,11 @@ class Controller(QObject):
         try:
             info = jobs.info(folder)
         except EngineError as exc:
+            self.lock_index_settings(None)
             self.dock.set_status(str(exc))
             return
         self.dock.set_scales([(scale_label(None, {}), None)] + [(scale_label(s, info.tiling), s) for s in info.scales])
+        self.lock_index_settings(info)
 
         def when(ts: float) -> str:
             return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
@@ -239,11 +264,52 @@ class Controller(QObject):
         except EngineError:
             return None
 
-    def index(self, params) -> BaseTask | None:
-        """Index the checked rasters; a new index takes the dock's model and tile settings."""
-        from ..engine.scales import parse_scales
-        from ..engine.tiling import TilingSpec
+    def lock_index_settings(self, info) -> None:
+        """For an existing index (``jobs.IndexInfo``), show its own model and tiles on the Index tab, disabled, and
+        say why; None gives the fields back. The engine's rule (``planning.plan_index``): an index keeps both."""
+        from ..engine.planning import tiling_text
 
+        if info is None:
+            self.locked_index = None
+            self.dock.lock_index_settings(None)
+            return
+        self.locked_index = str(Path(info.index_dir).resolve())
+        model, tiling = info.model, info.tiling
+        self.dock.lock_index_settings(
+            f"This index was built with {info.model_label} and {tiling_text(tiling)}; it keeps them so that its "
+            "results stay comparable, and new rasters are cut and embedded the same way. For another model or tile "
+            "size, choose a new index folder.",
+            str(model.get("name") or "") if model.get("kind") == "registry" else "",
+            str(model.get("arch") or ""), str(model.get("checkpoint") or ""), tiling,
+            "\n".join(f"{Path(path).name}: {grid.text()}" for path, grid in info.grids.items()))
+
+    def locked_to(self, folder: str) -> bool:
+        """Whether the Index tab's model and tile fields show (locked) the index in ``folder``."""
+        return bool(folder) and self.locked_index == str(Path(folder).expanduser().resolve())
+
+    def index_request(self, folder: str, params) -> tuple[dict | None, dict]:
+        """What the Index tab asks for: nothing for the index its fields are locked to (it keeps its own),
+        else its model (None for a custom checkpoint, hashed in the task) and tile settings."""
+        from ..engine.models import resolve_model_ref
+        from ..engine.planning import tile_request
+        from ..engine.scales import parse_scales
+
+        scales = parse_scales(params.scales)  # an existing index gains them; a new one is cut at them
+        if self.locked_to(folder):
+            return None, tile_request(scales=scales)
+        model = resolve_model_ref(name=params.model).to_dict() if params.model else None
+        return model, tile_request(params.tile_size, params.tile_units, params.overlap, scales=scales)
+
+    def index(self, params) -> BaseTask | None:
+        """Index the checked rasters, as the engine plans the request (``planning.plan_index``, the rule the
+        command line and the toolbox follow): refused, or with the index's own model and tiles."""
+        from dataclasses import replace
+
+        from ..engine.planning import plan_index
+        from ..ui.dock import CUSTOM_MODEL
+
+        settings.remember_index(params, CUSTOM_MODEL)
+        params = replace(params, batch_size=settings.BATCH_SIZE.get())
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -251,34 +317,30 @@ class Controller(QObject):
             self.notify("No rasters to index: add raster layers to the project and check them on the Index tab.",
                         Qgis.MessageLevel.Warning)
             return None
-        existing = self._index_model(folder)
         try:
-            scales = parse_scales(params.scales)
-            if existing is not None:
-                model, tiling = existing, None
-            else:
-                tiling = TilingSpec(size=params.tile_size, units=params.tile_units, overlap=params.overlap).validate()
-                # a registry name resolves instantly; a custom checkpoint is hashed inside the task
-                model = jobs.resolve_model(folder, name=params.model) if params.model else None
+            model, tiling = self.index_request(folder, params)
+            plan = plan_index(folder, model, tiling)
         except EngineError as exc:
             self.notify(str(exc), Qgis.MessageLevel.Critical)
             return None
+        custom = not params.model and not self.locked_to(folder)  # a custom checkpoint, hashed in the task
 
         def job(progress, cancel):
+            from ..engine.models import resolve_model_ref
             from ..engine.sources import using
 
-            chosen = model or jobs.resolve_model(folder, arch=params.custom_arch, checkpoint=params.custom_checkpoint)
+            chosen = resolve_model_ref(arch=params.custom_arch, checkpoint=params.custom_checkpoint).to_dict() \
+                if custom else model
             with using(params.remote):
                 return jobs.index_rasters(folder, params.rasters, model=chosen, tiling=tiling,
-                                          batch_size=params.batch_size, progress=progress, cancel=cancel,
-                                          scales=scales)
+                                          batch_size=params.batch_size, progress=progress, cancel=cancel)
 
         def run() -> BaseTask:
             self.index_task = self.start(BaseTask(f"Indexing {len(params.rasters)} raster(s) for semantic search",
                                                   job, self._index_done))
             return self.index_task
 
-        return self.with_weights(model, run)
+        return self.with_weights(None if custom else plan.model, run)
 
     # -- imagery not on disk -----------------------------------------------------------
     def open_web_indexer(self, layer=None):
@@ -290,14 +352,13 @@ class Controller(QObject):
         return self.web_indexer.open(layer)
 
     def web_tiling(self):
-        """Tile settings a web map will be cut with: the index's own, else the Index tab's."""
-        from ..engine.tiling import TilingSpec
+        """Tile settings a web map will be cut with: the engine's plan of the Index tab's request (the index's own
+        tiles for an existing index; a refusal is the engine's sentence)."""
+        from ..engine.planning import plan_index
 
         folder = self.dock.index_dir()
-        if folder and is_index(folder):
-            return TilingSpec.from_dict(jobs.info(folder).tiling)
-        return TilingSpec(size=self.dock.tile_size_spin.value(), units=self.dock.units_combo.currentData(),
-                          overlap=self.dock.overlap_spin.value()).validate()
+        _model, tiling = self.index_request(folder, self.dock.index_params([]))
+        return plan_index(folder, None, tiling).tiling
 
     def index_sources(self, paths: list[str], remote) -> BaseTask | None:
         """Index remote sources (web map strings, URLs) with the Index tab's settings and ``remote`` options."""
@@ -385,6 +446,8 @@ class Controller(QObject):
             for path, count, why in report.unavailable:
                 self.notify(f"{count} tiles of {Path(path).name} were skipped: their web map tiles could not be "
                             f"downloaded ({why}). Index it again later to fetch them.", Qgis.MessageLevel.Warning)
+            for notice in report.notices:
+                self.notify(notice, Qgis.MessageLevel.Warning)
             self.notify(report.summary(), Qgis.MessageLevel.Warning if report.cancelled else Qgis.MessageLevel.Success)
         self.refresh_status()
 
@@ -394,6 +457,7 @@ class Controller(QObject):
             task.cancel()
 
     def search(self, params) -> BaseTask | None:
+        settings.remember_search(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -404,15 +468,19 @@ class Controller(QObject):
         def job(progress, cancel):
             hits = jobs.search(folder, params.query, params.top_k, params.min_score, params.rasters or None,
                                progress=progress, cancel=cancel, scale=params.scale)
-            return self._hits_outcome(folder, hits, "search")
+            return self._hits_outcome(folder, hits, "search", params.query.strip())
 
         key = params.query.strip().lower() + ("|" + "|".join(params.rasters) if params.rasters else "")
-        title = f"“{params.query.strip()}”" + (f" in {Path(params.rasters[0]).name}" if params.rasters else "")
+        query = " ".join(params.query.split())
+        within = self.raster_title(params.rasters[0]) if params.rasters else None
+        title = f"“{query}”" + (f" in {within}" if within else "")
+        asked = query
         if params.scale is not None:
-            key, title = f"{key}|×{params.scale}", f"{title} at ×{params.scale}"
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Searching {title}", job,
-                     lambda t: self._hits_done(t, folder, "search", key, title, params.query.strip()))))
+            key, title, asked = f"{key}|×{params.scale}", f"{title} at ×{params.scale}", f"{query} at ×{params.scale}"
+        model = self._index_model(folder)
+        name = search_layer_name(asked, jobs.model_label(model) if model else "", within)
+        return self.with_weights(model, lambda: self.start(BaseTask(
+            f"Searching {title}", job, lambda t: self._hits_done(t, folder, "search", key, title, name, query))))
 
     def similar(self, params) -> BaseTask | None:
         folder = self._folder(params.index_dir)
@@ -423,27 +491,40 @@ class Controller(QObject):
             return None
 
         def job(progress, cancel):
-            return self._hits_outcome(folder, jobs.similar(folder, params.tile_ids, params.top_k, params.min_score,
-                                                           scale=params.scale), "similar")
+            from dataclasses import replace
+
+            hits = jobs.similar(folder, params.tile_ids, params.top_k, params.min_score, scale=params.scale)
+            return replace(self._hits_outcome(folder, hits, "similar", similar_query(params.tile_ids)),
+                           sources=_tile_rasters(folder, params.tile_ids))
 
         key = "similar:" + ",".join(map(str, sorted(params.tile_ids)))
-        title = f"similar to tile {', '.join(map(str, params.tile_ids))}"
-        return self.start(BaseTask(f"Finding tiles {title}", job,
-                                   lambda t: self._hits_done(t, folder, "similar", key, title)))
+        count = len(params.tile_ids)
+        return self.start(BaseTask(f"Finding tiles similar to {count} tile{'s' if count != 1 else ''}", job,
+                                   lambda t: self._similar_done(t, folder, key, count)))
 
     @staticmethod
-    def _hits_outcome(folder: str, hits: list, kind: str) -> HitsOutcome:
-        """Runs in the task: footprints in one CRS and thumbnails, so the GUI thread only draws."""
+    def _hits_outcome(folder: str, hits: list, kind: str, query: str) -> HitsOutcome:
+        """Runs in the task: the result's rows (footprints in one CRS) and thumbnails, so the GUI thread only draws."""
         from .thumbnails import tile_thumbnails
 
-        thumbnails = tile_thumbnails(hits, jobs.info(folder).tiling) if hits else {}
-        return HitsOutcome(hits, hit_rows(hits, kind), thumbnails)
+        info = jobs.info(folder)
+        thumbnails = tile_thumbnails(hits, info.tiling) if hits else {}
+        return HitsOutcome(hits, hit_table(hits, query, info.model_label, kind), thumbnails)
 
-    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, query: str = "") -> None:
+    def _hits_done(self, task: BaseTask, folder: str, kind: str, key: str, title: str, name: str,
+                   query: str = "") -> None:
         if not self._done(task):
             return
-        self.last_query = (folder, query) if query else None
-        self.show_hits(task.result, folder, kind, key, title)
+        self.last_query = (folder, query) if query else None  # what a heat map of a listed tile looks for
+        self.show_hits(task.result, folder, kind, key, title, name)
+
+    def _similar_done(self, task: BaseTask, folder: str, key: str, count: int) -> None:
+        """Named after the example tiles' rasters, which the task has read from the index."""
+        if not self._done(task):
+            return
+        self.last_query = None
+        name = similar_layer_name(count, [self.raster_title(path) for path in task.result.sources])
+        self.show_hits(task.result, folder, "similar", key, name, name)
 
     def heatmap(self, tile_id: int) -> BaseTask | None:
         """Where in a listed tile the last search's text matches: a heat map layer over the tile."""
@@ -474,42 +555,48 @@ class Controller(QObject):
             return None
         heat = task.result
         row, col = heat.hottest
-        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
-                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)
-        hidden = ""
+        node = None
         if self.last_layer is not None and not sip.isdeleted(self.last_layer):
             node = QgsProject.instance().layerTreeRoot().findLayer(self.last_layer.id())
-            if node is not None and node.isVisible():  # its fill would hide the imagery under the heat map
-                node.setItemVisibilityChecked(False)
-                hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
+        shown = node is not None and node.isVisible()  # its fill would hide the imagery under the heat map
+        layer = add_result_layer(heatmap_layer(heat.path, f"RS-CLIP heat map: “{query}” in tile {heat.tile.id}"),
+                                 KIND_HEATMAP, f"{query}|{heat.tile.id}", folder)  # hides earlier results
+        hidden = ""
+        if shown and node is not None:
+            node.setItemVisibilityChecked(False)
+            hidden = f" The layer {self.last_layer.name()} is hidden so the imagery shows; tick it to see it again."
         self.zoom_to_tile(heat.tile.id)
         self.notify(f"Heat map of tile {heat.tile.id}: the text matches best in row {row + 1}, column {col + 1} of "
                     f"its {heat.values.shape[0]}×{heat.values.shape[1]} cells.{hidden}", Qgis.MessageLevel.Success)
         return layer
 
-    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str):
-        """Result layer (replacing the previous one for the same query), list with thumbnails, top hit flashed."""
+    def show_hits(self, outcome: HitsOutcome, folder: str, kind: str, key: str, title: str, name: str = ""):
+        """Result layer ``name`` (replacing the previous one for the same query; the others hidden), list with
+        thumbnails, top hit flashed. ``title``: the query as messages quote it, or "similar to …"."""
         hits = outcome.hits
+        found = f"for {title}" if kind == "search" else title
         if not hits:
-            self.dock.show_results([], {})
-            self.notify(f"No tiles matched {title}.", Qgis.MessageLevel.Info)
+            nothing = f"No tiles matched {title}." if kind == "search" else f"No tiles found {found}."
+            self.dock.show_results([], {}, nothing)
+            self.notify(nothing, Qgis.MessageLevel.Info)
             return None
         self.hits = {h.tile.id: h for h in hits}
-        self.last_results = ("hits", hits)
+        self.last_results = ("hits", outcome.rows)
         self.last_layer_name = layer_name_for(title, "search" if kind == "search" else "")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP: {title}"), kind, key, folder)
+        layer = add_result_layer(build_layer(outcome.rows, name or title), kind, key, folder)
         self.last_layer = layer
-        self.dock.show_results(hits, outcome.thumbnails)
+        self.dock.show_results(hits, outcome.thumbnails, f"{len(hits)} tiles {found}:")
         top = next(layer.getFeatures())
         layer.selectByIds([top.id()])
         self.iface.mapCanvas().flashGeometries([top.geometry()], layer.crs())
-        self.notify(f"{len(hits)} tiles for {title}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
+        self.notify(f"{len(hits)} tiles {found}; best score {hits[0].score:.3f}.", Qgis.MessageLevel.Success)
         return layer
 
     def label(self, params) -> BaseTask | None:
         from ..engine.classsets import load_class_set, parse_classes
         from ..engine.prompts import parse_templates
 
+        settings.remember_label(params)
         folder = self._folder(params.index_dir)
         if folder is None:
             return None
@@ -522,22 +609,26 @@ class Controller(QObject):
 
         def job(progress, cancel):
             labels = jobs.label(folder, classes, templates, progress=progress, cancel=cancel)
-            return LabelsOutcome(labels, label_rows(labels, classes))
+            model = jobs.model_label(jobs.model_of(folder))
+            return LabelsOutcome(labels, label_table(labels, classes, model, params.class_set))
 
         name = params.class_set or "custom classes"
-        return self.with_weights(self._index_model(folder), lambda: self.start(
-            BaseTask(f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name))))
+        model = self._index_model(folder)
+        layer_name = labels_layer_name(params.class_set, classes, jobs.model_label(model) if model else "")
+        return self.with_weights(model, lambda: self.start(BaseTask(
+            f"Labelling tiles with {name}", job, lambda t: self._labels_done(t, folder, classes, name, layer_name))))
 
-    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str) -> None:
+    def _labels_done(self, task: BaseTask, folder: str, classes: list[str], name: str, layer_name: str) -> None:
         if not self._done(task):
             return
         outcome: LabelsOutcome = task.result
-        self.last_results = ("labels", outcome.labels)
+        self.last_results = ("labels", outcome.rows)
         self.last_layer_name = layer_name_for(name, "labels")
-        layer = add_result_layer(build_layer(outcome.rows, f"RS-CLIP labels: {name}"), "labels",
-                                 "|".join(classes), folder)
+        layer = add_result_layer(build_layer(outcome.rows, layer_name), "labels", "|".join(classes), folder)
         self.last_layer = layer
-        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes.", Qgis.MessageLevel.Success)
+        found = len({lab.label for lab in outcome.labels})
+        self.notify(f"Labelled {layer.featureCount()} tiles with {len(classes)} classes; {found} of them found "
+                    "(the legend lists those).", Qgis.MessageLevel.Success)
 
     def save_results(self, path: str) -> BaseTask | None:
         """Write the latest result as a layer of a GeoPackage (in a task: it reprojects).
@@ -546,15 +637,15 @@ class Controller(QObject):
         GeoPackage; a layer of the same name is replaced only when the user agrees; any other file is
         refused with the engine's sentence.
         """
-        from ..engine.export import gpkg_has_layer, gpkg_plan, write_hits_gpkg, write_labels_gpkg
+        from ..engine.export import gpkg_has_layer, gpkg_plan, write_tiles_gpkg
 
         if self.last_results is None:
             self.notify("Run a search or labelling first; there is nothing to save yet.", Qgis.MessageLevel.Warning)
             return None
-        kind, items = self.last_results
-        writer = write_labels_gpkg if kind == "labels" else write_hits_gpkg
+        _kind, table = self.last_results
         layer = self.last_layer_name
         settings.RESULTS_DIR.set(str(Path(path).parent))
+        self.dock.set_results_folder(str(Path(path).parent))
         overwrite = False
         if gpkg_has_layer(path, layer):
             overwrite = self.dock.confirm(f"{Path(path).name} already has a layer named '{layer}'. Replace that "
@@ -569,10 +660,10 @@ class Controller(QObject):
 
         def done(task: BaseTask) -> None:
             if self._done(task):
-                self.notify(f"Saved {len(items)} tiles to {task.result} (layer {layer}).", Qgis.MessageLevel.Success)
+                self.notify(f"Saved {len(table)} tiles to {task.result} (layer {layer}).", Qgis.MessageLevel.Success)
 
         return self.start(BaseTask(f"Saving results to {Path(path).name}",
-                                   lambda progress, cancel: writer(path, items, layer, overwrite), done,
+                                   lambda progress, cancel: write_tiles_gpkg(path, table, layer, overwrite), done,
                                    can_cancel=False))
 
     def zoom_to_tile(self, tile_id: int) -> None:
@@ -624,3 +715,10 @@ class Controller(QObject):
 
 def _crs(wkt: str) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem.fromWkt(wkt)
+
+
+def _tile_rasters(folder: str, tile_ids) -> tuple:
+    """The raster files of the given tiles of an index, in tile order (runs in a task)."""
+    with jobs.open_for_query(folder) as idx:
+        records = idx.tiles(tile_ids)
+    return tuple(records[int(i)].raster for i in tile_ids if int(i) in records)

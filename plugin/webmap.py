@@ -149,9 +149,7 @@ class WebMapIndexer(QObject):
             self.dialog = WebMapDialog(canvas, self.controller.iface.mainWindow())
             self.dialog.estimateRequested.connect(self.refresh)
             self.dialog.indexRequested.connect(self.start)
-            self.dialog.cap_spin.setValue(settings.WEB_MAX_REQUESTS.get())
-            self.dialog.zoom_spin.setValue(settings.WEB_ZOOM.get())
-            self.dialog.resolution_spin.setValue(settings.WEB_RESOLUTION.get())
+            self.dialog.set_choices(settings.web_choices())
         layers = web_layers()
         self.dialog.set_layers([(lyr.name(), lyr.id()) for lyr in layers], layer.id() if layer is not None else None)
         self.dialog.use_canvas_extent(canvas.extent(), canvas.mapSettings().destinationCrs())
@@ -178,15 +176,16 @@ class WebMapIndexer(QObject):
             service = web_service(layer)
             dialog.set_kind(service.kind, service.zmin, service.zmax)
             extent, crs = dialog.extent()
-            path = source_path(service, extent, crs, dialog.zoom_spin.value(), dialog.resolution_spin.value())
-            options = RemoteOptions(max_requests=dialog.cap_spin.value())
+            choices = dialog.choices()
+            path = source_path(service, extent, crs, choices.zoom, choices.resolution_m)
+            options = RemoteOptions(max_requests=choices.max_requests)
             tiling = self.controller.web_tiling()
             guess = estimate(path, tiling, options)
         except EngineError as exc:
             dialog.set_estimate(str(exc), False)
             return
-        if guess.requests > dialog.cap_spin.value():
-            dialog.set_estimate(f"{guess.text()}.\nThat is more than the cap of {dialog.cap_spin.value()} requests: "
+        if guess.requests > choices.max_requests:
+            dialog.set_estimate(f"{guess.text()}.\nThat is more than the cap of {choices.max_requests} requests: "
                                 "raise the cap, or choose a smaller extent or a coarser resolution.", False)
             return
         dialog.set_estimate(guess.text() + ".", True)
@@ -198,11 +197,10 @@ class WebMapIndexer(QObject):
             return None
         path, service = self.ready
         dialog = self.dialog
-        settings.WEB_MAX_REQUESTS.set(dialog.cap_spin.value())
-        settings.WEB_ZOOM.set(dialog.zoom_spin.value())
-        settings.WEB_RESOLUTION.set(dialog.resolution_spin.value())
+        choices = dialog.choices()
+        settings.remember_web(choices)
         try:
-            options = remote_options(service, dialog.cap_spin.value())
+            options = remote_options(service, choices.max_requests)
         except EngineError as exc:
             self.controller.notify(str(exc), Qgis.MessageLevel.Critical)
             return None

@@ -354,14 +354,13 @@ def kill9_while_adding_a_layer_to_a_geopackage_keeps_it(w: World):
     layers = make_gpkg(out)
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from engine.export import write_tiles_gpkg, HIT_FIELDS\n"
-        "from engine.index import TileRecord\n"
+        "from engine.export import write_tiles_gpkg\n"
+        "from engine.results import HIT_FIELDS, ResultTable\n"
         "wkt = 'POLYGON ((500000.0 6000000.0, 500010.0 6000000.0, 500010.0 5999990.0, 500000.0 5999990.0, "
         "500000.0 6000000.0))'\n"
-        "rows = [(TileRecord(i, 'r.tif', 1, (0, 0, 1, 1), (0, 0, 1, 1), wkt, wkt, ''), {'rank': i, 'score': 0.5, "
-        "'raster': 'r.tif', 'tile_id': i}) for i in range(400000)]\n"
+        "rows = [([i, 0.5, 'r.tif', i, 'q', 'm'], wkt) for i in range(400000)]\n"
         "print('writing', flush=True)\n"
-        "write_tiles_gpkg(sys.argv[2], rows, HIT_FIELDS, 'big')\n")
+        "write_tiles_gpkg(sys.argv[2], ResultTable('search', HIT_FIELDS, '', rows), 'big')\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(out)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(random.Random(4).uniform(1.0, 2.5))

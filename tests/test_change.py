@@ -215,12 +215,13 @@ def test_cli_geopackage_and_json(dates, tmp_path):
     defn = layer.GetLayerDefn()
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     assert names == ["rank", "change", "score_before", "score_after", "difference", "distance", "iou", "before_raster",
-                     "after_raster", "before_tile", "after_tile", "scale", "query", "direction"]
+                     "after_raster", "before_tile", "after_tile", "scale", "query", "direction", "model"]
     feats = list(layer)
     assert len(feats) == 3 and layer.GetSpatialRef().GetAuthorityCode(None) == "26914"
     for f in feats:
         assert f["difference"] == pytest.approx(f["score_after"] - f["score_before"], abs=1e-5)
         assert f["query"] == "blue roofs" and f["direction"] == "appeared" and f.IsFieldNull("scale")
+        assert f["model"]  # the model that made the scores, as on every result row
         assert f.GetGeometryRef().GetArea() == pytest.approx((TILE * 5) ** 2, rel=0.01)
     ds = None
     run = subprocess.run([sys.executable, "-m", "engine", "change", "--index", str(index), "--before", before,

@@ -160,4 +160,4 @@ def test_heat_map_from_the_results_list_and_one_scale(plugin, two_dates, qtbot, 
             for i in range(dock.results_list.count())]
     assert len(hits) == 4 and {h.scale for h in hits} == {2}
     layer = group_layers()[0]
-    assert layer.name().endswith("at ×2") and [f["scale"] for f in layer.getFeatures()] == [2] * 4
+    assert layer.name().startswith("blue roofs at ×2 — ") and [f["scale"] for f in layer.getFeatures()] == [2] * 4

@@ -82,5 +82,5 @@ def test_search_one_scale(built):
     index = built[0]
     out = processing.run("rsclip_search:search_text", {"INDEX": str(index), "QUERY": "blue roofs", "TOP_K": 5,
                                                        "SCALE": 2, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    assert out.fields().names() == ["rank", "score", "raster", "tile_id", "scale"]
+    assert out.fields().names() == ["rank", "score", "raster", "tile_id", "query", "model", "scale"]
     assert [f["scale"] for f in out.getFeatures()] == [2] * 5

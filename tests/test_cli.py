@@ -60,15 +60,19 @@ def test_search_json_and_geopackage(built_index, tmp_path):
     gpkg = tmp_path / "runway.gpkg"
     code, out, err = run("search", "airport runway", "--index", built_index, "--top-k", "5", "--json", "--out", gpkg)
     assert code == 0, err
-    results = json.loads(out)["results"]
+    answer = json.loads(out)
+    results = answer["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert all(results[i]["score"] >= results[i + 1]["score"] for i in range(4))
+    assert answer["model"] == "tiny-clip.json + tiny-clip.pt"
     ds = ogr.Open(str(gpkg))
     lyr = ds.GetLayer(0)
     assert lyr.GetFeatureCount() == 5
     names = [lyr.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(lyr.GetLayerDefn().GetFieldCount())]
-    assert names == ["rank", "score", "raster", "tile_id"]
-    assert [f.GetField("tile_id") for f in lyr] == [r["tile_id"] for r in results]
+    assert names == ["rank", "score", "raster", "tile_id", "query", "model"]
+    rows = [(f.GetField("tile_id"), f.GetField("query"), f.GetField("model")) for f in lyr]
+    assert rows == [(r["tile_id"], "airport runway", "tiny-clip.json + tiny-clip.pt") for r in results], \
+        "every row says what it answers and which model made it"
 
 
 @pytest.mark.slow

@@ -367,6 +367,7 @@ def test_areas_gpkg_records_the_concept(planted_index, tmp_path):
         "rejected",
         "marks",
         "threshold",
+        "model",
     ]
     feats = list(areas)
     assert len(feats) == len(out.result.areas) and sum(f["tiles"] for f in feats) == tiles.GetFeatureCount() == 30

@@ -63,7 +63,9 @@ def test_the_loop_in_the_dock(plugin, project_with_index, qtbot, qgis_iface, tmp
     first = [row.tile_id for row in panel.rows()]
     layer = group_layers()["RS-CLIP concept: farm fields"]
     assert layer.featureCount() == 12
-    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id", "mark"]
+    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id", "mark", "concept", "model"]
+    assert {(f["concept"], f["model"]) for f in layer.getFeatures()} == \
+        {("farm fields", "tiny-clip.json + tiny-clip.pt")}
     assert layer.renderer().type() == "RuleRenderer", "the shipped concept_tiles.qml"
     assert panel.histogram.counts and sum(panel.histogram.counts) == 63
     rnd = plugin.controller.concepts.round

@@ -50,7 +50,7 @@ def test_areas_of_a_stored_concept(marked):
     areas, tiles = out["OUTPUT"], out["TILES"]
     assert [f.name() for f in areas.fields()] == ["area_id", "tiles", "best_score", "mean_score", "area_m2", "area_ha",
                                                   "rasters", "concept", "query", "negative", "method", "examples",
-                                                  "accepted", "rejected", "marks", "threshold"]
+                                                  "accepted", "rejected", "marks", "threshold", "model"]
     feats = list(areas.getFeatures())
     assert sum(f["tiles"] for f in feats) == tiles.featureCount() == rnd.count_above(threshold) >= 8
     assert [f["area_id"] for f in feats] == list(range(1, len(feats) + 1))

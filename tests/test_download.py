@@ -179,11 +179,9 @@ def cli_error(capsys, *argv) -> str:
 
 def forget_loaded_models():
     """A new process would load the model afresh: drop the in-process caches."""
-    from engine import jobs
-    from engine.models.loading import _LOADED
+    from engine.models.cache import ENCODERS
 
-    jobs._ENCODERS.clear()
-    _LOADED.clear()
+    ENCODERS.clear()
 
 
 def files_under(folder):

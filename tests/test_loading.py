@@ -5,11 +5,9 @@ import torch
 
 from engine.errors import EngineError
 from engine.models import REGISTRY, load_model, resolve_model_ref
-from engine.models.loading import _LOADED
 
 
 def encode(ref):
-    _LOADED.clear()
     loaded = load_model(ref)
     with torch.inference_mode():
         return loaded.model.encode_image(torch.ones(1, 3, 32, 32))
@@ -38,7 +36,6 @@ def test_plain_wrapped_and_module_prefixed_checkpoints_agree(tiny_model, tmp_pat
 
 def test_wrong_architecture_and_garbage_are_refused(tiny_model, tmp_path):
     with pytest.raises(EngineError, match="does not fit architecture RN50"):
-        _LOADED.clear()
         load_model(resolve_model_ref(arch="RN50", checkpoint=str(tiny_model.checkpoint)))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"definitely not torch")
@@ -80,7 +77,6 @@ def test_changed_checkpoint_is_refused(tiny_model, tmp_path):
     shutil.copyfile(tiny_model.checkpoint, copy)
     ref = resolve_model_ref(arch=str(tiny_model.config), checkpoint=str(copy))
     copy.write_bytes(copy.read_bytes() + b"\0")
-    _LOADED.clear()
     with pytest.raises(EngineError, match="changed since the index was built"):
         load_model(ref)
 
@@ -114,7 +110,6 @@ def test_custom_checkpoints_take_any_open_clip_config_and_show_its_activation(ti
     config = tmp_path / "tiny-quickgelu.json"
     config.write_text(json.dumps({**json.loads(tiny_model.config.read_text()), "quick_gelu": True}))
     assert activation_of(str(config)) == "QuickGELU" and activation_of(str(tiny_model.config)) == "GELU"
-    _LOADED.clear()
     loaded = load_model(resolve_model_ref(arch=str(config), checkpoint=str(tiny_model.checkpoint)))
     assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
     assert not any(type(m) is torch.nn.GELU for m in loaded.model.modules())

@@ -123,7 +123,8 @@ def test_build_index_outputs_folder_and_footprints(built):
     assert out["INDEX"] == str(folder)
     layer = out["OUTPUT"]
     assert layer.featureCount() == NAIP_TILES + LANDSAT_TILES == jobs.info(folder).tile_count
-    assert [f.name() for f in layer.fields()] == ["raster", "tile_id"]
+    assert [f.name() for f in layer.fields()] == ["raster", "tile_id", "model"]
+    assert {f["model"] for f in layer.getFeatures()} == {"tiny-clip.json + tiny-clip.pt"}
     assert layer.crs().authid() == "EPSG:26914", "the CRS most tiles share"
     rasters = [f["raster"] for f in layer.getFeatures()]
     assert rasters.count(str(NAIP)) == NAIP_TILES and rasters.count(str(LANDSAT)) == LANDSAT_TILES
@@ -166,12 +167,18 @@ def test_build_in_metres_with_bands_into_a_temporary_folder_skipping_an_unusable
 
 
 def test_rerun_keeps_the_recorded_model_and_tiling_and_adds_nothing(built):
+    """Another tile size is refused (as on the command line and in the dock: tests/test_one_rule.py); with MODEL
+    and the tile parameters left out, the index's own are used."""
     from rsclip_search.engine import jobs
 
     folder, _, _ = built
+    with pytest.raises(QgsProcessingException, match="built with other tile settings .224 px tiles, overlap 0., "
+                                                      "not 100 px tiles"):
+        run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(folder), "TILE_SIZE": 100})
     feedback = RecordingFeedback()
-    out = run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(folder), "TILE_SIZE": 100}, feedback)
-    assert any("built with tiny-clip.json + tiny-clip.pt" in i for i in feedback.infos)
+    out = run("build_index", {"INPUT": [str(NAIP)], "INDEX": str(folder)}, feedback)
+    assert f"Adding to the index at {folder}, built with tiny-clip.json + tiny-clip.pt and 224 px tiles, overlap 0." \
+        in feedback.infos
     assert any("0 new tiles" in t and "1 unchanged" in t for t in feedback.texts), "the engine's summary"
     assert out["OUTPUT"].featureCount() == NAIP_TILES, "footprints of the rasters given"
     assert jobs.info(folder).tile_count == NAIP_TILES + LANDSAT_TILES
@@ -193,8 +200,9 @@ def test_search_text_fields_order_geometry_and_crs(built):
     folder, _, _ = built
     layer = run("search_text", {"INDEX": str(folder), "QUERY": "farmland", "TOP_K": 5})["OUTPUT"]
     assert layer.featureCount() == 5
-    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id"]
+    assert [f.name() for f in layer.fields()] == ["rank", "score", "raster", "tile_id", "query", "model"]
     feats = list(layer.getFeatures())
+    assert {(f["query"], f["model"]) for f in feats} == {("farmland", "tiny-clip.json + tiny-clip.pt")}
     assert [f["rank"] for f in feats] == [1, 2, 3, 4, 5]
     assert [f["score"] for f in feats] == sorted((f["score"] for f in feats), reverse=True)
     assert layer.crs().authid() in ("EPSG:26914", "EPSG:4326") and tiles_inside_their_rasters(layer)
@@ -211,7 +219,7 @@ def test_min_score_drops_weaker_tiles(built):
     assert kept == [s for s in scores if s >= cut] and len(kept) >= 3
     none = run("search_text", {"INDEX": str(folder), "QUERY": "forest", "MIN_SCORE": 1.0})["OUTPUT"]
     assert none.isValid() and none.featureCount() == 0
-    assert none.fields().names() == ["rank", "score", "raster", "tile_id"]
+    assert none.fields().names() == ["rank", "score", "raster", "tile_id", "query", "model"]
 
 
 def test_search_restricted_to_an_extent_returns_only_naip(built):
@@ -262,7 +270,10 @@ def test_labels_with_shipped_and_custom_classes(built):
     folder, _, _ = built
     layer = run("label_tiles", {"INDEX": str(folder), "CLASS_SET": "worldcover"})["OUTPUT"]
     assert layer.featureCount() == NAIP_TILES + LANDSAT_TILES
-    assert [f.name() for f in layer.fields()] == ["label", "probability", "margin", "raster", "tile_id"]
+    assert [f.name() for f in layer.fields()] == ["label", "probability", "margin", "raster", "tile_id", "classes",
+                                                  "model"]
+    assert {(f["classes"], f["model"]) for f in layer.getFeatures()} == \
+        {("worldcover", "tiny-clip.json + tiny-clip.pt")}
     assert {f["label"] for f in layer.getFeatures()} <= set(load_class_set("worldcover"))
     assert all(0 < f["probability"] <= 1 and f["margin"] >= 0 for f in layer.getFeatures())
     assert layer.crs().authid() == "EPSG:26914" and tiles_inside_their_rasters(layer)
@@ -281,7 +292,9 @@ def test_loaded_outputs_are_styled_by_class_and_by_score(built, qgis_new_project
     layer = QgsProject.instance().mapLayer(out["OUTPUT"])
     assert isinstance(layer.renderer(), QgsCategorizedSymbolRenderer)
     assert layer.renderer().classAttribute() == "label"
-    assert [c.value() for c in layer.renderer().categories()] == ["water", "forest", "buildings"]
+    found = {f["label"] for f in layer.getFeatures()}
+    assert [c.value() for c in layer.renderer().categories()] == [c for c in ("water", "forest", "buildings")
+                                                                   if c in found], "the classes found, in set order"
     out = processing.runAndLoadResults("rsclip_search:search_text", {
         "INDEX": str(folder), "QUERY": "lake", "TOP_K": 10, "OUTPUT": "TEMPORARY_OUTPUT"})
     layer = QgsProject.instance().mapLayer(out["OUTPUT"])

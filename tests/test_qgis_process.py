@@ -92,11 +92,12 @@ def test_build_search_label_and_similar_from_the_shell(profile_env, tiny_model, 
     assert code == 0, log
 
     count, fields, epsg, tile_ids = read_gpkg(footprints)
-    assert (count, fields, epsg) == (20, ["raster", "tile_id"], "26914") and len(set(tile_ids)) == 20
+    assert (count, fields, epsg) == (20, ["raster", "tile_id", "model"], "26914") and len(set(tile_ids)) == 20
     count, fields, epsg, hit_ids = read_gpkg(results)
-    assert (count, fields, epsg) == (5, ["rank", "score", "raster", "tile_id"], "26914")
+    assert (count, fields, epsg) == (5, ["rank", "score", "raster", "tile_id", "query", "model"], "26914")
     count, fields, epsg, _ = read_gpkg(labels)
-    assert (count, fields, epsg) == (20, ["label", "probability", "margin", "raster", "tile_id"], "26914")
+    assert (count, epsg) == (20, "26914")
+    assert fields == ["label", "probability", "margin", "raster", "tile_id", "classes", "model"]
     count, fields, epsg, similar_ids = read_gpkg(similar)
     assert (count, epsg) == (3, "26914") and not set(similar_ids) & set(hit_ids)
 

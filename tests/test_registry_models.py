@@ -26,7 +26,7 @@ import torch
 from engine.models import GELU, QUICK_GELU, REGISTRY, activation_of, load_model, resolve_model_ref
 from engine.models import registry
 from engine.models.download import artefact_path, cached_weights_path
-from engine.models.loading import _LOADED
+from engine.models.cache import ENCODERS
 from localhub import hub_factory, sha256_of  # noqa: F401  (fixture)
 from tinymodel import training_checkpoint
 
@@ -155,7 +155,7 @@ def load_through_registry(name: str, published: Published, make_hub, monkeypatch
     if spec.verification == "pinned":  # the random file's own size and hash stand in for the publisher's
         local = replace(local, size=published.file.stat().st_size, sha256=published.sha256)
     monkeypatch.setitem(registry.REGISTRY, name, local)
-    _LOADED.clear()
+    ENCODERS.clear()
     gc.collect()
     loaded = load_model(resolve_model_ref(name=name))
     recorded = (artefact_path(local).with_name(artefact_path(local).name + ".sha256")).read_text().strip()
@@ -183,7 +183,7 @@ def check_entry(name: str, published: Published, make_hub, monkeypatch, toleranc
 def _drop_big_files(tmp_path):
     """Checkpoints run to gigabytes: delete them after each test rather than leave them to pytest's tmp retention."""
     yield
-    _LOADED.clear()
+    ENCODERS.clear()
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.stat().st_size > 1_000_000:
             path.unlink()
@@ -313,8 +313,7 @@ def test_an_index_from_the_last_release_still_searches_and_says_to_rebuild(vit_b
     assert len(old_ids) == 4
 
     # searched and described by this version
-    jobs._ENCODERS.clear()
-    _LOADED.clear()
+    ENCODERS.clear()
     capsys.readouterr()
     assert main(["search", "farmland", "--index", str(old), "--top-k", "2"]) == 0
     out, err = capsys.readouterr()

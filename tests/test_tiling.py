@@ -12,8 +12,8 @@ from shapely import wkt
 from shapely.geometry import Polygon
 
 from engine.errors import Cancelled, EngineError
-from engine.tiling import (RasterTiler, TilingSpec, TileWindow, compute_stretch, ground_pixel_size, open_raster,
-                           plan_windows, raster_fingerprint)
+from engine.tiling import (MIN_TILE_PX, RasterTiler, TilingSpec, TileWindow, compute_stretch, ground_pixel_size,
+                           open_raster, plan_windows, raster_fingerprint)
 from rasters import noise, write_raster, write_vrt
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -120,17 +120,36 @@ def test_metre_tiles_on_landsat_in_degrees_are_right_on_the_ground():
             assert haversine_m(lon1, lat1, lon2, lat2) == pytest.approx(3000, rel=0.02)
 
 
-def test_500_m_tiles_on_landsat_are_the_nearest_whole_pixels_to_500_m():
-    """Landsat pixels are ~89 m: 500 m is 5.6 px, so a pixel window can only be within half a pixel."""
+def test_500_m_tiles_on_landsat_are_enlarged_to_32_px_square_on_the_ground():
+    """Landsat pixels are ~89 m: 500 m is 5.6 px, a blur the model cannot read (7,371 such tiles per scene
+    swamped every search); tiles given in metres are at least 32 px a side, square on the ground."""
+    assert MIN_TILE_PX == 32
     with RasterTiler(shared(LANDSAT), TilingSpec(size=500, units="m")) as tiler:
         gt = tiler.info.transform
         lat = math.radians(gt[3] + gt[5] * tiler.info.height / 2)
         px_w, px_h = 111320 * math.cos(lat) * gt[1], 110574 * -gt[5]
+        assert (round(500 / px_w), round(500 / px_h)) == (6, 6), "what 500 m would have been"
         w = tiler.windows[0]
-        assert (w.width, w.height) == (round(500 / px_w), round(500 / px_h)) == (6, 6)
+        assert (w.width, w.height) == (32, 32)
+        assert len(tiler.windows) == 22 * 12  # 697 x 377 px: 21 x 11 whole tiles plus an edge-snapped column, row
         (lon0, lat0), (lon1, lat1), (lon2, lat2), _ = list(wkt.loads(tiler.footprint(w)[1]).exterior.coords)[:4]
-        assert abs(haversine_m(lon0, lat0, lon1, lat1) - 500) <= px_w / 2
-        assert abs(haversine_m(lon1, lat1, lon2, lat2) - 500) <= px_h / 2
+        width_m, height_m = haversine_m(lon0, lat0, lon1, lat1), haversine_m(lon1, lat1, lon2, lat2)
+        assert width_m == pytest.approx(32 * px_w, rel=0.02) and height_m == pytest.approx(32 * px_h, rel=0.02)
+        assert width_m == pytest.approx(height_m, rel=0.02), "square on the ground"
+    # 3 km is 34 px: above the minimum, so exactly what was asked
+    assert plan_windows(open_raster(shared(LANDSAT), TilingSpec()), TilingSpec(size=3000, units="m"))[0].width == 34
+    # pixels are taken as given
+    assert plan_windows(open_raster(shared(LANDSAT), TilingSpec()), TilingSpec(size=6))[0].width == 6
+
+
+def test_an_index_made_before_the_minimum_keeps_cutting_as_it_did():
+    """Its recorded tiling has no min_px: resumed and added rasters get the tiles it always made (no mixed sizes)."""
+    recorded = TilingSpec.from_dict({"size": 500.0, "units": "m", "overlap": 0.0, "bands": None, "max_nodata": 0.5,
+                                     "read_size": 224})
+    assert recorded.min_px == 1 and TilingSpec().min_px == MIN_TILE_PX
+    assert TilingSpec.from_dict(TilingSpec(size=500, units="m").to_dict()).min_px == MIN_TILE_PX, "recorded now"
+    windows = plan_windows(open_raster(shared(LANDSAT), TilingSpec()), recorded)
+    assert (windows[0].width, windows[0].height) == (6, 6) and len(windows) == 7371
 
 
 def test_naip_tile_footprints_lie_inside_the_raster():
@@ -336,10 +355,14 @@ def test_metres_are_ground_metres_in_web_mercator(tmp_path):
     assert plan_windows(info, TilingSpec(size=500, units="m"))[0].width == 100
 
 
-def test_a_metre_tile_smaller_than_a_pixel_is_refused(tmp_path):
+def test_a_metre_tile_smaller_than_a_pixel_is_enlarged_or_refused_by_an_old_index(tmp_path):
     path = write_raster(tmp_path / "coarse.tif", noise(3, 8, 8))
+    info = open_raster(path, TilingSpec())
+    windows = plan_windows(info, TilingSpec(size=2, units="m"))
+    assert (windows[0].width, windows[0].height) == (8, 8), "32 px, cut to this 8 px raster: one tile of it all"
+    old = TilingSpec.from_dict({"size": 2, "units": "m"})  # an index made before the minimum
     with pytest.raises(EngineError, match="smaller than one pixel of coarse.tif"):
-        plan_windows(open_raster(path, TilingSpec()), TilingSpec(size=2, units="m"))
+        plan_windows(info, old)
 
 
 # --- errors, spec, fingerprint ---------------------------------------------------------------------
@@ -397,8 +420,8 @@ def test_gdal_exception_mode_is_left_alone(tmp_path, exceptions):
 def test_spec_validation_and_round_trip():
     spec = TilingSpec(size=500, units="m", overlap=0.25, bands=(4, 3, 2), max_nodata=0.3, read_size=256)
     assert TilingSpec.from_dict(spec.to_dict()) == spec
-    assert TilingSpec.from_dict({}) == TilingSpec()
-    assert TilingSpec.from_dict({"size": 64, "future_key": 1}) == TilingSpec(size=64.0)
+    assert TilingSpec.from_dict({}) == TilingSpec(min_px=1), "recorded before metre tiles had a minimum"
+    assert TilingSpec.from_dict({"size": 64, "future_key": 1, "min_px": 32}) == TilingSpec(size=64.0)
     for bad in (TilingSpec(size=0), TilingSpec(size=-3), TilingSpec(size=float("nan")), TilingSpec(units="ft"),
                 TilingSpec(overlap=0.95), TilingSpec(overlap=-0.1), TilingSpec(bands=(1, 2)), TilingSpec(bands=(0,)),
                 TilingSpec(max_nodata=1.5), TilingSpec(read_size=4), TilingSpec(size=0.5)):

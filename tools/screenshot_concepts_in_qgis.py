@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget
 from qgis.utils import iface, plugins
 
 LOG = Path(os.environ["RSCLIP_SHOT_WORK"]) / "messages.log"  # QGIS's message log, to see what went wrong
@@ -32,6 +32,12 @@ dock.tabs.setCurrentWidget(panel)
 panel.top_k_spin.setValue(12)
 panel.query_edit.setText(os.environ["RSCLIP_SHOT_QUERY"])
 iface.mainWindow().resize(1400, 900)
+# the Layers panel, wide enough to read the result layers' names and legends (the Browser panel makes room)
+for side in iface.mainWindow().findChildren(QDockWidget):
+    if side.objectName() == "Browser":
+        side.hide()
+    elif side.objectName() == "Layers":
+        iface.mainWindow().resizeDocks([side], [290], Qt.Orientation.Horizontal)
 iface.mapCanvas().setExtent(raster.extent())
 steps = ["search", "mark", "refine", "areas", "settle"]
 state = {"ticks": 0, "step": 0, "settle": 0}

@@ -2,8 +2,8 @@
 import os
 
 from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget
 from qgis.utils import iface, plugins
 
 raster = QgsRasterLayer(os.environ["RSCLIP_SHOT_RASTER"], "NAIP 2016")
@@ -15,6 +15,12 @@ plugin.controller.refresh_status()
 dock.top_k_spin.setValue(10)
 dock.query_edit.setText(os.environ["RSCLIP_SHOT_QUERY"])
 iface.mainWindow().resize(1400, 900)
+# the Layers panel, wide enough to read the result layers' names and legends (the Browser panel makes room)
+for side in iface.mainWindow().findChildren(QDockWidget):
+    if side.objectName() == "Browser":
+        side.hide()
+    elif side.objectName() == "Layers":
+        iface.mainWindow().resizeDocks([side], [290], Qt.Orientation.Horizontal)
 iface.mapCanvas().setExtent(raster.extent())
 state = {"ticks": 0, "searched": False}
 

@@ -278,6 +278,10 @@ class ConceptsPanel(QWidget):
     def concept(self) -> str:
         return self.concept_combo.currentText().strip()
 
+    def texts(self) -> tuple[str, str]:
+        """What to find and what it is not, as typed."""
+        return self.query_edit.text().strip(), self.negative_edit.text().strip()
+
     def set_concepts(self, names: list[str], current: str | None = None) -> None:
         """The index's concepts; ``current`` (or the previous choice) stays chosen when it exists."""
         keep = current if current is not None else self.concept()

@@ -1,7 +1,10 @@
 """The search dock: query and results, zero-shot labelling, and indexing of the project's rasters.
 
 It only gathers what the user asks for and shows what it is given: requests leave as
-parameter dataclasses through signals, and the controller (plugin/controller.py) runs them.
+parameter dataclasses through signals, and the controller (plugin/controller.py) runs them and
+remembers the choices in QGIS's settings; the dock neither reads nor writes settings itself
+(``set_choices`` fills it). Other parts of the plugin use its methods (``focus_search_within``,
+``request_similar``…), never its widgets.
 """
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from pathlib import Path
 from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                                 QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar,
-                                 QPushButton, QSpinBox, QStackedWidget, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+                                 QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QPushButton,
+                                 QSpinBox, QStackedWidget, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
-from ..plugin import settings
-from .params import IndexParams, LabelParams, SearchParams, SimilarParams
+from .params import DockChoices, IndexParams, LabelParams, SearchParams, SimilarParams
+from .progress_bar import JobProgressBar
 
 CUSTOM_MODEL = "Custom checkpoint…"
 CUSTOM_CLASSES = "Custom classes…"
@@ -45,6 +48,8 @@ class SearchDock(QDockWidget):
         self._class_sets: dict[str, list[str]] = {}
         self._model_details: dict[str, tuple[str, str]] = {}
         self._own_templates = "the model's own prompt templates"
+        self._unlocked: tuple | None = None  # the Index tab's own values while an index's settings are shown
+        self._results_dir = ""
         body = QWidget()
         outer = QVBoxLayout(body)
         self.missing_label = QLabel()
@@ -88,25 +93,28 @@ class SearchDock(QDockWidget):
         self.change_panel = ChangePanel(self.index_dir)
         self.tabs.addTab(self.change_panel, "Change")
         outer.addWidget(self.tabs)
+        # while a job runs: a bar as wide as the dock (percentage and the job's message) and Cancel
         busy = QHBoxLayout()
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
+        self.progress = JobProgressBar()
         self.progress.hide()
-        busy.addWidget(self.progress)
+        busy.addWidget(self.progress, 1)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running job; an index keeps the tiles embedded so far")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         busy.addWidget(self.cancel_button)
-        busy.addStretch(1)
+        outer.addLayout(busy)
+        tools = QHBoxLayout()
+        tools.addStretch(1)
         self.diagnostics_button = QToolButton()
         self.diagnostics_button.setText("Diagnostics")
         self.diagnostics_button.setToolTip("Copy a report of versions, device, folders and last errors to the "
                                            "clipboard, for a bug report")
         self.diagnostics_button.clicked.connect(self.diagnosticsRequested.emit)
-        busy.addWidget(self.diagnostics_button)
-        outer.addLayout(busy)
+        tools.addWidget(self.diagnostics_button)
+        outer.addLayout(tools)
         self.setWidget(body)
+        self.set_choices(DockChoices())
 
     # -- building ------------------------------------------------------------------
     def _search_tab(self) -> QWidget:
@@ -125,7 +133,6 @@ class SearchDock(QDockWidget):
         opts.addWidget(QLabel("Top"))
         self.top_k_spin = QSpinBox()
         self.top_k_spin.setRange(1, 100000)
-        self.top_k_spin.setValue(settings.TOP_K.get())
         opts.addWidget(self.top_k_spin)
         opts.addWidget(QLabel("Min. score"))
         self.min_score_spin = QDoubleSpinBox()
@@ -134,7 +141,6 @@ class SearchDock(QDockWidget):
         self.min_score_spin.setDecimals(3)
         self.min_score_spin.setSpecialValueText("none")
         self.min_score_spin.setMinimum(-1.0)
-        self.min_score_spin.setValue(settings.MIN_SCORE.get())
         opts.addWidget(self.min_score_spin)
         self.scale_label = QLabel("Scale")
         opts.addWidget(self.scale_label)
@@ -152,6 +158,10 @@ class SearchDock(QDockWidget):
         restrict.addWidget(self.clear_restrict)
         lay.addLayout(restrict)
         self.set_restriction(None, None)
+        self.results_caption = QLabel()  # what the list holds: "10 tiles for “farm fields”", "… similar to …"
+        self.results_caption.setWordWrap(True)
+        self.results_caption.hide()
+        lay.addWidget(self.results_caption)
         self.results_list = QListWidget()
         self.results_list.setIconSize(QSize(64, 64))
         self.results_list.setUniformItemSizes(True)
@@ -161,7 +171,7 @@ class SearchDock(QDockWidget):
         lay.addWidget(self.results_list)
         buttons = QHBoxLayout()
         self.similar_button = QPushButton("Find similar to selected result")
-        self.similar_button.clicked.connect(self.request_similar)
+        self.similar_button.clicked.connect(lambda: self.request_similar())
         buttons.addWidget(self.similar_button)
         self.save_button = QPushButton("Save as GeoPackage…")
         self.save_button.setToolTip("Write the latest search or labelling result to a GeoPackage")
@@ -192,11 +202,10 @@ class SearchDock(QDockWidget):
         self.classes_stack.addWidget(self.classes_preview)
         self.classes_edit = QPlainTextEdit()
         self.classes_edit.setPlaceholderText("water, forest, cropland, built-up area (comma or one per line)")
-        self.classes_edit.setPlainText(settings.CUSTOM_CLASSES.get())
         self.classes_stack.addWidget(self.classes_edit)
         self.classes_stack.setMaximumHeight(120)
         form.addRow("Classes", self.classes_stack)
-        self.templates_edit = QLineEdit(settings.TEMPLATES.get())
+        self.templates_edit = QLineEdit()
         self.templates_edit.setPlaceholderText("default: a satellite image of {}.; an aerial photograph of {}.; …")
         form.addRow("Prompt templates", self.templates_edit)
         self.templates_note = QLabel()  # which templates the next labelling uses
@@ -222,11 +231,11 @@ class SearchDock(QDockWidget):
         self.model_details.setWordWrap(True)
         self.model_details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("", self.model_details)
-        self.arch_edit = QLineEdit(settings.CUSTOM_ARCH.get())
+        self.arch_edit = QLineEdit()
         self.arch_edit.setPlaceholderText("open_clip config (ViT-B-32, ViT-B-32-quickgelu) or model-config JSON")
         form.addRow("Architecture", self.arch_edit)
         ckpt = QHBoxLayout()
-        self.checkpoint_edit = QLineEdit(settings.CUSTOM_CHECKPOINT.get())
+        self.checkpoint_edit = QLineEdit()
         ckpt.addWidget(self.checkpoint_edit)
         browse = QToolButton()
         browse.setText("…")
@@ -237,24 +246,25 @@ class SearchDock(QDockWidget):
         self.tile_size_spin = QDoubleSpinBox()
         self.tile_size_spin.setRange(8, 100000)
         self.tile_size_spin.setDecimals(0)
-        self.tile_size_spin.setValue(settings.TILE_SIZE.get())
         size.addWidget(self.tile_size_spin)
         self.units_combo = QComboBox()
         self.units_combo.addItem("pixels", "px")
         self.units_combo.addItem("metres", "m")
-        self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(settings.TILE_UNITS.get())))
         size.addWidget(self.units_combo)
         form.addRow("Tile size", size)
         self.overlap_spin = QDoubleSpinBox()
         self.overlap_spin.setRange(0.0, 0.9)
         self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setValue(settings.OVERLAP.get())
         form.addRow("Overlap", self.overlap_spin)
         self.scales_edit = QLineEdit()
         self.scales_edit.setPlaceholderText("1 (or e.g. 1,2,4: also tiles 2 and 4 times as large)")
         self.scales_edit.setToolTip("Tile sizes as multiples of the tile size, each embedded at the model's input "
                                     "size; added to an existing index, only the new sizes are embedded")
         form.addRow("Scales", self.scales_edit)
+        self.index_settings_note = QLabel()  # why the fields above are locked (an existing index keeps its own)
+        self.index_settings_note.setWordWrap(True)
+        self.index_settings_note.hide()
+        form.addRow(self.index_settings_note)
         self.index_button = QPushButton("Index checked rasters")
         self.index_button.clicked.connect(lambda: self.request_index())
         form.addRow(self.index_button)
@@ -296,6 +306,23 @@ class SearchDock(QDockWidget):
             self.url_edit.clear()
 
     # -- filling ---------------------------------------------------------------------
+    def set_choices(self, choices: DockChoices) -> None:
+        """The fields as the user left them (the controller reads them from QGIS's settings)."""
+        self.top_k_spin.setValue(choices.top_k)
+        self.min_score_spin.setValue(choices.min_score)
+        self.classes_edit.setPlainText(choices.custom_classes)
+        self.templates_edit.setText(choices.templates)
+        self.arch_edit.setText(choices.custom_arch)
+        self.checkpoint_edit.setText(choices.custom_checkpoint)
+        self.tile_size_spin.setValue(choices.tile_size)
+        self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(choices.tile_units)))
+        self.overlap_spin.setValue(choices.overlap)
+        self._results_dir = choices.results_dir
+
+    def set_results_folder(self, folder: str) -> None:
+        """Where the next "Save as GeoPackage…" starts."""
+        self._results_dir = folder
+
     def set_models(self, names: list[str], current: str, details: dict[str, tuple[str, str]] | None = None) -> None:
         """Registry model names; ``details``: name → (one line of config, activation, licence and attribution;
         the full text for the tooltip)."""
@@ -307,6 +334,47 @@ class SearchDock(QDockWidget):
                 self.model_combo.setItemData(i, self._model_details[name][1], Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentText(current if current in names or current == CUSTOM_MODEL else names[0])
         self._model_changed(self.model_combo.currentText())
+
+    def lock_index_settings(self, reason: str | None, model: str = "", arch: str = "", checkpoint: str = "",
+                            tiling: dict | None = None, details: str = "") -> None:
+        """Show an existing index's own model (a registry name, else ``arch`` + ``checkpoint``) and ``tiling``
+        in the Index tab, disabled, with ``reason`` under them (``details`` as its tooltip); None gives the fields
+        back with their values."""
+        fields = (self.model_combo, self.arch_edit, self.checkpoint_edit, self.tile_size_spin, self.units_combo,
+                  self.overlap_spin)
+        if reason is None:
+            if self._unlocked is not None:
+                text, arch_text, checkpoint_text, size, units, overlap = self._unlocked
+                self._unlocked = None
+                self.model_combo.setCurrentText(text)
+                self.arch_edit.setText(arch_text)
+                self.checkpoint_edit.setText(checkpoint_text)
+                self.tile_size_spin.setValue(size)
+                self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(units)))
+                self.overlap_spin.setValue(overlap)
+            for widget in fields:
+                widget.setEnabled(True)
+                widget.setToolTip("")
+            self._model_changed(self.model_combo.currentText())
+            self.index_settings_note.hide()
+            return
+        if self._unlocked is None:
+            self._unlocked = (self.model_combo.currentText(), self.arch_edit.text(), self.checkpoint_edit.text(),
+                              self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value())
+        tiling = tiling or {}
+        self.model_combo.setCurrentText(model or CUSTOM_MODEL)
+        if not model:
+            self.arch_edit.setText(arch)
+            self.checkpoint_edit.setText(checkpoint)
+        self.tile_size_spin.setValue(float(tiling.get("size", self.tile_size_spin.value())))
+        self.units_combo.setCurrentIndex(max(0, self.units_combo.findData(tiling.get("units", "px"))))
+        self.overlap_spin.setValue(float(tiling.get("overlap") or 0.0))
+        for widget in fields:
+            widget.setEnabled(False)
+            widget.setToolTip(reason)
+        self.index_settings_note.setText(reason)
+        self.index_settings_note.setToolTip(details)
+        self.index_settings_note.show()
 
     def set_class_sets(self, sets: dict[str, list[str]], current: str) -> None:
         """Shipped class sets (name → classes) to pick from, plus the user's own list."""
@@ -360,6 +428,13 @@ class SearchDock(QDockWidget):
         self.restrict_label.setText(f"Within: {name}" if path else "Within: all indexed rasters")
         self.clear_restrict.setVisible(bool(path))
 
+    def focus_search_within(self, name: str, path: str) -> None:
+        """The layer action *Search within this layer…*: the Search tab, restricted to that raster, ready to type."""
+        self.set_restriction(name, path)
+        self.tabs.setCurrentIndex(0)
+        self.query_edit.setFocus()
+        self.query_edit.selectAll()
+
     def set_busy(self, busy: bool) -> None:
         """While a job runs: no second job from the dock, a progress bar and a Cancel button."""
         for button in (self.search_button, self.label_button, self.index_button, self.similar_button,
@@ -370,15 +445,15 @@ class SearchDock(QDockWidget):
         self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy)
         if busy:
-            self.progress.setValue(0)
-            self.progress.setFormat("%p%")
+            self.progress.set_progress(0)
 
     def set_progress(self, percent: float, message: str = "") -> None:
-        self.progress.setValue(int(percent))
-        self.progress.setFormat(f"%p%  {message}" if message else "%p%")
+        self.progress.set_progress(percent, message)
 
-    def show_results(self, hits, thumbnails: dict) -> None:
-        """Fill the list: rank, score, raster name and a thumbnail per tile."""
+    def show_results(self, hits, thumbnails: dict, caption: str = "") -> None:
+        """Fill the list: rank, score, raster name and a thumbnail per tile, under ``caption`` (what they are)."""
+        self.results_caption.setText(caption)
+        self.results_caption.setVisible(bool(caption))
         self.results_list.blockSignals(True)
         self.results_list.clear()
         for hit in hits:
@@ -394,22 +469,23 @@ class SearchDock(QDockWidget):
 
     # -- requests --------------------------------------------------------------------
     def request_search(self) -> None:
-        settings.TOP_K.set(self.top_k_spin.value())
-        settings.MIN_SCORE.set(self.min_score_spin.value())
         self.searchRequested.emit(SearchParams(
             self.index_dir(), self.query_edit.text(), self.top_k_spin.value(), self._min_score(),
             [self._restrict[1]] if self._restrict else [], self.scale()))
 
-    def request_similar(self) -> None:
-        item = self.results_list.currentItem()
-        ids = [int(item.data(TILE_ROLE))] if item is not None else []
-        self.similarRequested.emit(SimilarParams(self.index_dir(), ids, self.top_k_spin.value(), self._min_score(),
-                                                 self.scale()))
+    def request_similar(self, tile_ids: list[int] | None = None, index_dir: str | None = None) -> None:
+        """Tiles like the given ones (of the index ``index_dir``, e.g. a result layer's), else like the selected
+        result, with the Search tab's Top and Min. score (and scale)."""
+        if tile_ids is None:
+            item = self.results_list.currentItem()
+            tile_ids = [int(item.data(TILE_ROLE))] if item is not None else []
+        self.similarRequested.emit(SimilarParams(index_dir or self.index_dir(), list(tile_ids),
+                                                 self.top_k_spin.value(), self._min_score(), self.scale()))
 
     def request_heatmap(self) -> None:
         """A heat map of the selected result (the controller says what to do when none is selected)."""
         item = self.results_list.currentItem()
-        self.heatmapRequested.emit(int(item.data(Qt.ItemDataRole.UserRole)) if item is not None else -1)
+        self.heatmapRequested.emit(int(item.data(TILE_ROLE)) if item is not None else -1)
 
     def set_scales(self, scales: list[tuple[str, int | None]]) -> None:
         """(label, scale) choices of an index with several scales ("all scales" first); hidden otherwise."""
@@ -428,7 +504,7 @@ class SearchDock(QDockWidget):
     def request_save(self, path: str | None = None) -> None:
         """Ask where to save (unless given) and emit the GeoPackage path."""
         if path is None:
-            start = str(Path(settings.RESULTS_DIR.get() or Path.home()) / "rsclip_results.gpkg")
+            start = str(Path(self._results_dir or Path.home()) / "rsclip_results.gpkg")
             # no "replace the file?" question: results become a layer of the file (asked about if it exists)
             path, _ = QFileDialog.getSaveFileName(self, "Save results", start, "GeoPackage (*.gpkg)",
                                                   options=QFileDialog.Option.DontConfirmOverwrite)
@@ -449,9 +525,6 @@ class SearchDock(QDockWidget):
 
     def request_label(self) -> None:
         custom = self.class_set_combo.currentText() == CUSTOM_CLASSES
-        settings.CLASS_SET.set("" if custom else self.class_set_combo.currentText())
-        settings.CUSTOM_CLASSES.set(self.classes_edit.toPlainText())
-        settings.TEMPLATES.set(self.templates_edit.text())
         self.labelRequested.emit(LabelParams(self.index_dir(), "" if custom else self.class_set_combo.currentText(),
                                              self.classes_edit.toPlainText(), self.templates_edit.text()))
 
@@ -460,22 +533,16 @@ class SearchDock(QDockWidget):
         self.indexRequested.emit(self.index_params(rasters))
 
     def index_params(self, rasters: list[str] | None = None) -> IndexParams:
-        """The Index tab's settings (remembered) for the given rasters, or the checked ones of the list."""
+        """The Index tab's settings for the given rasters, or the checked ones of the list."""
         if rasters is None:
             rasters = [self.rasters_list.item(i).data(PATH_ROLE) for i in range(self.rasters_list.count())
                        if self.rasters_list.item(i).checkState() == Qt.CheckState.Checked]
         custom = self.model_combo.currentText() == CUSTOM_MODEL
-        settings.MODEL.set(self.model_combo.currentText())
-        settings.CUSTOM_ARCH.set(self.arch_edit.text())
-        settings.CUSTOM_CHECKPOINT.set(self.checkpoint_edit.text())
-        settings.TILE_SIZE.set(self.tile_size_spin.value())
-        settings.TILE_UNITS.set(self.units_combo.currentData())
-        settings.OVERLAP.set(self.overlap_spin.value())
         return IndexParams(
             self.index_dir(), rasters, None if custom else self.model_combo.currentText(),
             self.arch_edit.text().strip() if custom else None, self.checkpoint_edit.text().strip() if custom else None,
             self.tile_size_spin.value(), self.units_combo.currentData(), self.overlap_spin.value(),
-            settings.BATCH_SIZE.get(), scales=self.scales_edit.text().strip())
+            scales=self.scales_edit.text().strip())
 
     def _min_score(self) -> float | None:
         value = self.min_score_spin.value()

@@ -4,10 +4,10 @@ from __future__ import annotations
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtWidgets import (QButtonGroup, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                                 QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QToolButton,
-                                 QVBoxLayout)
+                                 QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QToolButton, QVBoxLayout)
 
 from .params import InstallParams
+from .progress_bar import JobProgressBar
 
 VARIANT_CHOICES = (("auto", "Automatic"), ("cpu", "CPU only (smaller)"), ("cuda", "NVIDIA GPU (CUDA)"))
 
@@ -53,9 +53,7 @@ class InstallDialog(QDialog):
         self.plan_view.setWordWrap(True)
         self.plan_view.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.plan_view)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
+        self.progress = JobProgressBar()
         layout.addWidget(self.progress)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -101,8 +99,7 @@ class InstallDialog(QDialog):
         self.log_view.appendPlainText(line)
 
     def set_progress(self, percent: float, message: str = "") -> None:
-        self.progress.setValue(int(percent))
-        self.progress.setFormat(f"%p%  {message[:80]}" if message else "%p%")
+        self.progress.set_progress(percent, message)
 
     def set_running(self, running: bool) -> None:
         for widget in (self.variant_combo, self.internet_radio, self.bundle_radio, self.bundle_edit,
@@ -112,14 +109,14 @@ class InstallDialog(QDialog):
         self.cancel_button.setEnabled(running)
         if running:
             self.result_label.clear()
-            self.progress.setValue(0)
+            self.progress.set_progress(0)
 
     def set_result(self, text: str, ok: bool) -> None:
         self.set_running(False)
         self.result_label.setText(text)
         self.result_label.setStyleSheet("color: #0b6e00;" if ok else "color: #a40000;")
         if ok:
-            self.progress.setValue(100)
+            self.progress.set_progress(100)
 
     def _changed(self, *_args) -> None:
         self.planRequested.emit(self.params())

@@ -57,3 +57,31 @@ class InstallParams:
 
     variant: str = "auto"
     bundle: str = ""
+
+
+@dataclass(frozen=True)
+class DockChoices:
+    """What the dock shows when it opens: the user's last choices, which the controller keeps in QGIS's
+    settings (plugin/settings.py). The defaults are the plugin's defaults."""
+
+    top_k: int = 20
+    #: -1 (below any score) means "no minimum".
+    min_score: float = -1.0
+    custom_classes: str = ""
+    templates: str = ""
+    custom_arch: str = ""
+    custom_checkpoint: str = ""
+    tile_size: float = 224.0
+    tile_units: str = "px"
+    overlap: float = 0.0
+    #: Where the save dialog starts (the folder of the last GeoPackage saved); empty: the home folder.
+    results_dir: str = ""
+
+
+@dataclass(frozen=True)
+class WebMapChoices:
+    """The web map dialog's zoom (XYZ), ground resolution (WMS) and request cap."""
+
+    zoom: int = 17
+    resolution_m: float = 1.0
+    max_requests: int = 2000

@@ -1,7 +1,7 @@
 """The "Index a web map layer" dialog: layer, extent, resolution, request cap and the estimate.
 
-It only gathers choices and shows what it is told (plugin/webmap.py computes the estimate and
-starts the job); ``estimateRequested`` fires whenever a choice changes.
+It only gathers choices and shows what it is told (plugin/webmap.py computes the estimate,
+starts the job and remembers the choices); ``estimateRequested`` fires whenever a choice changes.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from qgis.gui import QgsExtentWidget
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                  QLabel, QPushButton, QSpinBox, QVBoxLayout)
+
+from .params import WebMapChoices
 
 TERMS = ("Respect the terms of use of the imagery provider: many forbid bulk downloading or automated analysis "
          "of their tiles. Requests go at most two at a time, retried politely.")
@@ -82,6 +84,18 @@ class WebMapDialog(QDialog):
 
     def current_layer_id(self) -> str | None:
         return self.layer_combo.currentData()
+
+    def set_choices(self, choices: WebMapChoices) -> None:
+        """Zoom, resolution and cap as the user left them (one estimate follows, not three)."""
+        for spin, value in ((self.zoom_spin, choices.zoom), (self.resolution_spin, choices.resolution_m),
+                            (self.cap_spin, choices.max_requests)):
+            spin.blockSignals(True)
+            spin.setValue(value)
+            spin.blockSignals(False)
+        self.estimateRequested.emit()
+
+    def choices(self) -> WebMapChoices:
+        return WebMapChoices(self.zoom_spin.value(), self.resolution_spin.value(), self.cap_spin.value())
 
     def set_kind(self, kind: str, zmin: int = 0, zmax: int = 24) -> None:
         """XYZ layers choose a zoom level within the layer's range; WMS layers a ground resolution."""

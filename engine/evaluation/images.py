@@ -46,14 +46,14 @@ def _open(path: Path):
 def _read_with_gdal(path: Path) -> np.ndarray:
     from osgeo import gdal
 
-    from ..gdalutil import gdal_exceptions
+    from ..gdalutil import gdal_errors
     from ..tiling import choose_bands
 
     try:
-        with gdal_exceptions():
-            ds = gdal.Open(str(path))
+        with gdal_errors() as errors:
+            ds = errors.check(gdal.Open(str(path)))
             bands = choose_bands(ds, None)
-            data = np.stack([ds.GetRasterBand(b).ReadAsArray() for b in bands], axis=-1)
+            data = np.stack([errors.check(ds.GetRasterBand(b).ReadAsArray()) for b in bands], axis=-1)
     except (RuntimeError, EngineError, AttributeError) as exc:
         raise EngineError(f"Cannot read the image {path} ({str(exc).strip() or 'unknown format'}).") from None
     if data.dtype == np.uint8:

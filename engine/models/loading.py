@@ -17,9 +17,11 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import EngineError
 from ..progress import CancelFn, ProgressFn
@@ -207,15 +209,44 @@ def _skip_random_init():
     return SkipRandomInit()
 
 
-_LOADED: dict = {}
+class _QuietOpenClip(logging.Filter):
+    """Drops open_clip's warnings (and lesser records) made by one thread: its "No pretrained weights loaded …
+    initialized randomly" while that thread builds a model whose weights are loaded right after.
+
+    open_clip logs through the root logger (``logging.warning`` in ``open_clip/factory.py``), so the filter
+    sits on the root logger and on the "open_clip" logger, and matches records by the file that made them
+    and by thread: other loggers, other threads and open_clip's errors pass (unlike ``logging.disable``,
+    which silences every logger of the process, QGIS's included).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        import open_clip
+
+        self.folder = str(Path(open_clip.__file__).absolute().parent)  # as its code objects name their files
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.thread == self.thread and record.pathname.startswith(self.folder)
+        return not (mine and record.levelno <= logging.WARNING)
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    quiet = _QuietOpenClip()
+    loggers = (logging.getLogger(), logging.getLogger("open_clip"))
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None = None,
                cancel: CancelFn | None = None) -> LoadedModel:
-    """Load (once per process) the model an index records, verifying its weights."""
-    key = (ref, device)
-    if key in _LOADED:
-        return _LOADED[key]
+    """Load the model an index records, verifying its weights (``jobs.get_encoder`` keeps it for the process)."""
     import open_clip
 
     if ref.kind == "registry":
@@ -235,13 +266,8 @@ def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None =
         arch = ref.arch
     _check_arch(arch)
     name = _register_config(arch) if _is_config_path(arch) else arch
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" before we load the weights
-    try:
-        with _skip_random_init():  # every weight is overwritten by the strict load below
-            model = open_clip.create_model(name, pretrained=None)
-    finally:
-        logging.disable(previous)
+    with _quiet_open_clip(), _skip_random_init():  # every weight is overwritten by the strict load below
+        model = open_clip.create_model(name, pretrained=None)
     state = read_state_dict(ckpt)
     try:
         model.load_state_dict(state, strict=True)
@@ -263,6 +289,4 @@ def load_model(ref: ModelRef, device: str = "cpu", progress: ProgressFn | None =
                          and model.text_projection is not None else int(visual.output_dim),
                          context_length=int(getattr(model, "context_length", 77)),
                          logit_scale=float(model.logit_scale.exp().item()))
-    _LOADED.clear()
-    _LOADED[key] = loaded
     return loaded

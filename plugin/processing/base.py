@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsGeometry,
                        QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
@@ -18,8 +18,9 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ...engine.errors import EngineError
-from ...engine.export import common_crs, gpkg_plan, tile_geometry_wkt
+from ...engine.export import gpkg_plan
 from ...engine.index import is_index
+from ...engine.results import ResultTable
 from ..deps import install_hint, missing_packages
 from ..qgis_compat import FIELD_TYPES
 
@@ -193,22 +194,22 @@ class RsClipAlgorithm(QgsProcessingAlgorithm):
         else:
             parameters[name] = uri
 
-    def write_tiles(self, parameters: dict, context, tiles: Sequence, fields: Sequence[tuple[str, str]],
-                    rows: Sequence[dict], name: str = "OUTPUT") -> str:
-        """A polygon sink of tiles in the CRS most of them share, with ``fields`` taken from ``rows``."""
+    def write_tiles(self, parameters: dict, context, table: ResultTable, name: str = "OUTPUT") -> str:
+        """A polygon sink of a result table (``engine.results``: the fields the command line and the dock write
+        too, the query and model included), in the CRS most of its tiles share."""
         self.apply_geopackage_rule(parameters, context, name)
         qfields = QgsFields()
-        for field, kind in fields:
+        for field, kind in table.fields:
             qfields.append(QgsField(field, FIELD_TYPES[kind]))
-        crs_wkt = common_crs(tiles)
-        crs = QgsCoordinateReferenceSystem.fromWkt(crs_wkt) if crs_wkt else QgsCoordinateReferenceSystem("EPSG:4326")
+        crs = QgsCoordinateReferenceSystem.fromWkt(table.crs_wkt) if table.crs_wkt else \
+            QgsCoordinateReferenceSystem("EPSG:4326")
         sink, dest = self.parameterAsSink(parameters, name, context, qfields, QgsWkbTypes.Type.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
-        for tile, row in zip(tiles, rows):
+        for values, wkt in table.rows:
             feat = QgsFeature(qfields)
-            feat.setAttributes([row[f] for f, _ in fields])
-            feat.setGeometry(QgsGeometry.fromWkt(tile_geometry_wkt(tile, crs_wkt)))
+            feat.setAttributes(values)
+            feat.setGeometry(QgsGeometry.fromWkt(wkt))
             sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
         return dest
 

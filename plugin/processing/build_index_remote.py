@@ -66,11 +66,11 @@ class BuildIndexStac(BuildIndex):
         collections = [c.strip() for c in self.parameterAsString(parameters, "COLLECTIONS", context).split(",")
                        if c.strip()]
         folder = self.parameterAsFileOutput(parameters, "INDEX", context)
-        model, tiling = self.model_and_tiling(folder, args, feedback)
+        self.plan(folder, args, feedback)
         report, found = self.engine(
             index_stac, folder, url, collections, bbox, self.parameterAsString(parameters, "DATETIME", context) or None,
             self.parameterAsString(parameters, "ASSET", context).strip() or None,
-            self.parameterAsInt(parameters, "MAX_ITEMS", context), model=model, tiling=tiling,
+            self.parameterAsInt(parameters, "MAX_ITEMS", context), model=args["model"], tiling=args["tiles"],
             batch_size=args["batch_size"], **self.callbacks(feedback))
         feedback.pushInfo(f"{found.matched} item(s) matched; indexed the {found.rasters[0].asset!r} asset of "
                           f"{len(found.rasters)}; their dates are kept in the index.")
@@ -114,7 +114,6 @@ class BuildIndexWebMap(BuildIndex):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ...engine import jobs
         from ...engine.sources.webmap import estimate, zoom_for_resolution
-        from ...engine.tiling import TilingSpec
         from ..webmap import is_web_layer, remote_options, source_path, web_service
 
         self.require_packages()
@@ -135,11 +134,10 @@ class BuildIndexWebMap(BuildIndex):
         path = self.engine(source_path, service, extent, crs, zoom, metres)
         options = self.engine(remote_options, service, self.parameterAsInt(parameters, "MAX_REQUESTS", context))
         folder = self.parameterAsFileOutput(parameters, "INDEX", context)
-        model, tiling = self.model_and_tiling(folder, args, feedback)
-        recorded = jobs.info(folder).tiling if tiling is None else None
-        guess = self.engine(estimate, path, tiling or TilingSpec.from_dict(recorded), options)
+        plan = self.plan(folder, args, feedback)
+        guess = self.engine(estimate, path, plan.tiling, options)
         feedback.pushInfo(f"{layer.name()}: {guess.text()} (cap {options.max_requests} requests).")
         with using(options):
-            report = self.engine(jobs.index_rasters, folder, [path], model=model, tiling=tiling,
+            report = self.engine(jobs.index_rasters, folder, [path], model=args["model"], tiling=args["tiles"],
                                  batch_size=args["batch_size"], **self.callbacks(feedback))
         return self.finish(parameters, context, feedback, folder, report, [path])

@@ -7,7 +7,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterString)
 
 from ...engine import jobs
-from ...engine.change import CHANGE_FIELDS, DIRECTIONS, change_values
+from ...engine.change import DIRECTIONS
+from ...engine.results import change_table
 from ..change import style_change
 from .base import RsClipAlgorithm
 from .search_text import optional_number
@@ -83,7 +84,6 @@ class FindChange(RsClipAlgorithm):
                              args["direction"], args["top_k"], args["scale"], args["min_iou"],
                              **self.callbacks(feedback))
         feedback.pushInfo(result.summary())
-        dest = self.write_tiles(parameters, context, result.rows, CHANGE_FIELDS,
-                                [change_values(r, result) for r in result.rows])
+        dest = self.write_tiles(parameters, context, change_table(result))
         style_on_load(context, dest, style_change)
         return {"OUTPUT": dest}

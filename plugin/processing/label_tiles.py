@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterEnum, QgsProcessingP
 
 from ...engine import jobs
 from ...engine.classsets import available_class_sets, load_class_set, parse_classes
-from ...engine.export import LABEL_FIELDS, label_row
+from ...engine.results import label_table
 from ...engine.prompts import parse_templates
 from ..layers import style_by_class
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs
@@ -35,7 +35,8 @@ class LabelTiles(RsClipAlgorithm):
             "(e.g. 'a satellite image of {}'); default: the prompt templates of the index's model "
             "(see 'python -m engine models').\n"
             "EXTENT and AREA (advanced) restrict labelling to tiles touching them.\n\n"
-            "Output fields: label, probability, margin (lead over the runner-up class), raster, tile_id; "
+            "Output fields: label, probability, margin (lead over the runner-up class), raster, tile_id, classes "
+            "(the class set) and model; "
             "the layer is styled with one colour per class.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
@@ -62,7 +63,8 @@ class LabelTiles(RsClipAlgorithm):
             classes = self.engine(load_class_set, choice)
         templates = self.engine(parse_templates, self.parameterAsString(parameters, "TEMPLATE", context) or None)
         check_extent_crs(self, parameters, context)
-        return {"folder": folder, "classes": classes, "templates": templates}
+        return {"folder": folder, "classes": classes, "templates": templates,
+                "class_set": "" if choice == CUSTOM_LIST else choice}
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_packages()
@@ -70,7 +72,7 @@ class LabelTiles(RsClipAlgorithm):
         labels = self.engine(jobs.label, args["folder"], args["classes"], args["templates"],
                              within_wgs84_wkt=area_wgs84_wkt(self, parameters, context), **self.callbacks(feedback))
         feedback.pushInfo(f"{len(labels)} tile(s) labelled with {len(args['classes'])} classes.")
-        dest = self.write_tiles(parameters, context, [lab.tile for lab in labels], LABEL_FIELDS,
-                                [label_row(lab) for lab in labels])
+        model = jobs.model_label(jobs.model_of(args["folder"]))
+        dest = self.write_tiles(parameters, context, label_table(labels, args["classes"], model, args["class_set"]))
         style_on_load(context, dest, partial(style_by_class, classes=args["classes"]))
         return {"OUTPUT": dest}

@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterFeatureSink, QgsProc
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from ...engine import jobs
-from ...engine.export import hit_fields, hit_row
+from ...engine.results import hit_table
 from ...engine.search import clean_query
 from ..layers import style_by_score
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs
@@ -34,8 +34,8 @@ class SearchText(RsClipAlgorithm):
             "them; with both, to where they overlap.\n\n"
             "In an index with several scales, hits rank across tile sizes and a hit that a better one covers by half "
             "or more is left out; SCALE keeps only the tiles of one scale.\n\n"
-            "Output fields: rank (1 = best), score, raster, tile_id (and scale, in an index with several); in the "
-            "CRS most result tiles share.")
+            "Output fields: rank (1 = best), score, raster, tile_id, query and model (and scale, in an index with "
+            "several); in the CRS most result tiles share.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
@@ -70,7 +70,7 @@ class SearchText(RsClipAlgorithm):
                            within_wgs84_wkt=area_wgs84_wkt(self, parameters, context), scale=args["scale"],
                            **self.callbacks(feedback))
         feedback.pushInfo(f"{len(hits)} tile(s) match '{args['query']}'.")
-        dest = self.write_tiles(parameters, context, [h.tile for h in hits], hit_fields(hits),
-                                [hit_row(h) for h in hits])
+        model = jobs.model_label(jobs.model_of(args["folder"]))
+        dest = self.write_tiles(parameters, context, hit_table(hits, args["query"], model))
         style_on_load(context, dest, style_by_score)
         return {"OUTPUT": dest}

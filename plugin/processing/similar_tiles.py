@@ -6,7 +6,7 @@ from qgis.core import (NULL, QgsProcessing, QgsProcessingException, QgsProcessin
                        QgsProcessingParameterPoint)
 
 from ...engine import jobs
-from ...engine.export import hit_fields, hit_row
+from ...engine.results import hit_table, similar_query
 from ..layers import style_by_score
 from .areas import add_area_parameters, area_wgs84_wkt, check_extent_crs, point_wgs84
 from .base import RsClipAlgorithm
@@ -29,7 +29,7 @@ class SimilarTiles(RsClipAlgorithm):
             "(tick 'Selected features only' to use the tiles you selected), and/or POINT, the tile(s) under a "
             "point. The examples themselves are left out of the results.\n"
             "EXTENT and AREA (advanced) restrict the results to tiles touching them.\n\n"
-            "Output fields: rank, score, raster, tile_id.")
+            "Output fields: rank, score, raster, tile_id, query (the example tiles) and model.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("INDEX", self.tr("Index folder"),
@@ -83,7 +83,7 @@ class SimilarTiles(RsClipAlgorithm):
                           f"{' …' if len(ids) > 10 else ''}.")
         hits = self.engine(jobs.similar, args["folder"], ids, args["top_k"],
                            within_wgs84_wkt=area_wgs84_wkt(self, parameters, context))
-        dest = self.write_tiles(parameters, context, [h.tile for h in hits], hit_fields(hits),
-                                [hit_row(h) for h in hits])
+        model = jobs.model_label(jobs.model_of(args["folder"]))
+        dest = self.write_tiles(parameters, context, hit_table(hits, similar_query(ids), model, "similar"))
         style_on_load(context, dest, style_by_score)
         return {"OUTPUT": dest}

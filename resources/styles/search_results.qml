@@ -1,9 +1,11 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <!--
   RS-CLIP Search: style of search and similar-tile result layers.
-  Tiles are coloured yellow to red by "score" and labelled with their "rank"; the class breaks
-  are left empty on purpose: the plugin recomputes them (Jenks) from each result's scores, as
-  scores of different models and queries live on different ranges.
+  Tiles are coloured cream to dark red by "score" (ColorBrewer OrRd: no bright yellow, which is
+  QGIS's colour for the selected best tile) and labelled with their "rank"; the class breaks
+  are left empty on purpose: the plugin recomputes them (pretty breaks, rounded, empty classes
+  dropped) from each result's scores, as scores of different models and queries live on
+  different ranges.
 -->
 <qgis version="3.22.0" styleCategories="Symbology|Labeling|Rendering" labelsEnabled="1">
   <renderer-v2 type="graduatedSymbol" attr="score" graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" forceraster="0">
@@ -27,13 +29,13 @@
     <colorramp name="[source]" type="gradient">
       <Option type="Map">
         <Option name="rampType" type="QString" value="gradient"/>
-        <Option name="color1" type="QString" value="255,255,178,255"/>
-        <Option name="color2" type="QString" value="189,0,38,255"/>
+        <Option name="color1" type="QString" value="254,240,217,255"/>
+        <Option name="color2" type="QString" value="179,0,0,255"/>
         <Option name="discrete" type="QString" value="0"/>
-        <Option name="stops" type="QString" value="0.25;254,204,92,255:0.5;253,141,60,255:0.75;240,59,32,255"/>
+        <Option name="stops" type="QString" value="0.25;253,204,138,255:0.5;252,141,89,255:0.75;227,74,51,255"/>
       </Option>
     </colorramp>
-    <classificationMethod id="Jenks">
+    <classificationMethod id="Pretty">
       <symmetricMode enabled="0" symmetrypoint="0" astride="0"/>
       <labelFormat format="%1 – %2" labelprecision="3" trimtrailingzeroes="0"/>
       <parameters>
