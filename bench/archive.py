@@ -142,7 +142,8 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
         if not sqlite_only:  # the SQLite layout's search index is built by the "rebuild" phase, measured alone
             jobs._refresh_vectors(idx)
         times["end of the job"] = time.perf_counter() - t
-    kind = jobs.info(path).vector_kind
+    info = jobs.info(path)
+    kind = info.archive or info.vector_kind
     idx.close()
     np.savez(path.parent / f"{path.name}-truth.npz", **{f"{k}_ids": v for k, v in truth.ids.items()})
     wall = time.perf_counter() - start

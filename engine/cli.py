@@ -363,6 +363,8 @@ def cmd_info(args) -> int:
           f"({info.activation or 'unknown'} activation)")
     print(f"Prompts:  {templates_text(info.templates)}")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
+    if info.archive:
+        print(f"Archive:  {info.archive}")
     if len(info.scales) > 1:
         print("Scales:   " + ", ".join(f"×{s}: {n} tiles" for s, n in info.scales.items()))
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "

@@ -79,6 +79,8 @@ class IndexInfo:
     scales: dict = field(default_factory=dict)
     #: raster path → ``planning.RasterGrid``: its CRS, pixel size and tile size in pixels, read from its tiles.
     grids: dict = field(default_factory=dict)
+    #: What the vector archive of an index in the archive layout holds (engine/archive/); None for others.
+    archive: str | None = None
 
     @property
     def missing(self) -> list:
@@ -716,12 +718,14 @@ def info(index_dir: str | Path) -> IndexInfo:
     with TileIndex.open(index_dir) as idx, idx.snapshot():
         meta = idx.cache_meta()
         kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
-        kind = describe_index(idx) or kind
+        archive = describe_index(idx)
+        kind = archive[0] if archive else kind
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), scales=tile_counts(idx), grids=raster_grids(idx))
+                         notice=config_notice(model), scales=tile_counts(idx), grids=raster_grids(idx),
+                         archive=archive[1] if archive else None)
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:

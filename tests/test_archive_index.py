@@ -90,7 +90,8 @@ def test_the_folder_keeps_tiles_in_sqlite_and_vectors_in_the_archive(archived):
     assert footprints == 2 * PER_RASTER, "the tiles and their footprints stay in the database"
     assert not (moved / FAISS_NAME).exists(), "the SQLite layout's FAISS cache is gone"
     info = jobs.info(moved)
-    assert info.vector_kind.startswith("archive ivf") and "recall@10 image" in info.vector_kind
+    assert info.vector_kind.startswith("archive ivf") and "recall@10 image" in info.archive
+    assert "24,000 float16 vectors in 6 shards" in info.archive
     assert info.tile_count == 2 * PER_RASTER
     vectors = (moved / layout.FOLDER)
     assert folder_bytes(vectors) < 0.75 * 4 * DIM * 2 * PER_RASTER  # float16 + PQ codes < float32
@@ -236,7 +237,7 @@ def test_command_line_archive_info_and_search(tmp_path, tiny_model):
     assert "12,000 tiles in the archive layout" in out and "bytes per tile" in out
     assert "recall@10 image" in out and "text" in out, "calibrated on the model's own text too"
     code, out, err = run("info", "--index", tmp_path / "idx")
-    assert code == 0 and "(archive ivf" in out
+    assert code == 0 and "(archive ivf" in out and "Archive:  12,000 float16 vectors in 1 shard" in out
     code, out, err = run("search", "airport runway", "--index", tmp_path / "idx", "--top-k", "3", "--json")
     assert code == 0, err
     results = json.loads(out)["results"]
@@ -272,3 +273,21 @@ def test_restricted_searches_return_exactly_the_best_tiles_inside(world, archive
         store = after.vector_store()
         scores, ids = store.search(query, 10, allowed=allowed)
         assert ids[0].tolist() == [h.tile.id for h in got], "the store's own restricted search agrees"
+
+
+def test_sealed_vectors_give_their_database_space_to_the_next_batches(world, archived, tmp_path):
+    """After the move the database holds no float32 vectors; sealing while indexing reuses their pages."""
+    plain, moved = archived
+    freed = (plain / DB_NAME).stat().st_size - (moved / DB_NAME).stat().st_size
+    assert freed >= 0.9 * 4 * DIM * 2 * PER_RASTER, "the database gave the float32 vectors' bytes back"
+    folder = Path(shutil.copytree(moved, tmp_path / "idx"))
+    with TileIndex.open(folder, write=True) as idx, idx.writing():
+        add_planted_raster(idx, "/planted/more.tif", world.images(3 * PER_RASTER, 4 * SHARD), batch=1024,
+                           after_batch=layout.after_batch)
+        jobs._refresh_vectors(idx)
+        idx.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages, free = (idx.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
+    row = (moved / DB_NAME).stat().st_size / (2 * PER_RASTER)  # a tile row without its vector, as stored
+    grown = (folder / DB_NAME).stat().st_size - (moved / DB_NAME).stat().st_size
+    assert grown < 4 * SHARD * row + 2 * 4 * DIM * SHARD, "four shards of float32 passed through, at most two stayed"
+    assert free > 0

@@ -53,6 +53,8 @@ MIN_TILES = 10_000
 #: Restricted searches over at most this many archived tiles score them all exactly.
 EXACT_ALLOWED = 65536
 _CHUNK = 65536
+#: Tile ids whose float32 cells one transaction empties (16,384 rows: 32 MB of 512-d vectors).
+_CLEAR_BATCH = 16384
 
 ProgressFn = Callable[[float, str], None]
 
@@ -145,7 +147,7 @@ class ArchiveStore:
         self.hidden = np.union1d(hidden, extra_removed) if extra_removed is not None else hidden
         settings = archive.settings()
         self.recall: dict[str, float] = dict(settings.get("recall") or {})
-        self.kind = describe(archive)
+        self.kind = kind_of(archive)
 
     @property
     def ntotal(self) -> int:
@@ -178,16 +180,24 @@ class ArchiveStore:
         return scores, ids
 
 
-def describe(archive: archive_store.Archive) -> str:
-    """One line for ``info``: the structure, how widely it searches, and what it holds."""
+def kind_of(archive: archive_store.Archive) -> str:
+    """The search structure in the words of ``VectorStore.kind``: "archive ivf<nlist>,pq<m>,nprobe=…,rerank=…"."""
+    from .ivfpq import pq_subquantizers
+
     live = archive.live
     settings = archive.settings()
     nlist = live["trained"]["nlist"] if live else 0
-    recall = ", ".join(f"{kind} {value:.2f}" for kind, value in sorted((settings.get("recall") or {}).items()))
+    return (f"archive ivf{nlist},pq{pq_subquantizers(archive.dim)},nprobe={settings['nprobe']},"
+            f"rerank={settings['rerank']}")
+
+
+def describe(archive: archive_store.Archive) -> str:
+    """One line for ``info``: what the archive holds and the recall its search was calibrated to."""
+    measured = archive.settings().get("recall") or {}
+    recall = ", ".join(f"{kind} {value:.2f}" for kind, value in sorted(measured.items()))
     shards = len(archive.manifest["shards"])
-    return (f"archive ivf{nlist},pq{archive.dim // 8 if archive.dim % 8 == 0 else '?'}, nprobe={settings['nprobe']},"
-            f" re-rank {settings['rerank']}; {archive.count:,} float16 vectors in {shards} shard"
-            f"{'s' if shards != 1 else ''}" + (f"; recall@10 {recall}" if recall else ""))
+    return (f"{archive.count:,} float16 vectors in {shards} shard{'s' if shards != 1 else ''}, searched by "
+            f"{kind_of(archive)}" + (f"; recall@10 {recall}" if recall else ""))
 
 
 _STORES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -432,10 +442,11 @@ def maintain(idx, progress: ProgressFn | None = None, cancel=None, force: bool =
         archive = _writable_archive(idx, pointer)
         _record_removed(idx, archive, pointer)
         texts = text_queries if text_queries is not None else (lambda: model_text_sample(idx))
-        archive_store.build(archive, (), texts, scaled(say, 0.3, 1.0), cancel)
+        archive_store.build(archive, (), texts, scaled(say, 0.3, 0.97), cancel)
     except OSError as exc:
         raise os_storage_error(exc, idx.folder) from None
     _drop_old_cache(idx)
+    _compact(idx, say)
     return True
 
 
@@ -448,14 +459,26 @@ def _record_removed(idx, archive: archive_store.Archive, pointer: Pointer) -> No
 
 
 def _clear(idx, pointer: Pointer, progress: ProgressFn | None = None) -> None:
-    """Empty the float32 cells of archived tiles, a batch of ids per transaction (resumable: ``cleared``)."""
+    """Empty the float32 cells of archived tiles, a batch of ids per transaction (resumable: ``cleared``).
+
+    Each batch's rows are deleted and written again without their vector, so their pages go back
+    to SQLite's free list, which the next batches of indexing reuse: an UPDATE would shrink the rows
+    in place and leave every page they held (SQLite does not merge pages that an update empties).
+    """
+    conn = idx.conn
+    names = ", ".join(r[1] for r in conn.execute("PRAGMA main.table_info(tiles)") if r[1] != "embedding")
     start = pointer.cleared
     while start < pointer.max_id:
-        end = min(start + _CHUNK, pointer.max_id)
+        end = min(start + _CLEAR_BATCH, pointer.max_id)
         done = Pointer(pointer.archive_id, pointer.max_id, end)
-        with idx.write_transaction() as conn:
-            conn.execute("UPDATE tiles SET embedding = X'' WHERE id > ? AND id <= ? AND length(embedding) > 0",
-                         (start, end))
+        with idx.write_transaction():
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS archive_rows AS SELECT {names} FROM main.tiles WHERE 0")
+            conn.execute("DELETE FROM temp.archive_rows")
+            conn.execute(f"INSERT INTO temp.archive_rows SELECT {names} FROM main.tiles WHERE id > ? AND id <= ? "
+                         "AND length(embedding) > 0", (start, end))
+            conn.execute("DELETE FROM main.tiles WHERE id IN (SELECT id FROM temp.archive_rows)")
+            conn.execute(f"INSERT INTO main.tiles ({names}, embedding) SELECT {names}, X'' FROM temp.archive_rows")
+            conn.execute("DELETE FROM temp.archive_rows")
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, done.text()))
         if progress is not None:
             progress(end / pointer.max_id, "Freeing the vectors' space in the database")
@@ -463,14 +486,14 @@ def _clear(idx, pointer: Pointer, progress: ProgressFn | None = None) -> None:
 
 
 def _compact(idx, progress: ProgressFn | None = None) -> None:
-    """Give the space of the emptied float32 cells back to the file system when they are most of the database
-    (after a move; seals leave at most a shard's worth free, which the next batches reuse)."""
+    """Give the space of the emptied float32 cells back to the file system when they are a quarter of the
+    database or more (after a move; seals leave about a shard's worth free, which the next batches reuse)."""
     import logging
     import sqlite3
 
     try:
         pages, free = (idx.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
-        if free * 2 < pages:
+        if free * 4 < pages:
             return
         if progress is not None:
             progress(0.97, "Giving the vectors' space in the database back to the disk")
@@ -492,10 +515,13 @@ def _drop_old_cache(idx) -> None:
                 pass
 
 
-def describe_index(idx) -> str | None:
-    """``info``'s description of an index in the archive layout (None for any other)."""
+def describe_index(idx) -> tuple[str, str] | None:
+    """(kind, description) of an index in the archive layout for ``info``; None for any other."""
     pointer = read_pointer(idx)
-    return None if pointer is None else describe(open_archive(idx, pointer))
+    if pointer is None:
+        return None
+    archive = open_archive(idx, pointer)
+    return kind_of(archive), describe(archive)
 
 
 def verify(idx, progress: ProgressFn | None = None, cancel=None) -> int:
