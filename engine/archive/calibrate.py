@@ -15,8 +15,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-#: Recall@10 against exact search that every query sample must reach.
-TARGET_RECALL = 0.95
+#: Recall@10 against exact search that every query sample must reach: the goal of 0.9 on queries never seen,
+#: with a margin for the difference between samples (measured: within ±0.015 on 200 text queries).
+TARGET_RECALL = 0.93
 #: Re-rank depths tried (candidates re-ranked exactly from the float16 vectors), the last only when needed.
 DEPTHS = (256, 512, 1024, 2048)
 MAX_RERANK = 8192

@@ -48,6 +48,9 @@ META_KEY = "vector_archive"
 #: the folder takes more than twice the archive's bytes per tile; below it, the archive's training
 #: costs more than it saves.
 ARCHIVE_THRESHOLD_BYTES = 2 << 30
+#: While indexing, the search is calibrated again each time the archive has grown by this factor (and always
+#: at the end of the job).
+RECALIBRATE_GROWTH = 1.25
 #: Fewest tiles an archive is built for: PQ codes of 8 bits need 256 × 39 training vectors.
 MIN_TILES = 10_000
 #: Restricted searches over at most this many archived tiles score them all exactly.
@@ -400,8 +403,8 @@ def seal(idx, full_only: bool = False, progress: ProgressFn | None = None, cance
         added = archive.add_shards(_sqlite_chunks(idx, pointer.max_id), cancel, full_only=full_only)
         if added or archive.covered("live") != {s["file"] for s in archive.manifest["shards"]}:
             say(0.0, f"Adding {added:,} tile vectors to the archive")
-            archive.fill(say, cancel)
-            archive.merge(say)
+            archive_store.build(archive, (), lambda: model_text_sample(idx), say, cancel,
+                                recalibrate_at=RECALIBRATE_GROWTH)
     except OSError as exc:
         raise os_storage_error(exc, idx.folder) from None
     if archive.max_id != pointer.max_id or added:

@@ -163,6 +163,27 @@ class Shard:
         pos = np.minimum(pos, len(self.ids) - 1)
         return np.where(self.ids[pos] == ids, pos, -1)
 
+    def prefetch(self, rows: np.ndarray) -> None:
+        """Ask the kernel to start reading the rows' pages (all at once) before they are touched one by one.
+
+        A row the page cache lacks costs a disk read (~0.1 ms here); asked for together, the reads
+        overlap: measured on 2,048 rows of a 1.2 M-tile archive whose pages were dropped, 70–95 ms
+        instead of 275–470 ms. A no-op where the system has no ``posix_fadvise``.
+        """
+        if not hasattr(os, "posix_fadvise") or not len(rows):
+            return
+        vectors_at = shard_layout(self.info.count, self.dim)[2]
+        width = 2 * self.dim
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            for row in np.asarray(rows).tolist():
+                os.posix_fadvise(fd, vectors_at + row * width, width, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """float16 rows (ascending row numbers read fastest), each checked against its check number."""
         got = np.asarray(self.vectors[rows])
@@ -226,15 +247,19 @@ class ShardSet:
         if not len(ids) or not self.shards:
             return found, out[:0]
         which = np.searchsorted(self.first_ids, ids, side="right") - 1
+        wanted = []
         for s in np.unique(which[which >= 0]):
             sel = np.flatnonzero(which == s)
             rows = self.shards[s].rows_of(ids[sel])
             ok = rows >= 0
-            if not ok.any():
-                continue
-            sel, rows = sel[ok], rows[ok]
-            order = np.argsort(rows, kind="stable")  # memory-mapped reads in file order
-            out[sel[order]] = self.shards[s].read_rows(rows[order]).astype(np.float32)
+            if ok.any():
+                order = np.argsort(rows[ok], kind="stable")  # memory-mapped reads in file order
+                wanted.append((self.shards[s], sel[ok][order], rows[ok][order]))
+        if len(ids) > 16:  # a re-ranking's scattered rows: let their disk reads overlap
+            for shard, _, rows in wanted:
+                shard.prefetch(rows)
+        for shard, sel, rows in wanted:
+            out[sel] = shard.read_rows(rows).astype(np.float32)
             found[sel] = True
         return found, out[found]
 

@@ -535,8 +535,12 @@ def _check_manifest(m: dict) -> None:
 
 def build(archive: Archive, chunks: Iterable[tuple[np.ndarray, np.ndarray]] = (),
           text_queries: TextQueries = None, progress: Progress = no_progress, cancel=None,
-          seed: int = 0) -> Archive:
-    """Add ``chunks`` as shards, then (re-)train, fill, merge and calibrate as needed; resumable at every step."""
+          seed: int = 0, recalibrate_at: float = 1.0) -> Archive:
+    """Add ``chunks`` as shards, then (re-)train, fill, merge and calibrate as needed; resumable at every step.
+
+    The live structure is calibrated again once the archive holds ``recalibrate_at`` times the vectors it
+    was calibrated on (1.0: any change); a new structure always is, before it goes live.
+    """
     from ..progress import scaled
 
     archive.add_shards(chunks, cancel)
@@ -544,10 +548,12 @@ def build(archive: Archive, chunks: Iterable[tuple[np.ndarray, np.ndarray]] = ()
         return archive
     if archive.needs_training():
         archive.train(scaled(progress, 0.0, 0.2), seed)
-    filled = archive.fill(scaled(progress, 0.2, 0.75), cancel)
+    archive.fill(scaled(progress, 0.2, 0.75), cancel)
     building = archive.manifest["building"] is not None
     archive.merge(scaled(progress, 0.75, 0.85), force=True)
-    if building or filled or archive.calibrated_count() != archive.count:
+    calibrated = archive.calibrated_count()
+    grown = archive.count != calibrated and archive.count >= recalibrate_at * calibrated
+    if building or calibrated < 0 or grown:
         archive.calibrate(text_queries, scaled(progress, 0.85, 1.0), seed, cancel)
     progress(1.0, "The archive's search index is ready")
     return archive
