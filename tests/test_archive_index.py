@@ -17,6 +17,7 @@ from engine.archive import layout
 from engine.errors import EngineError
 from engine.index import DB_NAME, FAISS_NAME, TileIndex
 from engine.search import search_similar, top_k
+from faults import needs_root, readonly_view
 from planted_archive import ModalityWorld, add_planted_raster, exact_top, planted_model_index, recall
 
 DIM = 64
@@ -291,3 +292,18 @@ def test_sealed_vectors_give_their_database_space_to_the_next_batches(world, arc
     grown = (folder / DB_NAME).stat().st_size - (moved / DB_NAME).stat().st_size
     assert grown < 4 * SHARD * row + 2 * 4 * DIM * SHARD, "four shards of float32 passed through, at most two stayed"
     assert free > 0
+
+
+@needs_root
+def test_an_archived_index_on_read_only_media_searches_and_verifies(world, archived, tmp_path):
+    plain, moved = archived
+    query = world.texts(1, seed=22)
+    with TileIndex.open(moved) as idx:
+        expected = [h.tile.id for h in top_k(idx, query, 10)]
+    with readonly_view(moved, tmp_path / "ro") as ro:
+        with TileIndex.open(ro) as idx:
+            assert idx.readonly
+            assert [h.tile.id for h in top_k(idx, query, 10)] == expected
+        assert "checks out" in jobs.archive_index(ro, verify=True).summary()
+        with pytest.raises(EngineError, match="read-only"):
+            jobs.archive_index(ro)
