@@ -248,3 +248,15 @@ def test_growth_adds_segments_then_retrains_beside_the_live_structure(world, tmp
     assert live["trained"]["nlist"] > first["trained"]["nlist"]
     truth = exact_top(world.texts(30, seed=18), world.chunks(50_000))
     assert recall([i for i, _ in archive.search(world.texts(30, seed=18), 10)], truth) >= 0.9
+
+
+def test_text_and_image_queries_each_get_their_own_setting(world, built):
+    """The modality gap tells a text query from an image query; each is searched as widely as its kind needs."""
+    archive = Archive.open(built)
+    settings = archive.settings()
+    kinds = settings["by_kind"]
+    assert kinds["text"]["nprobe"] >= kinds["image"]["nprobe"]
+    assert all(k["recall"] >= calibrate.TARGET_RECALL for k in kinds.values())
+    texts, images = world.texts(50, seed=19), image_queries(world.images(0, N), 50, seed=20)
+    assert all(archive.setting_for(q) == (kinds["text"]["nprobe"], kinds["text"]["rerank"]) for q in texts)
+    assert all(archive.setting_for(q) == (kinds["image"]["nprobe"], kinds["image"]["rerank"]) for q in images)

@@ -71,6 +71,9 @@ class Truth:
             ok &= bool(((self.ids[kind] >= 0).sum(axis=1) >= _K).all())
         return ok
 
+    def only(self, kind: str) -> "Truth":
+        return Truth({kind: self.queries[kind]}, {kind: self.ids[kind]}, {kind: self.scores[kind]})
+
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
         for kind in self.queries:
@@ -176,3 +179,22 @@ def choose(truth: Truth, search: Callable[[np.ndarray, int, int], Sequence[np.nd
     chosen = best()
     assert chosen is not None
     return chosen[0], chosen[1], table(chosen[0])[chosen[1]]
+
+
+def sides(truth: Truth) -> tuple[np.ndarray, float] | None:
+    """(axis, threshold) telling a text query from an image query, or None when the samples do not fall apart.
+
+    The axis is the image queries' mean direction: image embeddings share a large common part that
+    text embeddings lack (the modality gap), so every image query lies further along it than every
+    text query. Past the threshold, halfway between the two samples, a query is searched with the
+    image queries' (narrower) setting; short of it, with the text queries'.
+    """
+    if set(truth.queries) != {"image", "text"}:
+        return None
+    axis = truth.queries["image"].mean(axis=0)
+    axis = (axis / max(float(np.linalg.norm(axis)), 1e-12)).astype(np.float32)
+    text_high = float((truth.queries["text"] @ axis).max())
+    image_low = float((truth.queries["image"] @ axis).min())
+    if text_high >= image_low:
+        return None
+    return axis, (text_high + image_low) / 2

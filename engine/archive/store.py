@@ -54,6 +54,7 @@ class Archive:
         self._shards: ShardSet | None = None
         self._searchers: dict[str, ivfpq.Searcher] = {}
         self._removed: np.ndarray | None = None
+        self._axis: np.ndarray | None = None
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -187,6 +188,30 @@ class Archive:
             raise archive_damaged(self.folder.parent, "its vector archive was never calibrated")
         return structure["search"]
 
+    def setting_for(self, query: np.ndarray) -> tuple[int, int]:
+        """(nprobe, re-rank depth) for one query: its kind's, when the calibration told text from image queries."""
+        settings = self.settings()
+        kinds = settings.get("by_kind")
+        if kinds and "threshold" in settings:
+            if self._axis is None:
+                self._axis = self._load_axis()
+            if self._axis is not None:
+                kind = "image" if float(query @ self._axis) > float(settings["threshold"]) else "text"
+                if kind in kinds:
+                    return int(kinds[kind]["nprobe"]), int(kinds[kind]["rerank"])
+        return int(settings["nprobe"]), int(settings["rerank"])
+
+    def _load_axis(self) -> np.ndarray | None:
+        entry = self.manifest["calibration"]
+        try:
+            with np.load(self.folder / entry["file"], allow_pickle=False) as data:
+                axis = np.asarray(data["axis"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # the widest setting then serves every query
+        if axis.dtype != np.float32 or axis.shape != (self.dim,) or not np.isfinite(axis).all():
+            return None
+        return axis
+
     def candidates(self, queries: np.ndarray, nprobe: int, depth: int, allowed: np.ndarray | None = None,
                    below: int | None = None, which: str = "live") -> list[np.ndarray]:
         """Per query, the ids of the best ``depth`` PQ candidates still in the index.
@@ -219,13 +244,13 @@ class Archive:
         ``hidden`` (ascending) are ids never to return (tiles of a re-index not yet finished).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        settings = self.settings()
-        nprobe = int(nprobe or settings["nprobe"])
-        depth = max(int(depth or settings["rerank"]), k)
-        if allowed is not None:
-            nprobe = min(self.searcher().nlist, 4 * nprobe)  # the wanted few are rarer among each list's vectors
         out = []
-        for query, cand in zip(q, self.candidates(q, nprobe, depth, allowed, below)):
+        for query in q:
+            own_nprobe, own_depth = self.setting_for(query)
+            use_nprobe, use_depth = int(nprobe or own_nprobe), max(int(depth or own_depth), k)
+            if allowed is not None:  # the wanted few are rarer among each list's vectors
+                use_nprobe = min(self.searcher().nlist, 4 * use_nprobe)
+            cand = self.candidates(query[None], use_nprobe, use_depth, allowed, below)[0]
             if hidden is not None and len(hidden):
                 cand = cand[~np.isin(cand, hidden)]
             found, vecs = self.shards.vectors(cand)
@@ -379,12 +404,15 @@ class Archive:
             _log.info("Recomputing the calibration of the archive in %s: %s", self.folder, exc)
             return None
 
-    def _save_truth(self, truth: calibrate.Truth, covers: int) -> None:
+    def _save_truth(self, truth: calibrate.Truth, covers: int, axis: np.ndarray | None = None) -> None:
         name = self._new_name("calibration", ".npz")
+        arrays = truth.arrays()
+        if axis is not None:
+            arrays["axis"] = axis
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **truth.arrays())
+                np.savez(fh, **arrays)
 
         atomic_write(self.folder / name, write)
         self.manifest["calibration"] = {"file": name, "covers": covers}
@@ -429,12 +457,26 @@ class Archive:
             return self.candidates(q, nprobe, depth, which=which)
 
         progress(0.95, "Choosing how widely the archive searches")
-        before = self.manifest[which].get("search")
-        start = max(1, int(before["nprobe"]) // 2) if before else 1
-        nprobe, depth, recall = calibrate.choose(truth, search, self.searcher(which).nlist, self.count, start)
-        self._save_truth(truth, self.max_id)
-        self.manifest[which]["search"] = {"nprobe": nprobe, "rerank": depth, "recall": recall,
-                                          "target": calibrate.TARGET_RECALL, "count": self.count}
+        before = self.manifest[which].get("search") or {}
+        nlist = self.searcher(which).nlist
+        split = calibrate.sides(truth)
+        entry: dict = {"target": calibrate.TARGET_RECALL, "count": self.count}
+        if split is None:
+            start = max(1, int(before.get("nprobe", 2)) // 2)
+            nprobe, depth, recall = calibrate.choose(truth, search, nlist, self.count, start)
+            entry.update(nprobe=nprobe, rerank=depth, recall=recall)
+        else:  # text and image queries each get their own setting (the modality gap tells them apart)
+            kinds = {}
+            for kind in truth.queries:
+                start = max(1, int((before.get("by_kind") or {}).get(kind, {}).get("nprobe", 2)) // 2)
+                nprobe, depth, recall = calibrate.choose(truth.only(kind), search, nlist, self.count, start)
+                kinds[kind] = {"nprobe": nprobe, "rerank": depth, "recall": recall[kind]}
+            entry.update(nprobe=max(k["nprobe"] for k in kinds.values()),
+                         rerank=max(k["rerank"] for k in kinds.values()),
+                         recall={k: v["recall"] for k, v in kinds.items()}, by_kind=kinds, threshold=split[1])
+        self._save_truth(truth, self.max_id, None if split is None else split[0])
+        self.manifest[which]["search"] = entry
+        self._axis = None
         if which == "building":
             self.manifest["live"], self.manifest["building"] = self.manifest["building"], None
             self._searchers = {"live": self._searchers["building"]} if "building" in self._searchers else {}
@@ -526,9 +568,12 @@ def _check_manifest(m: dict) -> None:
                 raise ValueError("a segment entry is not as written")
             names.append(seg["file"])
         search = structure["search"]
-        if search is not None and not (isinstance(search.get("nprobe"), int) and search["nprobe"] > 0
-                                       and isinstance(search.get("rerank"), int) and search["rerank"] > 0):
-            raise ValueError(f"its {key} search entry is not as written")
+        if search is not None:
+            settings = [search, *(search.get("by_kind") or {}).values()]
+            if not all(isinstance(e, dict) and isinstance(e.get("nprobe"), int) and e["nprobe"] > 0
+                       and isinstance(e.get("rerank"), int) and e["rerank"] > 0 for e in settings) \
+                    or not isinstance(search.get("threshold", 0.0), (int, float)):
+                raise ValueError(f"its {key} search entry is not as written")
     if not all(isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..") for n in names):
         raise ValueError("it names a file outside the archive folder")
 
