@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -184,6 +185,7 @@ class Searcher:
         self.nlist = int(faiss.extract_index_ivf(trained).nlist)
         self.segments = list(segments)
         self.ntotal = sum(int(s.ntotal) for s in self.segments)
+        self._lock = threading.Lock()  # nprobe is set on the segments before each search (tasks search in threads)
 
     def candidates(self, queries: np.ndarray, nprobe: int, depth: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
         """(PQ scores, ids) of the ``depth`` best candidates per query; missing places hold id -1."""
@@ -197,11 +199,12 @@ class Searcher:
             params = faiss.SearchParametersIVF()
             params.nprobe, params.sel = nprobe, selector
         scores, ids = [], []
-        for seg in self.segments:
-            seg.nprobe = nprobe
-            d, i = seg.search_preassigned(q, depth, coarse_i, coarse_d, params=params)
-            scores.append(d)
-            ids.append(i)
+        with self._lock:
+            for seg in self.segments:
+                seg.nprobe = nprobe
+                d, i = seg.search_preassigned(q, depth, coarse_i, coarse_d, params=params)
+                scores.append(d)
+                ids.append(i)
         if len(self.segments) == 1:
             return scores[0], ids[0]
         if not self.segments:
