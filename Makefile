@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change bench-archive screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change bench-million bench-archive screenshot clean
 
 setup: apt venv
 
@@ -84,6 +84,11 @@ bench-concepts: venv
 # Only the change-between-dates and heat-map rows of the benchmark (also part of `make bench`).
 bench-change: venv
 	$(PY) bench/change.py
+
+# Only the "million tiles" table (also part of `make bench`); RSCLIP_BENCH_TILES=262144 for a smaller run,
+# RSCLIP_BENCH_BASELINE_TILES=0 to skip today's code.
+bench-million: venv $(VENV)/.bench-installed
+	$(PY) bench/million.py
 
 # Archive-size indexes: 10,000,000 planted 512-d tiles through the indexing path (hours on 2 cores; needs
 # about 25 GB of free disk under bench/work). Not part of `make bench`. Results in bench/archive.md.

@@ -6,10 +6,10 @@ committed batch by batch with ``TileIndex.add_tiles`` (SQLite, exactly as indexi
 passes the threshold and then seals a shard whenever its float32 tail reaches one), and the end of
 the run is the indexing job's (``jobs._refresh_vectors``). The embeddings are the million-tile
 issue's planted world (tests/planted_archive.py): clustered image vectors and text-like queries
-offset from them (the CLIP modality gap). The archive calibrates on a sample of 200 text queries,
-standing in for the model's embedding of the class sets (``layout.model_text_sample``); the
-recall is measured on 200 other text queries and 200 image queries (stored vectors perturbed to
-cosine 0.5), against exact search over the float32 vectors as generated.
+offset from them (the CLIP modality gap). The index stores a sample of 200 text queries as its text
+sample (where indexing stores the model's embedding of the class sets, ``engine.querysample``), which
+the search is calibrated on; the recall is measured on 200 other text queries and 200 image queries
+(stored vectors perturbed to cosine 0.5), against exact search over the float32 vectors as generated.
 
 Every phase runs in its own process, so each peak memory (VmHWM) is that phase's alone:
 * ``today``: the SQLite layout as it is, on a small index (131,072 tiles): bytes per tile;
@@ -100,11 +100,10 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
     from engine.archive import layout
     from engine.archive.calibrate import Truth
     from engine.index import TileIndex
-    from planted_archive import planted_tiles, UTM14
+    from planted_archive import PLANTED_TRANSFORM, UTM14, planted_tiles
 
     tiles, sqlite_only = int(count), sqlite == "sqlite"
     w = world()
-    layout.model_text_sample = lambda idx: w.texts(QUERIES, seed=CALIBRATION_SEED)  # the model's text, planted
     if sqlite_only:
         layout.ARCHIVE_THRESHOLD_BYTES = 1 << 62
     path = Path(folder)
@@ -113,13 +112,15 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
     times = {"generate": 0.0, "commit": 0.0, "archive while indexing": 0.0, "end of the job": 0.0, "truth": 0.0}
     start = time.perf_counter()
     idx = TileIndex.create(path, {"kind": "registry", "name": "planted"}, {"size": 10}, DIM)
+    texts = w.texts(QUERIES, seed=CALIBRATION_SEED)  # stored as indexing stores the model's own text sample
+    idx.store_query_sample("text", [f"planted text {i}" for i in range(QUERIES)], texts)
     with idx.writing():
         done = 0
         while done < tiles:
             n = min(PER_RASTER, tiles - done)
             side = int(np.ceil(np.sqrt(n)))
             rid, _ = idx.begin_raster(f"/planted/r{done // PER_RASTER:03d}.tif", f"fp{done}", UTM14, side * 10,
-                                      side * 10, (1, 2, 3), n)
+                                      side * 10, (1, 2, 3), n, transform=PLANTED_TRANSFORM)
             for at in range(0, n, BATCH):
                 m = min(BATCH, n - at)
                 t = time.perf_counter()
@@ -169,10 +170,7 @@ def phase_rebuild(folder: str) -> dict:
 def phase_convert(folder: str) -> dict:
     """``archive`` on an index in the SQLite layout."""
     from engine import jobs
-    from engine.archive import layout
 
-    w = world()
-    layout.model_text_sample = lambda idx: w.texts(QUERIES, seed=CALIBRATION_SEED)
     start = time.perf_counter()
     report = jobs.archive_index(folder)
     return {"convert_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "kind": report.description,

@@ -243,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / "bench" / "change.md").write_text("\n".join(section))
     with open(ROOT / "bench" / "results.md", "a") as fh:
         fh.write("\n".join(["", *section]))
+    log("a million tiles: building, adding, cold and restricted searches (RSCLIP_BENCH_TILES sets the size) …")
+    import million  # bench/million.py: its own table, also runnable alone (make bench-million)
+
+    if million.main([]) != 0:
+        return 1
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n" + (ROOT / "bench" / "million.md").read_text())
     return 0
 
 

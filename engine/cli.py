@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "by default when several scales are searched)")
     p.add_argument("--heatmap", metavar="DIR", help="also write where in each result tile the text matches, as "
                    "GeoTIFFs over the tiles (ViT models)")
+    add_restriction_arguments(p)
 
     p = sub.add_parser("label", help="label every tile zero-shot with land-cover classes")
     p.add_argument("--index", required=True, metavar="DIR")
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default="tile_labels", metavar="NAME", help="layer name in --out (default tile_labels)")
     p.add_argument("--overwrite", action="store_true", help="replace the layer of that name in --out")
     p.add_argument("--json", action="store_true")
+    add_restriction_arguments(p)
 
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--index", required=True, metavar="DIR")
@@ -142,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_archive_parser(sub)
     return parser
+
+
+def add_restriction_arguments(p) -> None:
+    """``--raster`` (repeatable) and ``--within``: search or label only some rasters, or only an area."""
+    p.add_argument("--raster", action="append", default=[], metavar="PATH",
+                   help="only tiles of this indexed raster (repeat for several)")
+    p.add_argument("--within", metavar="FILE|WKT",
+                   help="only tiles whose footprint meets this area: a vector file (FILE or FILE:LAYER, all its "
+                        "features) or a WKT polygon in longitude/latitude")
+
+
+def _restriction(args) -> dict:
+    from .search import area_from_text
+
+    return {"rasters": list(args.raster) or None,
+            "within_wgs84_wkt": area_from_text(args.within) if args.within else None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,8 +214,8 @@ def _templates_note(index: str, given) -> str:
 
     if given:
         return f"your {len(given)} prompt template(s): {templates_text(given)}"
-    info = jobs.info(index)
-    return describe_templates(info.model, info.model_label)
+    model = jobs.model_of(index)  # the model alone: no pass over the tiles before a search
+    return describe_templates(model, jobs.model_label(model))
 
 
 def cmd_index(args) -> int:
@@ -288,9 +306,11 @@ def cmd_search(args) -> int:
     if args.heatmap:
         jobs.check_heatmaps(args.index)  # before searching: a model without patch tokens is refused at once
     templates = parse_templates(args.templates)
+    restriction = _restriction(args)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
     hits = jobs.search(args.index, args.query, top_k=args.top_k, min_score=args.min_score, templates=templates,
-                       progress=ProgressBar(), scale=args.scale, suppress=False if args.keep_overlaps else None)
+                       progress=ProgressBar(), scale=args.scale, suppress=False if args.keep_overlaps else None,
+                       **restriction)
     model = jobs.model_label(jobs.model_of(args.index))
     if args.out:
         write_hits_gpkg(args.out, hits, args.layer, args.overwrite, query=args.query, model=model)
@@ -332,8 +352,9 @@ def cmd_label(args) -> int:
     if args.out:
         gpkg_plan(args.out, args.layer, args.overwrite)
     templates = parse_templates(args.templates)
+    restriction = _restriction(args)
     print(f"rsclip: {_templates_note(args.index, templates)}", file=sys.stderr)
-    labels = jobs.label(args.index, classes, templates, progress=ProgressBar())
+    labels = jobs.label(args.index, classes, templates, progress=ProgressBar(), **restriction)
     model = jobs.model_label(jobs.model_of(args.index))
     class_set = args.classes.strip() if not args.classes_file and args.classes.strip() in available_class_sets() else ""
     if args.out:
@@ -363,6 +384,17 @@ def cmd_info(args) -> int:
           f"({info.activation or 'unknown'} activation)")
     print(f"Prompts:  {templates_text(info.templates)}")
     print(f"Tiles:    {info.tile_count} ({info.vector_kind} search)")
+    if info.search_settings:
+        print("Search:   " + "; ".join(f"{kind} queries probe {n} lists, {d} candidates re-ranked exactly"
+                                       for kind, (n, d) in sorted(info.search_settings.items())))
+    if info.vector_kind.startswith("flat (exact)"):
+        print("Recall:   1.000 for every query (exact search)")
+    elif info.search_recall:
+        measured = ", ".join(f"{info.search_recall[kind]:.3f} on {kind} queries"
+                             for kind in ("text", "image") if kind in info.search_recall)
+        if "text" not in info.search_recall:
+            measured += " (not measured on text queries yet: the next 'index' run measures it)"
+        print(f"Recall:   recall@10 against exact search {measured}")
     if info.archive:
         print(f"Archive:  {info.archive}")
     if len(info.scales) > 1:

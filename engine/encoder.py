@@ -51,21 +51,40 @@ class Encoder:
     def preprocess(self, tiles: np.ndarray):
         """uint8 (N, H, W, 3) → normalised float tensor (N, 3, S, S) at the model's input size."""
         import torch
-        import torch.nn.functional as F
 
-        batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float().div_(255.0)
-        if batch.shape[-2:] != (self.image_size, self.image_size):
-            batch = F.interpolate(batch, size=(self.image_size, self.image_size), mode="bicubic",
-                                  align_corners=False, antialias=True).clamp_(0.0, 1.0)
-        return batch.sub_(self._mean).div_(self._std)
+        return self._to_input(torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2))
+
+    def stage(self, tiles_chw: np.ndarray):
+        """uint8 (N, 3, H, W) tiles → a uint8 tensor ready for ``encode_pixels`` (pinned for a GPU).
+
+        The reading thread does only this; scaling, resizing and normalising happen in
+        ``encode_pixels`` on the model's device, where a GPU does them in microseconds instead of
+        the reading CPU spending more time on them than on reading.
+        """
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(tiles_chw))
+        return batch.pin_memory() if self.device.type == "cuda" else batch
 
     def encode_pixels(self, pixels) -> np.ndarray:
-        """Embed an already preprocessed batch tensor (N, 3, S, S)."""
+        """Embed a batch tensor (N, 3, S, S): preprocessed floats, or uint8 from ``stage`` (preprocessed here)."""
         import torch
 
         with torch.inference_mode():
+            if pixels.dtype == torch.uint8:
+                pixels = self._to_input(pixels.to(self.device, non_blocking=True))
             feats = self.model.encode_image(pixels.to(self.device, dtype=self.dtype))
         return _normalise(feats.float().cpu().numpy())
+
+    def _to_input(self, batch):
+        """uint8 (N, 3, H, W) on the device → the model's normalised input, as ``preprocess`` computes it."""
+        import torch.nn.functional as F
+
+        batch = batch.float().div_(255.0)
+        if batch.shape[-2:] != (self.image_size, self.image_size):
+            batch = F.interpolate(batch, size=(self.image_size, self.image_size), mode="bicubic",
+                                  align_corners=False, antialias=True).clamp_(0.0, 1.0)
+        return batch.sub_(self._mean.to(batch.device)).div_(self._std.to(batch.device))
 
     def encode_images(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) tiles → (N, D) unit-length float32 embeddings, in input order."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
@@ -75,6 +74,11 @@ class IndexInfo:
     activation: str | None = None  # QuickGELU / GELU of the recorded open_clip config
     templates: tuple[str, ...] = ()  # the model's own prompt templates (used unless others are given)
     notice: str | None = None  # e.g. "this index predates the fix of ...'s activation" (models.config_notice)
+    #: recall@10 against exact search measured when the search index was built or updated, by query kind
+    #: ("text": the model's own text embeddings, "image": image-like queries); empty when not built yet.
+    search_recall: dict = field(default_factory=dict)
+    #: query kind → (nprobe, candidates re-ranked exactly) of an approximate search index; empty when exact.
+    search_settings: dict = field(default_factory=dict)
     #: Tiles per scale (engine/scales.py); {1: tile_count} for a one-scale index.
     scales: dict = field(default_factory=dict)
     #: raster path → ``planning.RasterGrid``: its CRS, pixel size and tile size in pixels, read from its tiles.
@@ -301,12 +305,30 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
-            _refresh_vectors(idx, progress, cancel, archive and not report.cancelled)
+            _keep_search_index(idx, encoder, scaled(progress, 0.95, 1.0) if todo else progress, cancel,
+                               archive and not report.cancelled)
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
     progress(1.0, report.summary())
     return report
+
+
+def _keep_search_index(idx, encoder, progress: ProgressFn, cancel: CancelFn | None = None,
+                       archive: bool = False) -> None:
+    """Bring the index's vector store up to date, training (with progress) where it has outgrown its training.
+
+    An index that needs approximate search gets the model's own text embeddings of the shipped class
+    sets stored first (``querysample.text_queries``), so its search depth is measured on text queries.
+    An index past the archive threshold (or ``archive``) moves to, or keeps up, the archive layout.
+    """
+    from .querysample import store_text_sample
+    from .vectors import APPROX_THRESHOLD
+
+    if (archive or idx.tile_count() >= APPROX_THRESHOLD) and idx.query_sample("text") is None:
+        progress(0.0, "Embedding the text queries the search index is calibrated on")
+        store_text_sample(idx, encoder)
+    _refresh_vectors(idx, progress, cancel, archive)
 
 
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
@@ -397,8 +419,8 @@ def _space_needed(idx, usable, tiling) -> int:
             planned += sum(len(plan_windows(info, spec)) for _, spec in scale_specs(tiling))
         except EngineError:
             continue
-    per_tile = 4 * idx.dim + 700
-    return planned * per_tile + (idx.tile_count() + planned) * 4 * idx.dim + (4 << 20)  # + a WAL's worth
+    per_tile = 4 * idx.dim + 200  # embedding, window, R*Tree entry, indexes
+    return planned * per_tile + (idx.tile_count() + planned) * 80 + (4 << 20)  # + the cache's codes, a WAL's worth
 
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
@@ -406,8 +428,9 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
-    Reading and preprocessing run in a background thread (``pipeline.prefetch_batches``)
-    while this thread embeds and commits, so the model is rarely idle. Whatever stops the
+    Reading runs in a background thread (``pipeline.prefetch``: a strip of tiles per GDAL read,
+    uint8 batches staged for the model's device) while this thread embeds and commits, so the
+    model is rarely idle. Whatever stops the
     loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
     before the raster is closed. A raster that fails half-way leaves nothing of this run
     behind; a re-index that fails keeps the raster's previous tiles. An index with several
@@ -418,7 +441,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     from .archive.layout import after_batch as archive_after_batch
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
-    from .pipeline import prefetch_batches
+    from .pipeline import prefetch
     from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler, plan_windows
@@ -431,7 +454,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     specs = scale_specs(tiling)
     planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
     raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
-                                       info.bands, planned, content, full, changed)
+                                       info.bands, planned, content, full, changed, info.transform)
     idx.set_planned(raster_id, planned)
     added, unavailable, why = 0, 0, ""
     try:
@@ -443,13 +466,13 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                 def tick(fraction: float, message: str, label: str = label, sub: ProgressFn = sub) -> None:
                     sub(fraction, f"{label}: {message}")
 
-                with closing(prefetch_batches(tiler.iter_tiles(progress=tick, cancel=cancel, skip=done), batch_size,
-                                              lambda arrays: encoder.preprocess(np.stack(arrays)))) as batches:
-                    for tiles, pixels in batches:
-                        idx.add_tiles(raster_id, tiles, encoder.encode_pixels(pixels))
+                with closing(prefetch(tiler.iter_batches(batch_size, progress=tick, cancel=cancel, skip=done),
+                                      lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
+                    for batch, pixels in batches:
+                        idx.add_tiles(raster_id, batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds)
                         archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
-                        added += len(tiles)
-                        done |= {t.window.as_tuple() for t in tiles}  # a window two scales share is embedded once
+                        added += len(batch)
+                        done |= {w.as_tuple() for w in batch.windows}  # a window two scales share is embedded once
                         check_cancel(cancel)
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
@@ -511,8 +534,8 @@ def _refresh_vectors(idx, progress: ProgressFn | None = None, cancel: CancelFn |
     archive layout (past the threshold, or ``archive``), then its vector store made ready for searches."""
     from .archive.layout import maintain
 
-    maintain(idx, scaled(progress or no_progress, 0.99, 1.0), cancel, force=archive)
-    idx.vector_store()
+    maintain(idx, scaled(progress or no_progress, 0.0, 0.9), cancel, force=archive)
+    idx.vector_store(maintain=True, progress=scaled(progress or no_progress, 0.9, 1.0))
 
 
 @dataclass(frozen=True)
@@ -604,14 +627,26 @@ def search(index_dir: str | Path, query: str, top_k: int = 10, min_score: float 
         raise EngineError("The number of results (top-k) must be at least 1.")
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
-        encoder = get_encoder(idx.model, runtime, progress, cancel)
-        with idx.snapshot():
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
+        encoder = get_encoder(idx.model, runtime, progress, cancel)
+        idx.text_queries = _text_queries_of(encoder, idx.model)
+        with idx.snapshot():
             vec = embed_query(encoder, query, templates)
             hits = _across_scales(idx, allowed, scale, suppress, top_k,
-                                  lambda n, ok: best(idx, vec, n, min_score, ok))
+                                  lambda n, ok: best(idx, vec, n, min_score, ok, kind="text"))
     note_missing_rasters([h.tile.raster for h in hits])
     return hits
+
+
+def _text_queries_of(encoder, model: dict):
+    """The model's text sample, for a search that must build the vector store of an index storing none."""
+    def provide():
+        from .querysample import text_query_vectors
+
+        return text_query_vectors(encoder, model)[1]
+
+    return provide
 
 
 def similar(index_dir: str | Path, tile_ids: Sequence[int], top_k: int = 10, min_score: float | None = None,
@@ -638,21 +673,17 @@ def _across_scales(idx, allowed, scale: int | None, suppress: bool | None, top_k
     if scale is not None:
         allowed = tiles_of_scale(idx, int(scale), allowed)
     do_suppress = several and scale is None if suppress is None else bool(suppress)
-    total = idx.tile_count() if allowed is None else len(allowed)
+    total = 0 if not do_suppress else idx.tile_count() if allowed is None else len(allowed)  # counted only if used
     hits = ranked_across_scales(lambda n: fetch(n, allowed), top_k, do_suppress, total)
     return hits_with_scales(idx, hits)
 
 
 def tiles_at(index_dir: str | Path, lon: float, lat: float) -> list[int]:
     """Ids of the tiles whose footprint contains a WGS84 point (for 'similar to here')."""
-    from shapely import wkt as shapely_wkt
-    from shapely.geometry import Point
+    from .search import tiles_at as tiles_covering
 
-    from .index import checked_footprint
-
-    point = Point(lon, lat)
     with open_for_query(index_dir) as idx:
-        return [t.id for t in idx.iter_tiles() if shapely_wkt.loads(checked_footprint(t, wgs84=True)).covers(point)]
+        return tiles_covering(idx, lon, lat)
 
 
 def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str] | None = None,
@@ -667,6 +698,8 @@ def label(index_dir: str | Path, classes: Sequence[str], templates: Sequence[str
 
     with open_for_query(index_dir) as idx:
         notice_once(index_dir, idx.model)
+        with idx.snapshot():  # a restriction that cannot be met is refused before the model loads
+            candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
         encoder = get_encoder(idx.model, runtime, progress, cancel)
         with idx.snapshot():
             allowed = candidate_ids(idx, _abs(rasters), within_wgs84_wkt)
@@ -716,16 +749,30 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .archive.layout import describe_index
 
     with TileIndex.open(index_dir) as idx, idx.snapshot():
-        meta = idx.cache_meta()
-        kind = str(meta["kind"]) if meta is not None and isinstance(meta.get("kind"), str) else "flat (not built yet)"
         archive = describe_index(idx)
-        kind = archive[0] if archive else kind
+        kind, recall, settings = archive[:3] if archive else _search_kind(idx.cache_meta())
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
-                         notice=config_notice(model), scales=tile_counts(idx), grids=raster_grids(idx),
-                         archive=archive[1] if archive else None)
+                         notice=config_notice(model), search_recall=recall, scales=tile_counts(idx),
+                         search_settings=settings, grids=raster_grids(idx), archive=archive[3] if archive else None)
+
+
+def _search_kind(meta: dict | None) -> tuple[str, dict, dict]:
+    """How the index is searched ("flat (exact)", "ivf1000,pq256x4fs"), its recall@10 measured per query kind and
+    the search settings per query kind ({"text": (nprobe, candidates re-ranked)})."""
+    if meta is None or not isinstance(meta.get("kind"), str):
+        return "flat (not built yet)", {}, {}
+    given = meta.get("recall")
+    recall = {k: float(v) for k, v in given.items() if isinstance(k, str) and isinstance(v, (int, float))} \
+        if isinstance(given, dict) else {}
+    if meta["kind"] == "flat":
+        return "flat (exact)", recall, {}
+    given = meta.get("settings")
+    settings = {k: (int(v[0]), int(v[1])) for k, v in given.items() if isinstance(v, list) and len(v) == 2
+                and all(isinstance(n, int) for n in v)} if isinstance(given, dict) else {}
+    return str(meta["kind"]), recall, settings
 
 
 def remove_raster(index_dir: str | Path, raster: str | Path) -> int:

@@ -1,25 +1,26 @@
-"""Overlap reading with encoding: a background thread reads and preprocesses the next batches
+"""Overlap reading with encoding: a background thread reads and prepares the next batches
 while the model embeds the current one.
 
-On a 2-core CPU the model uses most of the time; reading GDAL windows and resizing in the
-same thread would add their time on top. The queue is bounded, so memory stays at a few
-batches whatever the raster's size.
+On a 2-core CPU the model uses most of the time; reading GDAL windows in the same thread would
+add their time on top. With a GPU the model is fast and the reading must keep up: the reader
+thread only reads (a strip of tiles per GDAL call), converts to uint8 and stages the batch; the
+scaling and normalising happen on the model's device (``Encoder.encode_pixels``). The queue is
+bounded, so memory stays at a few batches whatever the raster's size.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 _DONE = object()
 
 
-def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare: Callable[[list], Any],
-                     depth: int = 2) -> Generator[tuple[list, Any], None, None]:
-    """Yield ``(items, prepare(arrays))`` batches of the ``(item, array)`` pairs from ``tiles``.
+def prefetch(items: Iterable[Any], prepare: Callable[[Any], Any], depth: int = 2) -> Generator[Any, None, None]:
+    """Yield ``prepare(item)`` for each item, computed ahead in a background thread.
 
-    ``tiles`` is consumed in a background thread; its exceptions (including ``Cancelled``)
-    are re-raised here, in the consumer, in order. Closing the generator stops the reader.
+    ``items`` is consumed in that thread; its exceptions (including ``Cancelled``) are re-raised
+    here, in the consumer, in order. Closing the generator stops the reader.
     """
     out: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -34,20 +35,10 @@ def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare:
         return False
 
     def reader() -> None:
-        items: list = []
-        arrays: list = []
         try:
-            for item, array in tiles:
-                if stop.is_set():
+            for item in items:
+                if stop.is_set() or not put(prepare(item)):
                     return
-                items.append(item)
-                arrays.append(array)
-                if len(items) >= batch_size:
-                    if not put((items, prepare(arrays))):
-                        return
-                    items, arrays = [], []
-            if items:
-                put((items, prepare(arrays)))
             put(_DONE)
         except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which re-raises it)
             put(exc)
@@ -65,3 +56,23 @@ def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare:
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def prefetch_batches(tiles: Iterator[tuple[Any, Any]], batch_size: int, prepare: Callable[[list], Any],
+                     depth: int = 2) -> Generator[tuple[list, Any], None, None]:
+    """Yield ``(items, prepare(arrays))`` batches of the ``(item, array)`` pairs from ``tiles``, read ahead
+    in a background thread (see ``prefetch``)."""
+
+    def batches() -> Iterator[tuple[list, list]]:
+        items: list = []
+        arrays: list = []
+        for item, array in tiles:
+            items.append(item)
+            arrays.append(array)
+            if len(items) >= batch_size:
+                yield items, arrays
+                items, arrays = [], []
+        if items:
+            yield items, arrays
+
+    return prefetch(batches(), lambda batch: (batch[0], prepare(batch[1])), depth)

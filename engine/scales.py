@@ -132,29 +132,29 @@ class ScaleMap:
         scales = check_scales(tiling.scales)
         windows: dict = {}
         if len(scales) > 1:
-            first = dict((r[0], r[1:]) for r in idx.conn.execute(
-                "SELECT r.id, t.col_off, t.row_off, t.width, t.height, t.footprint FROM rasters r JOIN tiles t ON "
-                "t.id = (SELECT MIN(id) FROM tiles WHERE raster_id = r.id)"))
+            geometries = idx.raster_geometries()
             for raster in idx.rasters():
-                windows[raster.id] = _planned_sizes(raster, first.get(raster.id), tiling)
+                got = geometries.get(raster.id)
+                windows[raster.id] = _planned_sizes(raster, got[2].transform if got else None, tiling)
         return cls(scales, windows)
 
 
-def _planned_sizes(raster, first_tile, tiling: "TilingSpec") -> dict[tuple[int, int], int]:
-    """{(width, height): scale} of one raster; the smallest scale wins where two plan the same window."""
+def _planned_sizes(raster, transform, tiling: "TilingSpec") -> dict[tuple[int, int], int]:
+    """{(width, height): scale} of one raster; the smallest scale wins where two plan the same window.
+
+    ``transform`` is the raster's stored geotransform (None when the index has none for it).
+    """
     from .tiling import RasterInfo, tile_size_pixels
 
     affine = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-    if first_tile is not None and tiling.units == "m":
-        from .scoring import affine_from_footprint
-
-        affine = affine_from_footprint(first_tile[4], first_tile[:4])
+    if transform is not None and tiling.units == "m":
+        affine = tuple(transform)
     info = RasterInfo(raster.path, raster.width, raster.height, 3, "Byte", raster.crs_wkt, affine, (1, 2, 3),
                       (None, None, None), raster.fingerprint)
     out: dict[tuple[int, int], int] = {}
     for scale, spec in reversed(scale_specs(tiling)):
-        if tiling.units == "m" and first_tile is None:
-            continue  # metres need the raster's pixel size, known from a stored tile; a raster without tiles has none
+        if tiling.units == "m" and transform is None:
+            continue  # metres need the raster's pixel size, known from its stored geotransform
         tw, th = tile_size_pixels(info, spec)
         out[(min(tw, raster.width), min(th, raster.height))] = scale
     return out

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import EngineError
+from .footprints import affine_from_footprint  # noqa: F401 (kept importable from here)
 from .progress import ProgressFn, no_progress
 
 W_TEXT = 1.0
@@ -141,38 +142,18 @@ def forget_matrices() -> None:
 
 
 def _read_matrix(idx) -> IndexMatrix:
-    for _ in range(3):  # a writer may commit between the two reads: read again until they agree
+    """Every searchable tile's id, embedding, raster and window, read in bulk in one snapshot of the index."""
+    with idx.snapshot():
         ids, vecs = idx.embeddings()
-        rows = idx.conn.execute(
-            "SELECT id, raster_id, col_off, row_off, width, height FROM tiles ORDER BY id"
-        ).fetchall()
-        geo = np.array(rows, dtype=np.int64).reshape(-1, 6)
-        if len(geo) == len(ids) and np.array_equal(geo[:, 0], ids):
-            break
-    else:
+        geo_ids, raster_ids, windows = idx.tile_windows()
+        geometries = idx.raster_geometries()
+    if len(geo_ids) != len(ids) or not np.array_equal(geo_ids, ids):
         raise EngineError(f"The index at {idx.folder} keeps changing while it is read; try again when indexing ends.")
     rasters = {}
-    first = idx.conn.execute(
-        "SELECT r.id, r.path, r.crs_wkt, t.col_off, t.row_off, t.width, t.height, t.footprint FROM rasters r"
-        " JOIN tiles t ON t.id = (SELECT MIN(id) FROM tiles WHERE raster_id = r.id)"
-    ).fetchall()
-    for rid, path, crs_wkt, col, row, w, h, footprint in first:
-        rasters[int(rid)] = RasterGeo(int(rid), path, crs_wkt, affine_from_footprint(footprint, (col, row, w, h)))
-    return IndexMatrix(ids, vecs, geo[:, 1].copy(), np.ascontiguousarray(geo[:, 2:6]), rasters)
-
-
-def affine_from_footprint(footprint_wkt: str, window) -> tuple[float, float, float, float, float, float]:
-    """Pixel → CRS affine of a raster from one tile.
-
-    The tile's footprint corners are the window's, clockwise from top-left.
-    """
-    inner = footprint_wkt[footprint_wkt.index("((") + 2 : footprint_wkt.index(")")]
-    pts = [tuple(float(v) for v in p.split()[:2]) for p in inner.split(",")]
-    (x0, y0), (x1, y1), _, (x3, y3) = pts[:4]
-    col, row, w, h = (float(v) for v in window)
-    b, e = (x1 - x0) / w, (y1 - y0) / w
-    c, f = (x3 - x0) / h, (y3 - y0) / h
-    return (x0 - col * b - row * c, b, c, y0 - col * e - row * f, e, f)
+    for rid, (path, crs_wkt, geometry) in geometries.items():
+        if geometry.transform is not None:
+            rasters[int(rid)] = RasterGeo(int(rid), path, crs_wkt, geometry.transform)
+    return IndexMatrix(ids, vecs, raster_ids, windows, rasters)
 
 
 # -- scoring -------------------------------------------------------------------------------

@@ -172,6 +172,19 @@ class Tile:
     bounds: tuple[float, float, float, float]
 
 
+@dataclass(frozen=True)
+class TileBatch:
+    """Tiles read together: their windows, uint8 pixels (m, 3, read_size, read_size) and WGS84 bounds (m, 4)."""
+
+    raster: str
+    windows: list[TileWindow]
+    pixels: np.ndarray
+    wgs84_bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
 class _Offsets(Sequence[int]):
     """Window start offsets along one axis: a regular range plus one start snapped to the edge."""
 
@@ -675,17 +688,6 @@ class RasterTiler:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read_bands(self, window: TileWindow, alg: int) -> dict[int, np.ndarray]:
-        """Each distinct chosen band's pixels in ``window``, resampled to read_size², native type."""
-        n = self.spec.read_size
-        unique = list(dict.fromkeys(self.info.bands))
-        what = (f"Cannot read {Path(self.info.path).name} at window {window.as_tuple()} "
-                "(the file may be truncated or damaged)")
-        data = _gdal_call(self._ds.ReadAsArray, window.col_off, window.row_off, window.width, window.height,
-                          buf_xsize=n, buf_ysize=n, resample_alg=alg, band_list=unique, what=what)
-        data = data.reshape(len(unique), n, n)
-        return {b: data[i] for i, b in enumerate(unique)}
-
     def read(self, window: TileWindow) -> np.ndarray | None:
         """uint8 (read_size, read_size, 3) pixels of a window, or None if mostly nodata (see ``_read``).
 
@@ -701,51 +703,194 @@ class RasterTiler:
         stretched to 0–255 and nodata, NaN and ±inf become 0. A pixel counts as nodata when every
         chosen band that can be missing is missing there, or the GDAL mask (alpha) is 0.
         """
+        keep, pixels = self._read_many([window])
+        return np.ascontiguousarray(pixels[0].transpose(1, 2, 0)) if keep[0] else None
+
+    def _resampling(self, window: TileWindow) -> int:
+        from osgeo import gdal
+
+        n = self.spec.read_size
+        if self._lut is not None:
+            return gdal.GRIORA_NearestNeighbour
+        if window.width > n or window.height > n:
+            return gdal.GRIORA_Average
+        return gdal.GRIORA_Bilinear
+
+    def _read_many(self, windows: Sequence[TileWindow]) -> tuple[np.ndarray, np.ndarray]:
+        """(keep, uint8 (m, 3, n, n) pixels) of m windows, each resampled to ``read_size`` (n) where its size differs.
+
+        GDAL writes each window's distinct chosen bands straight into its slot of one (m, bands, n, n)
+        buffer (no per-tile arrays, no strip to cut up), and the whole buffer is converted at once
+        by ``_convert``; 8-bit RGB needs no conversion at all.
+        """
         from osgeo import gdal
 
         if self._ds is None:
             raise EngineError(f"The tiler of {Path(self.info.path).name} is closed.")
         n = self.spec.read_size
-        if self._lut is not None:
-            alg = gdal.GRIORA_NearestNeighbour
-        elif window.width > n or window.height > n:
-            alg = gdal.GRIORA_Average
-        else:
-            alg = gdal.GRIORA_Bilinear
-        raw = self._read_bands(window, alg)
+        unique = list(dict.fromkeys(self.info.bands))
+        raw: np.ndarray | None = None
+        mask = np.empty((len(windows), n, n), dtype=np.uint8) if self._mask else None
+        mask_band = self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand() if self._mask else None
+        name = Path(self.info.path).name
+        with _quiet_gdal():
+            for i, w in enumerate(windows):
+                box = (w.col_off, w.row_off, w.width, w.height)
+                alg = self._resampling(w)
+                try:
+                    if raw is None:  # the first read decides the buffer's type, as GDAL picks it
+                        first = self._ds.ReadAsArray(*box, buf_xsize=n, buf_ysize=n, resample_alg=alg,
+                                                     band_list=unique)
+                        if first is not None:
+                            raw = np.empty((len(windows), len(unique), n, n), dtype=first.dtype)
+                            raw[0] = first.reshape(len(unique), n, n)
+                        got = first
+                    else:
+                        got = self._ds.ReadAsArray(*box, buf_obj=raw[i] if len(unique) > 1 else raw[i, 0],
+                                                   buf_xsize=n, buf_ysize=n, resample_alg=alg, band_list=unique)
+                    if got is not None and mask_band is not None and mask is not None:
+                        got = mask_band.ReadAsArray(*box, buf_xsize=n, buf_ysize=n, buf_obj=mask[i])
+                        what = f"Cannot read the mask of {name}"
+                    else:
+                        what = f"Cannot read {name} at window {w.as_tuple()} (the file may be truncated or damaged)"
+                    detail = "" if got is not None else gdal.GetLastErrorMsg()
+                except RuntimeError as exc:
+                    got, detail = None, _gdal_exception_text(exc)
+                    what = f"Cannot read {name} at window {w.as_tuple()} (the file may be truncated or damaged)"
+                if got is None:
+                    raise EngineError(f"{what}: {detail.strip().rstrip('.') or 'unknown GDAL error'}.")
+        assert raw is not None
+        return self._convert(raw, unique, mask)
+
+    def _convert(self, block: np.ndarray, unique: list[int], mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(keep, pixels) of m tiles: ``block`` (m, len(unique), n, n) holds the distinct chosen bands' native
+        values, ``mask`` the GDAL mask (m, n, n) or None; ``pixels`` is uint8 (m, 3, n, n), ``keep`` False for
+        tiles over the nodata tolerance. The same arithmetic for one tile and for a batch of them."""
+        m, n = block.shape[0], block.shape[-1]
+        if (self._lut is None and mask is None and block.dtype == np.uint8 and unique == list(self.info.bands)
+                and len(unique) == 3 and all(v is None for v in self.info.nodata)
+                and all(tuple(r) == (0.0, 255.0) for r in self.stretch)):
+            return np.ones(m, dtype=bool), block  # 8-bit RGB as stored: nothing to convert
+        raw = {b: block[:, j] for j, b in enumerate(unique)}
         bad: dict[int, np.ndarray] = {}
         for band_no, nodata in zip(self.info.bands, self.info.nodata):
             data = raw[band_no]
             if band_no not in bad and (nodata is not None or data.dtype.kind == "f"):
                 hits = _nodata_hits(data, nodata)
                 bad[band_no] = hits | ~np.isfinite(data) if data.dtype.kind == "f" else hits
-        invalid = np.logical_and.reduce(list(bad.values())) if bad else np.zeros((n, n), dtype=bool)
-        if self._mask:
-            mask = _gdal_call(self._ds.GetRasterBand(self.info.bands[0]).GetMaskBand().ReadAsArray,
-                              window.col_off, window.row_off, window.width, window.height, buf_xsize=n, buf_ysize=n,
-                              what=f"Cannot read the mask of {Path(self.info.path).name}")
-            invalid = invalid | (mask == 0)
-        if invalid.mean() > self.spec.max_nodata:
-            return None
+        invalid = np.logical_and.reduce(list(bad.values())) if bad else None
+        if mask is not None:
+            invalid = (mask == 0) if invalid is None else invalid | (mask == 0)
+        keep = invalid.mean(axis=(1, 2)) <= self.spec.max_nodata if invalid is not None else np.ones(m, dtype=bool)
+        out = np.empty((m, 3, n, n), dtype=np.uint8)
         if self._lut is not None:
             index = raw[self.info.bands[0]].astype(np.intp)
             rgb = self._lut[np.clip(index, 0, len(self._lut) - 1)]
-            rgb[invalid] = 0
-            return rgb
-        planes = []
-        for band_no, (lo, hi) in zip(self.info.bands, self.stretch):
+            if invalid is not None:
+                rgb[invalid] = 0
+            out[:] = rgb.transpose(0, 3, 1, 2)
+            return keep, out
+        for k, (band_no, (lo, hi)) in enumerate(zip(self.info.bands, self.stretch)):
             data = raw[band_no]
             if data.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
-                plane = data.copy()
+                out[:, k] = data
             else:
                 scaled = (data.astype(np.float64) - lo) * (255.0 / (hi - lo))
-                plane = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
-                plane = plane.astype(np.uint8)
+                out[:, k] = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
             if band_no in bad:
-                plane[bad[band_no]] = 0
-            plane[invalid] = 0
-            planes.append(plane)
-        return np.stack(planes, axis=-1)
+                np.putmask(out[:, k], bad[band_no], 0)
+            if invalid is not None:
+                np.putmask(out[:, k], invalid, 0)
+        return keep, out
+
+    def iter_batches(self, batch_size: int, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[TileBatch]:
+        """The tiles of ``iter_tiles`` (same windows, pixels and order), ``batch_size`` at a time, channels first.
+
+        GDAL reads each window straight into the batch's buffer, the batch is converted with array
+        operations, and the WGS84 bounds come from one PROJ call per batch.
+        """
+        total = len(self.windows)
+        every = max(1, math.ceil(total / 100))
+        if self._remote is not None:
+            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
+        pending: list[TileWindow] = []
+        kept: list[tuple[list[TileWindow], np.ndarray]] = []
+        held = 0
+        for i, window in enumerate(self.windows):
+            check_cancel(cancel)
+            if progress is not None and i % every == 0:
+                progress(i / total, f"tile {i + 1} of {total}")
+            if window.as_tuple() in skip:
+                continue
+            pending.append(window)
+            if len(pending) >= batch_size:
+                got = self._read_windows(pending)
+                pending = []
+                kept.append(got)
+                held += len(got[0])
+                while held >= batch_size:
+                    batch, kept, held = self._take(kept, batch_size)
+                    yield batch
+        if pending:
+            got = self._read_windows(pending)
+            kept.append(got)
+            held += len(got[0])
+        while held:
+            batch, kept, held = self._take(kept, batch_size)
+            yield batch
+        if progress is not None:
+            progress(1.0, f"{total} tiles read")
+
+    def _take(self, kept: list, size: int) -> tuple[TileBatch, list, int]:
+        windows = [w for ws, _ in kept for w in ws]
+        pixels = np.concatenate([p for _, p in kept]) if len(kept) > 1 else kept[0][1]
+        rest = [(windows[size:], pixels[size:])] if len(windows) > size else []
+        windows, pixels = windows[:size], pixels[:size]
+        return (TileBatch(self.info.path, windows, pixels, self.wgs84_bounds(windows)), rest,
+                len(rest[0][0]) if rest else 0)
+
+    def _read_windows(self, windows: list[TileWindow]) -> tuple[list[TileWindow], np.ndarray]:
+        """The kept windows among ``windows`` and their uint8 (m, 3, n, n) pixels."""
+        n = self.spec.read_size
+        if self._remote is not None:  # each window downloads what it needs first (or is skipped)
+            out_w, out_p = [], []
+            for window in windows:
+                try:
+                    pixels = self.read(window)
+                except TileUnavailable as exc:
+                    self.unavailable += 1
+                    self.unavailable_reason = str(exc)
+                    continue
+                if pixels is not None:
+                    out_w.append(window)
+                    out_p.append(pixels.transpose(2, 0, 1))
+            return out_w, (np.stack(out_p) if out_p else np.zeros((0, 3, n, n), dtype=np.uint8))
+        keep, pixels = self._read_many(windows)
+        if keep.all():
+            return list(windows), pixels
+        return [w for w, k in zip(windows, keep.tolist()) if k], pixels[keep]
+
+    def wgs84_bounds(self, windows: Sequence[TileWindow]) -> np.ndarray:
+        """(m, 4) min lon, min lat, max lon, max lat of windows, from one PROJ call."""
+        from .footprints import corners
+
+        table = np.array([w.as_tuple() for w in windows], dtype=np.float64).reshape(-1, 4)
+        if not len(table):
+            return np.zeros((0, 4))
+        xy = np.ascontiguousarray(corners(self.info.transform, table).reshape(-1, 2))
+        with _quiet_gdal():
+            try:
+                lonlat = np.asarray(self._to_wgs84.TransformPoints(xy), dtype=np.float64)[:, :2]
+            except RuntimeError:
+                lonlat = np.full(xy.shape, np.nan)
+        lonlat = lonlat.reshape(-1, 4, 2)
+        bad = ~np.isfinite(lonlat).all(axis=(1, 2))
+        if bad.any():
+            window = windows[int(np.flatnonzero(bad)[0])]
+            raise EngineError(f"Cannot place window {window.as_tuple()} of {Path(self.info.path).name} in "
+                              "latitude/longitude; check the raster's coordinate reference system.")
+        return np.concatenate([lonlat.min(axis=1), lonlat.max(axis=1)], axis=1)
 
     def _corners(self, window: TileWindow) -> list[tuple[float, float]]:
         """The window's four corners in the raster CRS, clockwise from top-left, via the full affine."""

@@ -10,8 +10,6 @@ Generation is deterministic per (seed, start row), so a build can be regenerated
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 UTM14 = ('PROJCS["NAD83 / UTM zone 14N",GEOGCS["NAD83",DATUM["North_American_Datum_1983",SPHEROID["GRS 1980",'
@@ -100,19 +98,15 @@ def recall(got, truth: np.ndarray) -> float:
     return float(np.mean([len(set(np.asarray(g)[:k].tolist()) & set(t.tolist())) / k for g, t in zip(got, truth)]))
 
 
-def planted_tiles(n: int, first: int = 0, per_row: int = 1000, size: int = 10):
-    """Tile objects (as the tiler makes) for ``n`` tiles of a planted raster, starting at tile ``first``."""
-    out = []
-    for i in range(first, first + n):
-        col, row = i % per_row, i // per_row
-        x0, y0 = 500000 + col * size, 5200000 - row * size
-        poly = f"POLYGON (({x0} {y0}, {x0 + size} {y0}, {x0 + size} {y0 - size}, {x0} {y0 - size}, {x0} {y0}))"
-        lon, lat = -99 + col * 1e-4, 47 - row * 1e-4
-        wgs = f"POLYGON (({lon} {lat}, {lon + 1e-4} {lat}, {lon + 1e-4} {lat - 1e-4}, {lon} {lat - 1e-4}, {lon} {lat}))"
-        out.append(SimpleNamespace(window=SimpleNamespace(col_off=col * size, row_off=row * size, width=size,
-                                                          height=size),
-                                   bounds=(x0, y0 - size, x0 + size, y0), footprint_wkt=poly, footprint_wgs84_wkt=wgs))
-    return out
+#: The planted rasters' geotransform: 1 m pixels in UTM 14N (tiles of 10 px are 10 m squares).
+PLANTED_TRANSFORM = (500000.0, 1.0, 0.0, 5200000.0, 0.0, -1.0)
+
+
+def planted_tiles(n: int, first: int = 0, per_row: int = 1000, size: int = 10) -> list:
+    """Pixel windows (as the tiler makes them) of ``n`` tiles of a planted raster, from tile ``first`` on."""
+    from engine.tiling import TileWindow
+
+    return [TileWindow((i % per_row) * size, (i // per_row) * size, size, size) for i in range(first, first + n)]
 
 
 def add_planted_raster(idx, path: str, vectors: np.ndarray, batch: int = 4096, after_batch=None,
@@ -120,7 +114,8 @@ def add_planted_raster(idx, path: str, vectors: np.ndarray, batch: int = 4096, a
     """Add a planted raster's tiles (one per vector) to an open, locked index, batch by batch; returns its id."""
     n = len(vectors)
     side = int(np.ceil(np.sqrt(n)))
-    rid, _ = idx.begin_raster(path, f"fp-{path}", UTM14, side * 10, side * 10, (1, 2, 3), n)
+    rid, _ = idx.begin_raster(path, f"fp-{path}", UTM14, side * 10, side * 10, (1, 2, 3), n,
+                              transform=PLANTED_TRANSFORM)
     for start in range(0, n, batch):
         idx.add_tiles(rid, planted_tiles(min(batch, n - start), start, per_row=side), vectors[start:start + batch])
         if after_batch is not None:

@@ -748,8 +748,9 @@ def hostile_tile_rows(w: World):
     cases = ["UPDATE tiles SET embedding = x'00010203' WHERE id = 3",
              "UPDATE tiles SET embedding = (SELECT embedding FROM tiles WHERE id = 1) || x'00' WHERE id = 2",
              "UPDATE tiles SET col_off = 'left' WHERE id = 4",
-             "UPDATE tiles SET footprint = 'POLYGON ((' WHERE id > 0",
-             "UPDATE tiles SET footprint_wgs84 = 'nonsense' WHERE id > 0",
+             # format 4 computes footprints from each raster's geotransform and CRS: damage those
+             "UPDATE rasters SET transform = '[500000.0, 10.0' WHERE id > 0",
+             "UPDATE rasters SET crs_wkt = 'nonsense' WHERE id > 0",
              "UPDATE tiles SET raster_id = 999 WHERE id = 5"]
     nan = np.full(32, np.nan, dtype=np.float32).tobytes()
     for n, sql in enumerate(cases + ["NAN"]):
@@ -765,11 +766,11 @@ def hostile_tile_rows(w: World):
         if "raster_id = 999" in sql:
             assert codes[:4] == [0, 0, 0, 0], "an orphan tile is simply not searchable"
             assert_similar_is_right(idx)
-        elif "footprint_wgs84" in sql:
+        elif "crs_wkt" in sql:
             area = "POLYGON ((-180 -90, 180 -90, 180 90, -180 90, -180 -90))"
             with pytest.raises(EngineError, match="damaged footprint"):
                 jobs.search(idx, "water", top_k=3, within_wgs84_wkt=area)
-        elif "footprint" in sql:
+        elif "transform" in sql:
             assert codes[3] == 2, "exporting a damaged footprint says so"
         else:
             assert 2 in codes[1:4], sql

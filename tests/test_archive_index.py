@@ -46,20 +46,21 @@ def folder_bytes(folder: Path) -> int:
 
 @pytest.fixture(scope="module")
 def archived(world, tmp_path_factory):
-    """(the same planted index in the SQLite layout, and moved to the archive layout).
+    """(the same planted index in the SQLite layout, and moved to the archive layout by the `archive` job).
 
-    The move is the `archive` job's, given the planted text queries that the job takes from the index's
-    model for a real one (``layout.model_text_sample``; a planted index has no model to embed them).
+    The index holds a planted text sample, as indexing stores the model's own (``querysample``).
     """
     base = tmp_path_factory.mktemp("archived")
     plain = planted_index(base / "plain", world)
     plain.close()
     shutil.copytree(base / "plain", base / "archived")
-    with TileIndex.open(base / "archived", write=True) as idx, idx.writing(), pytest.MonkeyPatch.context() as mp:
+    with TileIndex.open(base / "archived", write=True) as idx:
+        texts = world.texts(100, seed=1)
+        idx.store_query_sample("text", [f"planted text {i}" for i in range(len(texts))], texts)
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(layout, "SHARD_SIZE", SHARD)
-        assert layout.maintain(idx, force=True, text_queries=world.texts(100, seed=1))
-    report = jobs.archive_index(base / "archived")  # already moved: brought up to date, reported
-    assert report.tiles == 2 * PER_RASTER
+        report = jobs.archive_index(base / "archived")
+    assert report.tiles == 2 * PER_RASTER and "recall@10 image" in report.description and "text" in report.description
     return base / "plain", base / "archived"
 
 
@@ -84,11 +85,14 @@ def test_the_folder_keeps_tiles_in_sqlite_and_vectors_in_the_archive(archived):
     con = sqlite3.connect(moved / DB_NAME)
     try:
         lengths = con.execute("SELECT MIN(length(embedding)), MAX(length(embedding)), COUNT(*) FROM tiles").fetchone()
-        footprints = con.execute("SELECT COUNT(*) FROM tiles WHERE footprint LIKE 'POLYGON%'").fetchone()[0]
+        bounds = con.execute("SELECT COUNT(*) FROM tile_bounds").fetchone()[0]
     finally:
         con.close()
     assert lengths == (0, 0, 2 * PER_RASTER), "every float32 cell emptied"
-    assert footprints == 2 * PER_RASTER, "the tiles and their footprints stay in the database"
+    assert bounds == 2 * PER_RASTER, "the tiles and their bounds stay in the database"
+    with TileIndex.open(moved) as idx:
+        tile = idx.tiles([7])[7]
+        assert tile.footprint_wkt.startswith("POLYGON ((500060") and tile.footprint_wgs84_wkt.startswith("POLYGON")
     assert not (moved / FAISS_NAME).exists(), "the SQLite layout's FAISS cache is gone"
     info = jobs.info(moved)
     assert info.vector_kind.startswith("archive ivf") and "recall@10 image" in info.archive

@@ -31,7 +31,7 @@ import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -156,8 +156,13 @@ class ArchiveStore:
     def ntotal(self) -> int:
         return self.archive.count - len(self.archive.removed) + len(self.tail_ids)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row, best first; ids of -1 mark missing results."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row, best first and scored exactly; ids of -1 mark missing results.
+
+        ``kind`` ("text", "image") chooses the setting calibrated for such queries; without it the
+        query's side of the modality gap does.
+        """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.archive.dim)
         k = max(0, int(k))
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
@@ -173,7 +178,8 @@ class ArchiveStore:
             elif archived_allowed is not None and not len(archived_allowed):
                 a_ids, a_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
             else:
-                a_ids, a_scores = self.archive.search(query, k, archived_allowed, self.pointer.max_id, self.hidden)[0]
+                a_ids, a_scores = self.archive.search(query, k, archived_allowed, self.pointer.max_id, self.hidden,
+                                                      kind=kind)[0]
             t_ids, t_scores = self.tail_ids[tail_ok], self.tail_vecs[tail_ok] @ query
             all_ids = np.concatenate([a_ids, t_ids])
             all_scores = np.concatenate([a_scores, t_scores]).astype(np.float32)
@@ -264,7 +270,7 @@ class ArchivedPart:
         return ids[order], vecs[order]
 
 
-def split_embeddings(idx, ids: Sequence[int] | None) -> ArchivedPart | None:
+def split_embeddings(idx, ids: Iterable[int] | None) -> ArchivedPart | None:
     """For an index in the archive layout: the archived tiles' vectors (float16 widened), the rest by id.
 
     None for any other index. Reading more vectors than ``memory_budget`` allows is refused with a sentence.
@@ -339,29 +345,33 @@ def _writable_archive(idx, pointer: Pointer | None) -> archive_store.Archive:
 
 
 def model_text_sample(idx) -> np.ndarray | None:
-    """The shipped class sets' names embedded by the index's own model through its templates, as a search embeds
-    what a user types: the text queries the archive calibrates on. None when the model is not at hand (its
-    weights are not downloaded, or it is not a model this machine can load); nothing is downloaded for it."""
+    """The text queries the archive calibrates on: the index's stored text sample (``querysample``: the shipped
+    class sets embedded by its own model through its templates), else that sample embedded now and stored,
+    when the model is at hand. None when it is not (weights not downloaded, or not a model this machine
+    loads): the archive then calibrates on image queries alone. Nothing is downloaded for it."""
     import logging
 
-    from ..classsets import available_class_sets, load_class_set
     from ..jobs import get_encoder
-    from ..models import ModelRef, REGISTRY, is_cached
-    from ..prompts import model_templates
+    from ..models import REGISTRY, ModelRef, is_cached
+    from ..querysample import store_text_sample
 
+    stored = idx.query_sample("text")
+    if stored is not None:
+        return stored[1]
     model = idx.model
     try:
         ref = ModelRef.from_dict(model)
         if model.get("kind") == "registry" and not (ref.name in REGISTRY and is_cached(REGISTRY[ref.name])):
             return None
-        encoder = get_encoder(model)
-        phrases = sorted({p for name in available_class_sets() for p in load_class_set(name)})
-        vectors = encoder.encode_prompts(phrases, tuple(model_templates(model)))
+        if idx.readonly:
+            return None
+        store_text_sample(idx, get_encoder(model))
     except (EngineError, OSError, ValueError, KeyError, TypeError) as exc:
         logging.getLogger("rsclip_search.engine").info("The archive of %s calibrates on image queries only: %s",
                                                        idx.folder, exc)
         return None
-    return np.ascontiguousarray(vectors, dtype=np.float32) if vectors.shape[1] == idx.dim else None
+    stored = idx.query_sample("text")
+    return stored[1] if stored is not None else None
 
 
 def convert(idx, progress: ProgressFn | None = None, cancel=None, text_queries=None) -> None:
@@ -518,13 +528,18 @@ def _drop_old_cache(idx) -> None:
                 pass
 
 
-def describe_index(idx) -> tuple[str, str] | None:
-    """(kind, description) of an index in the archive layout for ``info``; None for any other."""
+def describe_index(idx) -> tuple[str, dict, dict, str] | None:
+    """For ``info``, of an index in the archive layout: (kind, recall@10 per query kind, (nprobe, candidates
+    re-ranked) per query kind, what the archive holds); None for any other index."""
     pointer = read_pointer(idx)
     if pointer is None:
         return None
     archive = open_archive(idx, pointer)
-    return kind_of(archive), describe(archive)
+    settings = archive.settings()
+    recall = {k: float(v) for k, v in (settings.get("recall") or {}).items()}
+    kinds = settings.get("by_kind") or {kind: settings for kind in recall}
+    per_kind = {kind: (int(v["nprobe"]), int(v["rerank"])) for kind, v in kinds.items()}
+    return kind_of(archive), recall, per_kind, describe(archive)
 
 
 def verify(idx, progress: ProgressFn | None = None, cancel=None) -> int:

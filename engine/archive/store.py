@@ -188,10 +188,13 @@ class Archive:
             raise archive_damaged(self.folder.parent, "its vector archive was never calibrated")
         return structure["search"]
 
-    def setting_for(self, query: np.ndarray) -> tuple[int, int]:
-        """(nprobe, re-rank depth) for one query: its kind's, when the calibration told text from image queries."""
+    def setting_for(self, query: np.ndarray, kind: str | None = None) -> tuple[int, int]:
+        """(nprobe, re-rank depth) for one query: its kind's (given, or told by the side of the modality gap the
+        query is on), else the widest."""
         settings = self.settings()
         kinds = settings.get("by_kind")
+        if kinds and kind in kinds:
+            return int(kinds[kind]["nprobe"]), int(kinds[kind]["rerank"])
         if kinds and "threshold" in settings:
             if self._axis is None:
                 self._axis = self._load_axis()
@@ -237,8 +240,8 @@ class Archive:
         return out
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, below: int | None = None,
-               hidden: np.ndarray | None = None, nprobe: int | None = None,
-               depth: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+               hidden: np.ndarray | None = None, nprobe: int | None = None, depth: int | None = None,
+               kind: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, (ids, exact scores) of its best ``k``, best first, re-ranked from the float16 vectors.
 
         ``hidden`` (ascending) are ids never to return (tiles of a re-index not yet finished).
@@ -246,7 +249,7 @@ class Archive:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         out = []
         for query in q:
-            own_nprobe, own_depth = self.setting_for(query)
+            own_nprobe, own_depth = self.setting_for(query, kind)
             use_nprobe, use_depth = int(nprobe or own_nprobe), max(int(depth or own_depth), k)
             if allowed is not None:  # the wanted few are rarer among each list's vectors
                 use_nprobe = min(self.searcher().nlist, 4 * use_nprobe)
