@@ -100,7 +100,7 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
     """Index ``tiles`` planted tiles as the indexing job commits them; fold the exact answers as they come."""
     from engine import jobs
     from engine.archive import layout
-    from engine.archive.calibrate import Truth
+    from engine.archive.calibrate import empty_truth
     from engine.index import TileIndex
     from planted_archive import PLANTED_TRANSFORM, UTM14, planted_tiles
 
@@ -110,7 +110,7 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
         layout.ARCHIVE_THRESHOLD_BYTES = 1 << 62
     path = Path(folder)
     shutil.rmtree(path, ignore_errors=True)
-    truth = Truth.empty(held_out(w))
+    truth = empty_truth(held_out(w))
     times = {"generate": 0.0, "commit": 0.0, "archive while indexing": 0.0, "end of the job": 0.0, "truth": 0.0}
     start = time.perf_counter()
     idx = TileIndex.create(path, {"kind": "registry", "name": "planted"}, {"size": 10}, DIM)
@@ -130,7 +130,7 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
                 tiles_ = planted_tiles(m, at, per_row=side)
                 times["generate"] += time.perf_counter() - t
                 t = time.perf_counter()
-                truth.fold([(np.arange(done + at + 1, done + at + m + 1, dtype=np.int64), vecs)])
+                truth.added(np.arange(done + at + 1, done + at + m + 1, dtype=np.int64), vecs)
                 times["truth"] += time.perf_counter() - t
                 t = time.perf_counter()
                 idx.add_tiles(rid, tiles_, vecs)
@@ -148,7 +148,7 @@ def phase_build(folder: str, count: str, sqlite: str) -> dict:
     info = jobs.info(path)
     kind = info.archive or info.vector_kind
     idx.close()
-    np.savez(path.parent / f"{path.name}-truth.npz", **{f"{k}_ids": v for k, v in truth.ids.items()})
+    np.savez(path.parent / f"{path.name}-truth.npz", **{f"{k}_ids": v for k, v in truth.truth_ids.items()})
     wall = time.perf_counter() - start
     return {"tiles": tiles, "wall_s": wall, "build_s": wall - times["generate"] - times["truth"], "times": times,
             "peak_rss_mb": peak_rss_mb(), "bytes": folder_bytes(path), "kind": kind}

@@ -25,6 +25,7 @@ import numpy as np
 from ..atomic import atomic_write, atomic_write_bytes
 from ..models.download import file_sha256
 from ..progress import check_cancel, no_progress
+from ..vectors import Calibration
 from . import calibrate, ivfpq
 from .shards import (SHARD_SIZE, Shard, ShardInfo, ShardSet, archive_damaged, remove_quietly, shard_name,
                      write_shard)
@@ -396,18 +397,18 @@ class Archive:
         self.collect_garbage()
 
     # -- calibration ----------------------------------------------------------------------------
-    def truth(self) -> calibrate.Truth | None:
+    def truth(self) -> Calibration | None:
         entry = self.manifest["calibration"]
         if entry is None:
             return None
         try:
             with np.load(self.folder / entry["file"], allow_pickle=False) as data:
-                return calibrate.Truth.from_arrays(data, self.dim)
+                return Calibration.from_arrays(data, self.dim)
         except (OSError, ValueError, KeyError) as exc:
             _log.info("Recomputing the calibration of the archive in %s: %s", self.folder, exc)
             return None
 
-    def _save_truth(self, truth: calibrate.Truth, covers: int, axis: np.ndarray | None = None) -> None:
+    def _save_truth(self, truth: Calibration, covers: int, axis: np.ndarray | None = None) -> None:
         name = self._new_name("calibration", ".npz")
         arrays = truth.arrays()
         if axis is not None:
@@ -438,7 +439,7 @@ class Archive:
             texts = text_queries() if callable(text_queries) else text_queries
             if truth is not None and texts is not None and len(texts):
                 truth = None  # a text sample arrived: start again with it
-        if truth is not None and not truth.drop(self.removed):
+        if truth is not None and len(self.removed) and not truth.removed(self.removed):
             truth = None
         if truth is None:
             rng = np.random.default_rng(seed)
@@ -448,13 +449,14 @@ class Archive:
                 texts = text_queries() if callable(text_queries) else text_queries
             if texts is not None and len(texts):
                 queries["text"] = texts
-            truth, covers = calibrate.Truth.empty(queries), 0
+            truth, covers = calibrate.empty_truth(queries), 0
         shards = [s for s in self.shards.shards if s.info.last_id > covers]
         for n, shard in enumerate(shards):
             check_cancel(cancel)
             progress(n / max(len(shards), 1), f"Finding the exact answers of the calibration queries (shard {n + 1} "
                                               f"of {len(shards)})")
-            truth.fold(shard.chunks())
+            for ids, vecs in shard.chunks():
+                truth.added(ids, vecs)
 
         def search(q: np.ndarray, nprobe: int, depth: int) -> list[np.ndarray]:
             return self.candidates(q, nprobe, depth, which=which)
@@ -472,7 +474,7 @@ class Archive:
             kinds = {}
             for kind in truth.queries:
                 start = max(1, int((before.get("by_kind") or {}).get(kind, {}).get("nprobe", 2)) // 2)
-                nprobe, depth, recall = calibrate.choose(truth.only(kind), search, nlist, self.count, start)
+                nprobe, depth, recall = calibrate.choose(calibrate.only(truth, kind), search, nlist, self.count, start)
                 kinds[kind] = {"nprobe": nprobe, "rerank": depth, "recall": recall[kind]}
             entry.update(nprobe=max(k["nprobe"] for k in kinds.values()),
                          rerank=max(k["rerank"] for k in kinds.values()),
