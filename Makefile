@@ -6,7 +6,7 @@ APT_PACKAGES := python3-qgis qgis-providers qgis python3-pytestqt python3-gdal p
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change bench-million screenshot clean
+.PHONY: setup apt venv test test-fast lint format requirements run package bundle bench bench-concepts bench-change bench-million bench-archive screenshot clean
 
 setup: apt venv
 
@@ -94,6 +94,11 @@ bench-million: venv $(VENV)/.bench-installed
 .PHONY: bench-dask
 bench-dask: venv
 	$(PY) bench/cluster.py
+
+# Archive-size indexes: 10,000,000 planted 512-d tiles through the indexing path (hours on 2 cores; needs
+# about 25 GB of free disk under bench/work). Not part of `make bench`. Results in bench/archive.md.
+bench-archive: venv
+	$(PY) bench/archive.py
 
 screenshot: venv
 	$(PY) tools/screenshot.py --out docs/screenshot.png

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", choices=("sample", "full"), default="sample",
                    help="how to recognise unchanged and moved rasters: size, time and samples of the file "
                         "(default), or also the SHA-256 of every byte (full)")
+    p.add_argument("--archive", action="store_true", help="move the index to the archive layout at the end (float16 "
+                   "shards + on-disk IVF-PQ; see 'archive'), even below the size where it moves by itself")
 
     p = sub.add_parser("search", help="find the tiles that best match a text")
     p.add_argument("query", metavar="TEXT")
@@ -141,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .changecli import add_change_parser
 
     add_change_parser(sub)
+    from .archive.cli import add_archive_parser
+
+    add_archive_parser(sub)
     return parser
 
 
@@ -283,7 +288,7 @@ def cmd_index(args) -> int:
         with using(options):
             report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
                                         batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify,
-                                        dask=args.dask)
+                                        dask=args.dask, archive=args.archive)
     for old, new in report.relinked:
         print(f"relinked {old} to {new} (the same file, moved; nothing re-embedded)", file=sys.stderr)
     for path, reason in report.skipped:
@@ -400,6 +405,8 @@ def cmd_info(args) -> int:
         if "text" not in info.search_recall:
             measured += " (not measured on text queries yet: the next 'index' run measures it)"
         print(f"Recall:   recall@10 against exact search {measured}")
+    if info.archive:
+        print(f"Archive:  {info.archive}")
     if len(info.scales) > 1:
         print("Scales:   " + ", ".join(f"×{s}: {n} tiles" for s, n in info.scales.items()))
     print(f"Tiling:   {tiling.get('size')} {tiling.get('units')}, overlap {tiling.get('overlap')}, "
@@ -690,5 +697,12 @@ def cmd_change(args) -> int:
     return run_change(args, ProgressBar())
 
 
+def cmd_archive(args) -> int:
+    from .archive.cli import run_archive
+
+    return run_archive(args, ProgressBar())
+
+
 COMMANDS = {"models": cmd_models, "index": cmd_index, "search": cmd_search, "label": cmd_label, "info": cmd_info,
-            "eval": cmd_eval, "deps": cmd_deps, "concept": cmd_concept, "change": cmd_change}
+            "eval": cmd_eval, "deps": cmd_deps, "concept": cmd_concept, "change": cmd_change,
+            "archive": cmd_archive}

@@ -767,6 +767,12 @@ class TileIndex:
         except OSError as exc:
             raise os_storage_error(exc, self.folder, self.space_hint) from None
 
+    @contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for modules that keep their own rows (the vector archive's)."""
+        with self._transaction():
+            yield self.conn
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database so the folder reads right even where the WAL cannot be used."""
         try:
@@ -1092,6 +1098,15 @@ class TileIndex:
 
         Memory is the result plus one chunk: rows are copied chunk by chunk into the final array.
         """
+        from .archive.layout import split_embeddings
+
+        archived = split_embeddings(self, ids)  # an index in the archive layout (engine/archive/)
+        if archived is not None:
+            return archived.join(*self._sqlite_embeddings(archived.rest)) if archived.rest else \
+                (archived.ids, archived.vectors)
+        return self._sqlite_embeddings(ids)
+
+    def _sqlite_embeddings(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         base = f"SELECT t.id, t.embedding FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
         with self.snapshot():
             if ids is None:
@@ -1198,10 +1213,14 @@ class TileIndex:
         index stores none.
         """
         from . import vectors
+        from .archive.layout import archived_store
         from .vectors import VectorStore
 
         say = progress or (lambda f, m: None)
         with self.snapshot():
+            archived = archived_store(self, rebuild)  # an index in the archive layout (engine/archive/)
+            if archived is not None:
+                return archived
             key = (self.generation, self.revision)
             current = self._store is not None and self._store_key == key and not self._store.damaged
             if not rebuild and current and not maintain:

@@ -82,6 +82,8 @@ class IndexInfo:
     scales: dict = field(default_factory=dict)
     #: raster path → ``planning.RasterGrid``: its CRS, pixel size and tile size in pixels, read from its tiles.
     grids: dict = field(default_factory=dict)
+    #: What the vector archive of an index in the archive layout holds (engine/archive/); None for others.
+    archive: str | None = None
 
     @property
     def missing(self) -> list:
@@ -213,7 +215,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                   verify: str = "sample", scales: Sequence[int] | None = None,
-                  dask: str | None = None) -> IndexReport:
+                  dask: str | None = None, archive: bool = False) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     ``model`` and ``tiling`` are what was asked (None: not asked); ``planning.plan_index`` decides what
@@ -231,6 +233,9 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
 
     ``dask`` (a scheduler address, a scheduler file or ``local:N``) embeds on a Dask cluster
     (engine/distributed.py); this process still plans the windows and commits every batch.
+
+    ``archive`` moves the index to the archive layout (engine/archive/) at the end of the run; an
+    index moves there by itself once it passes ``archive.layout.ARCHIVE_THRESHOLD_BYTES`` of vectors.
     """
     from .distributed import ClusterError
     from .index import DamagedIndexError, TileIndex
@@ -313,7 +318,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                                                       "nodata, or more than half nodata); nothing was indexed."))
                     continue
                 report.added.append((info.path, added))
-            _keep_search_index(idx, encoder, scaled(progress, 0.95, 1.0) if todo else progress)
+            _keep_search_index(idx, encoder, scaled(progress, 0.95, 1.0) if todo else progress, cancel,
+                               archive and not report.cancelled)
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
@@ -322,19 +328,21 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     return report
 
 
-def _keep_search_index(idx, encoder, progress: ProgressFn) -> None:
+def _keep_search_index(idx, encoder, progress: ProgressFn, cancel: CancelFn | None = None,
+                       archive: bool = False) -> None:
     """Bring the index's vector store up to date, training (with progress) where it has outgrown its training.
 
     An index that needs approximate search gets the model's own text embeddings of the shipped class
     sets stored first (``querysample.text_queries``), so its search depth is measured on text queries.
+    An index past the archive threshold (or ``archive``) moves to, or keeps up, the archive layout.
     """
     from .querysample import store_text_sample
     from .vectors import APPROX_THRESHOLD
 
-    if idx.tile_count() >= APPROX_THRESHOLD and idx.query_sample("text") is None:
+    if (archive or idx.tile_count() >= APPROX_THRESHOLD) and idx.query_sample("text") is None:
         progress(0.0, "Embedding the text queries the search index is calibrated on")
         store_text_sample(idx, encoder)
-    idx.vector_store(maintain=True, progress=progress)
+    _refresh_vectors(idx, progress, cancel, archive)
 
 
 def _release(encoder) -> None:
@@ -467,6 +475,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     """
     from contextlib import closing
 
+    from .archive.layout import after_batch as archive_after_batch
     from .distributed import ClusterError
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
@@ -497,6 +506,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                 with closing(_embedded_batches(encoder, tiler, batch_size, tick, cancel, done)) as batches:
                     for windows, embeddings, wgs84_bounds in batches:
                         idx.add_tiles(raster_id, windows, embeddings, wgs84_bounds)
+                        archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
                         added += len(windows)
                         done |= {w.as_tuple() for w in windows}  # a window two scales share is embedded once
                         check_cancel(cancel)
@@ -550,8 +560,72 @@ def relink_raster(index_dir: str | Path, old: str | Path, new: str | Path, verif
                 raise EngineError(f"{name} does not have the same content as the raster indexed as {rec.path} (their "
                                   "SHA-256 differ); index it as a new raster instead.")
         n = idx.relink(rec.path, new_path, info.fingerprint, content, full)
-        idx.vector_store(maintain=True)
+        _refresh_vectors(idx)
     return n
+
+
+def _refresh_vectors(idx, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     archive: bool = False) -> None:
+    """After a job changed an index (writer lock held): its archive brought up to date, or the index moved to the
+    archive layout (past the threshold, or ``archive``), then its vector store made ready for searches."""
+    from .archive.layout import maintain
+
+    maintain(idx, scaled(progress or no_progress, 0.0, 0.9), cancel, force=archive)
+    idx.vector_store(maintain=True, progress=scaled(progress or no_progress, 0.9, 1.0))
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """What ``archive_index`` found or made: the index in the archive layout."""
+
+    index_dir: str
+    tiles: int
+    description: str
+    archive_bytes: int
+    database_bytes: int
+    verified_bytes: int = 0
+
+    def summary(self) -> str:
+        per_tile = (self.archive_bytes + self.database_bytes) / max(self.tiles, 1)
+        text = (f"Index {self.index_dir}: {self.tiles:,} tiles in the archive layout ({self.description}); "
+                f"{self.archive_bytes / 1e9:.2f} GB of vectors and search lists, {self.database_bytes / 1e9:.2f} GB of "
+                f"database, {per_tile:,.0f} bytes per tile.")
+        if self.verified_bytes:
+            text += f" Every archive file was read back and checks out ({self.verified_bytes / 1e9:.2f} GB)."
+        return text
+
+
+def archive_index(index_dir: str | Path, verify: bool = False, progress: ProgressFn | None = None,
+                  cancel: CancelFn | None = None) -> ArchiveReport:
+    """Move an index's vectors to the archive layout (engine/archive/), or bring its archive up to date.
+
+    ``verify`` only reads every file of an archived index back (shards' SHA-256 and check numbers,
+    search segments); it works on read-only media too.
+    """
+    from .archive import layout
+    from .index import TileIndex
+
+    if verify:
+        with TileIndex.open(index_dir) as idx, idx.snapshot():
+            checked = layout.verify(idx, progress, cancel)
+            return _archive_report(idx, layout, checked)
+    with TileIndex.open(index_dir, write=True) as idx, idx.writing():
+        _refresh_vectors(idx, progress, cancel, archive=True)
+        report = _archive_report(idx, layout, 0)
+    (progress or no_progress)(1.0, report.summary())
+    return report
+
+
+def _archive_report(idx, layout, verified: int) -> ArchiveReport:
+    from .index import DB_NAME
+
+    pointer = layout.read_pointer(idx)
+    archive = layout.open_archive(idx, pointer) if pointer is not None else None
+    if archive is None:
+        raise EngineError(f"The index at {idx.folder} is not in the archive layout.")
+    database = sum(p.stat().st_size for p in idx.folder.glob(DB_NAME + "*") if p.is_file())
+    return ArchiveReport(str(idx.folder), idx.tile_count(), layout.describe(archive), archive.disk_bytes(), database,
+                         verified)
 
 
 def open_for_query(index_dir: str | Path, write: bool = False):
@@ -708,14 +782,17 @@ def info(index_dir: str | Path) -> IndexInfo:
     from .prompts import model_templates
     from .scales import tile_counts
 
+    from .archive.layout import describe_index
+
     with TileIndex.open(index_dir) as idx, idx.snapshot():
-        kind, recall, settings = _search_kind(idx.cache_meta())
+        archive = describe_index(idx)
+        kind, recall, settings = archive[:3] if archive else _search_kind(idx.cache_meta())
         model = idx.model
         return IndexInfo(str(idx.folder), model, model_label(model), idx.tiling, idx.dim, idx.tile_count(),
                          idx.rasters(), idx.created, idx.updated, kind, readonly=idx.readonly,
                          activation=activation_of(str(model.get("arch") or "")), templates=model_templates(model),
                          notice=config_notice(model), search_recall=recall, scales=tile_counts(idx),
-                         grids=raster_grids(idx), search_settings=settings)
+                         search_settings=settings, grids=raster_grids(idx), archive=archive[3] if archive else None)
 
 
 def _search_kind(meta: dict | None) -> tuple[str, dict, dict]:
@@ -744,7 +821,7 @@ def remove_raster(index_dir: str | Path, raster: str | Path) -> int:
         if idx.raster(path) is None and idx.raster(str(raster)) is not None:
             path = str(raster)  # the path exactly as stored (a file that is gone)
         n = idx.remove_raster(path)
-        idx.vector_store(maintain=True)
+        _refresh_vectors(idx)
         return n
 
 
