@@ -42,6 +42,7 @@ QT5_BRANCHES = {
     ("plugin/qgis_compat.py", "QVariant.Type.Int"): "QgsField before QGIS 3.38 takes a QVariant.Type (Qt 5 only)",
     ("plugin/qgis_compat.py", "QVariant.Type.Double"): "as above",
     ("plugin/qgis_compat.py", "QVariant.Type.String"): "as above",
+    ("plugin/qgis_compat.py", "QVariant.Type.LongLong"): "as above",
 }
 
 
