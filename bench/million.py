@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiles", type=int, default=int(os.environ.get("RSCLIP_BENCH_TILES", 1 << 20)))
     parser.add_argument("--baseline-tiles", type=int, default=None)
     parser.add_argument("--no-vit", action="store_true", help="skip the ViT-B-32 row")
+    parser.add_argument("--keep", default="", help="comma-separated parts of the last run to reuse instead of "
+                        "measuring again: old (today's code), vit (the ViT-B-32 row)")
     args = parser.parse_args(argv)
     if args.plain_loop:
         plain_loop_child(*args.plain_loop)
@@ -467,17 +469,19 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(4):
         source_raster(distinct / f"d{k}.tif", seed=100 + k)
     model = tiny_model(WORK / "model")
+    keep = {part.strip() for part in args.keep.split(",") if part.strip()}
+    last = json.loads((WORK / "million.json").read_text()) if keep and (WORK / "million.json").exists() else {}
     print(f"this version, {args.tiles:,} tiles …", file=sys.stderr, flush=True)
     new = run_side(ROOT, args.tiles, model, source, distinct, "new")
-    old = None
+    old = last.get("old") if "old" in keep else None
     baseline_tiles = args.baseline_tiles
     if baseline_tiles is None:
         baseline_tiles = int(os.environ.get("RSCLIP_BENCH_BASELINE_TILES", args.tiles))
-    tree = baseline_tree(BASELINE) if baseline_tiles else None
+    tree = baseline_tree(BASELINE) if baseline_tiles and "old" not in keep else None
     if tree is not None:
         print(f"today's code ({BASELINE}), {baseline_tiles:,} tiles …", file=sys.stderr, flush=True)
         old = run_side(tree, baseline_tiles, model, source, distinct, "old", restricted_queries=5)
-    vit = None if args.no_vit else vit_row(source)
+    vit = last.get("vit") if "vit" in keep else None if args.no_vit else vit_row(source)
     lines = markdown(new, old, vit)
     (ROOT / "bench" / "million.md").write_text("\n".join(lines) + "\n")
     (WORK / "million.json").write_text(json.dumps({"new": new, "old": old, "vit": vit}, indent=2))

@@ -45,6 +45,9 @@ RERANK_COST = 100
 #: Exact answers kept per calibration query: removals can take this many minus 10 before a rescan.
 TRUTH_DEPTH = 50
 QUERY_KINDS = ("text", "image")
+#: Image queries are calibrated at this cosine to a stored vector: farther off the data than examples usually
+#: are (one example tile is itself a stored vector; the mean of several is close to each), so they are covered.
+IMAGE_QUERY_COSINE = 0.5
 _IMAGE_QUERIES = 200
 _K = 10
 
@@ -262,7 +265,7 @@ class VectorStore:
         store = cls(ivf, _kind_of(ivf))
         store.trained_at = len(ids)
         say(0.7, "Measuring the search index's recall on text and image queries")
-        queries = {"image": perturbed_queries(vectors, rng, min(_IMAGE_QUERIES, len(vectors)))}
+        queries = {"image": perturbed_queries(vectors, rng, min(_IMAGE_QUERIES, len(vectors)), IMAGE_QUERY_COSINE)}
         if text_queries is not None and len(text_queries):
             queries["text"] = np.ascontiguousarray(text_queries, dtype=np.float32)
         store.calibration = Calibration.compute(queries, ids, vectors)
