@@ -735,6 +735,11 @@ class TileIndex:
         return next((r for r in self.rasters() if r.path == path), None)
 
     @_guarded
+    def holds_path(self, path: str) -> bool:
+        """Whether any row (searchable, partly indexed or staging) has this path: a cheap "seen before?"."""
+        return self.conn.execute("SELECT 1 FROM rasters WHERE path = ? LIMIT 1", (path,)).fetchone() is not None
+
+    @_guarded
     def same_content(self, content: str | None, fingerprint: str) -> list[RasterRecord]:
         """Searchable rasters whose file had this content sample (or this exact fingerprint)."""
         rows = self.conn.execute(
@@ -880,9 +885,13 @@ class TileIndex:
             self.conn.execute("UPDATE rasters SET status='partial' WHERE status='complete'")  # staging rows stay
         self._load_meta()
 
-    def finish_raster(self, raster_id: int) -> None:
-        """Mark a raster complete; a staging row replaces its old tiles here, in one transaction."""
+    def finish_raster(self, raster_id: int, full_sha256: str | None = None) -> None:
+        """Mark a raster complete; a staging row replaces its old tiles here, in one transaction. ``full_sha256``
+        is recorded with it when it was computed while the raster was tiled."""
         with self._transaction():
+            if full_sha256 is not None:
+                self.conn.execute("UPDATE rasters SET full_sha256 = COALESCE(full_sha256, ?) WHERE id = ?",
+                                  (full_sha256, raster_id))
             if self._status(raster_id) == "staging":
                 path, replaces = self.conn.execute("SELECT path, replaces FROM rasters WHERE id=?",
                                                    (raster_id,)).fetchone()

@@ -477,7 +477,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
     from .archive.layout import after_batch as archive_after_batch
     from .distributed import ClusterError
-    from .identity import content_fingerprint, full_sha256
+    from .identity import FullHashInBackground, content_fingerprint, full_sha256
     from .index import DamagedIndexError
     from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
@@ -485,9 +485,13 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
     name = Path(info.path).name
     content, full, changed = identity or (None, None, False)
+    hashing = None
     if not is_remote(info.path):  # a remote source is known by its source fingerprint alone
         content = content or content_fingerprint(info.path)
-        full = full or full_sha256(info.path, cancel=cancel)
+        if full is None and not idx.holds_path(info.path):
+            hashing = FullHashInBackground(info.path)  # a new path: nothing to compare it with before the end
+        else:
+            full = full or full_sha256(info.path, cancel=cancel)  # a resume or re-index decides by it first
     specs = scale_specs(tiling)
     planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
     raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
@@ -512,15 +516,20 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                         check_cancel(cancel)
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
+        if hashing is not None:
+            full = hashing.result(cancel)
     except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable, ClusterError):
         raise  # SourceUnavailable, ClusterError: the server or cluster, not the data; what came is kept to resume
     except EngineError as exc:
         kept = idx.abandon_raster(raster_id)
         raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
+    finally:
+        if hashing is not None:
+            hashing.stop()
     if unavailable:
         progress(1.0, f"{name}: {added} tiles embedded, {unavailable} could not be downloaded")
         return added, (unavailable, why)
-    idx.finish_raster(raster_id)
+    idx.finish_raster(raster_id, full if hashing is not None else None)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added, None
 
