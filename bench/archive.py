@@ -325,7 +325,8 @@ def markdown(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=10_000_000, help="tiles of the big archive (default 10,000,000)")
-    parser.add_argument("--parts", default="today,threshold,archive", help="which parts, comma-separated")
+    parser.add_argument("--parts", default="today,threshold,archive", help="which parts, comma-separated (none: "
+                        "only write the report from the parts measured before)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.phase:
@@ -334,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     out = ROOT / "bench" / "archive.json"
     results = json.loads(out.read_text()) if out.exists() else {}
-    parts = set(args.parts.split(","))
+    for done in WORK.glob("part-*.json"):  # parts measured by other runs (runs of different parts may overlap)
+        results[done.stem[len("part-"):]] = json.loads(done.read_text())
+    parts = {p for p in args.parts.split(",") if p}
 
     def log(msg: str) -> None:
         print(f"[bench-archive {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -345,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         build["rebuild"] = run_phase("rebuild", WORK / "today")
         build["bytes"] = folder_bytes(WORK / "today")
         results["today"] = build
+        (WORK / "part-today.json").write_text(json.dumps(build))
         shutil.rmtree(WORK / "today", ignore_errors=True)
     if "threshold" in parts:
         n = 1_048_576
@@ -357,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         th["convert"] = run_phase("convert", WORK / "threshold")
         th["archive_search"] = run_phase("search", WORK / "threshold")
         results["threshold"] = th
+        (WORK / "part-threshold.json").write_text(json.dumps(th))
         shutil.rmtree(WORK / "threshold", ignore_errors=True)
     if "archive" in parts:
         log(f"{args.tiles:,} tiles through the indexing path …")
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         big["search"] = run_phase("search", WORK / "big")
         big["load"] = load_average()
         results["archive"] = big
+        (WORK / "part-archive.json").write_text(json.dumps(big))
     out.write_text(json.dumps(results, indent=1))
     lines = markdown(results)
     (ROOT / "bench" / "archive.md").write_text("\n".join(lines) + "\n")
