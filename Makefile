@@ -90,6 +90,11 @@ bench-change: venv
 bench-million: venv $(VENV)/.bench-installed
 	$(PY) bench/million.py
 
+# Only the Dask row of the benchmark: --dask local:2 against one process (also part of `make bench`).
+.PHONY: bench-dask
+bench-dask: venv
+	$(PY) bench/cluster.py
+
 # Archive-size indexes: 10,000,000 planted 512-d tiles through the indexing path (hours on 2 cores; needs
 # about 25 GB of free disk under bench/work). Not part of `make bench`. Results in bench/archive.md.
 bench-archive: venv

@@ -75,24 +75,10 @@ def mosaic(path: Path, source: Path, side_tiles: int, origin: tuple[float, float
     """A VRT of ``side_tiles``² tiles made of copies of ``source``, its top-left corner at ``origin`` (UTM 14N)."""
     from osgeo import gdal
 
-    src = gdal.Open(str(source))
-    n = src.RasterXSize
+    from run import huge_vrt
+
     size = side_tiles * TILE
-    reps = math.ceil(size / n)
-    bands = []
-    for b in (1, 2, 3):
-        sources = "".join(
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
-            f'<SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="{i * n}" yOff="{j * n}" '
-            f'xSize="{n}" ySize="{n}"/></SimpleSource>' for i in range(reps) for j in range(reps))
-        bands.append(f'<VRTRasterBand dataType="Byte" band="{b}">{sources}</VRTRasterBand>')
-    srs = src.GetProjection().replace('"', "&quot;")
-    gt = f"{origin[0]}, 0.5, 0, {origin[1]}, 0, -0.5"
-    text = (f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{srs}</SRS>'
-            f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>")
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    return huge_vrt(path, source, math.ceil(size / gdal.Open(str(source)).RasterXSize), size=size, origin=origin)
 
 
 def layout(total: int) -> tuple[int, list[tuple[float, float]]]:
@@ -157,6 +143,13 @@ def use_planted_encoder(jobs, model: dict, world) -> PlantedEncoder:
     return planted
 
 
+def machine_load() -> str:
+    """The CPU and its load when a side starts (the build machine is shared: absolute times vary with it)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} when this version's side started"
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
@@ -172,7 +165,7 @@ def measure(args) -> dict:
     from engine.index import TileIndex
     from planted_search import ModalityWorld, exact_top, recall
 
-    out: dict = {"tiles": args.tiles}
+    out: dict = {"tiles": args.tiles, "load": machine_load()}
     work = Path(args.work)
     folder = work / "index"
     world = ModalityWorld(dim=512, clusters=2000, seed=0)
@@ -243,7 +236,12 @@ def measure(args) -> dict:
     print(f"cold search {out['cold']}", file=sys.stderr, flush=True)
 
     # 5. warm search: text-tower and image queries against exact search over the stored vectors
+    import inspect
+
     from engine import search as engine_search
+
+    def kind(name: str) -> dict:  # this version searches each kind of query as calibrated for it
+        return {"kind": name} if "kind" in inspect.signature(engine_search.top_k).parameters else {}
 
     with TileIndex.open(folder) as idx:
         ids, vecs = idx.embeddings()
@@ -256,7 +254,7 @@ def measure(args) -> dict:
             got, times = [], []
             for q in queries:
                 t = time.perf_counter()
-                hits = engine_search.top_k(idx, q[None], 10)
+                hits = engine_search.top_k(idx, q[None], 10, **kind(name))
                 times.append((time.perf_counter() - t) * 1000)
                 got.append([h.tile.id for h in hits])
             out[f"warm_{name}"] = {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95),
@@ -273,7 +271,7 @@ def measure(args) -> dict:
                 t = time.perf_counter()
                 allowed = engine_search.candidate_ids(idx, restriction.get("rasters"),
                                                       restriction.get("within_wgs84_wkt"))
-                hits = engine_search.top_k(idx, q[None], 10, allowed=allowed)
+                hits = engine_search.top_k(idx, q[None], 10, allowed=allowed, **kind("text"))
                 times.append((time.perf_counter() - t) * 1000)
                 if i < 5:
                     mask = np.isin(ids, allowed)
@@ -393,6 +391,8 @@ def markdown(new: dict, old: dict | None, vit: dict | None) -> list[str]:
         lines.append(f"| engine `index` of {vit['tiles']:,} tiles with ViT-B-32 (random weights) from a cold start "
                      f"vs the plain per-tile loop, start-up included | {vit['engine_s']:.0f} s vs "
                      f"{vit['plain_s']:.0f} s = **{ratio:.1f}×** | – | ≥ 4× |")
+    if new.get("load"):
+        lines += ["", f"Machine: {new['load']}."]
     lines += ["", "Text-tower queries are planted text vectors (a common text direction plus a mix of 8 image "
               "clusters: off the images' cone, matching many looks at once); image queries are at cosine 0.5 to "
               "stored vectors; recall@10 is against exact search over every stored vector. Restricted searches "
@@ -455,11 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         plain_loop_child(*args.plain_loop)
         return 0
     if args.measure:
-        sys.path[:0] = [args.engine_root, str(ROOT / "tests")]
+        sys.path[:0] = [args.engine_root, str(ROOT / "tests"), str(ROOT / "bench")]
         result = measure(args)
         Path(args.out).write_text(json.dumps(result))
         return 0
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
     WORK.mkdir(parents=True, exist_ok=True)
     source = source_raster(WORK / "source.tif")
     distinct = WORK / "distinct"

@@ -45,12 +45,17 @@ def synthetic_raster(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-def huge_vrt(path: Path, source: Path, repeat: int) -> Path:
-    """A (repeat × source size)² raster as a VRT mosaic of one file: 40,000 px wide without 4.8 GB on disk."""
+def huge_vrt(path: Path, source: Path, repeat: int, size: int | None = None,
+             origin: tuple[float, float] | None = None) -> Path:
+    """A (repeat × source size)² raster as a VRT mosaic of one file: 40,000 px wide without 4.8 GB on disk.
+
+    ``size`` (pixels) crops it; ``origin`` moves its top-left corner (the source's pixel size is kept).
+    """
     from osgeo import gdal
 
     src = gdal.Open(str(source))
     n = src.RasterXSize
+    side = size or n * repeat
     bands = []
     for b in (1, 2, 3):
         sources = "".join(
@@ -59,9 +64,11 @@ def huge_vrt(path: Path, source: Path, repeat: int) -> Path:
             f'xSize="{n}" ySize="{n}"/></SimpleSource>' for i in range(repeat) for j in range(repeat))
         bands.append(f'<VRTRasterBand dataType="Byte" band="{b}">{sources}</VRTRasterBand>')
     srs = src.GetProjection().replace('"', "&quot;")
-    gt = ", ".join(str(v) for v in src.GetGeoTransform())
-    path.write_text(f'<VRTDataset rasterXSize="{n * repeat}" rasterYSize="{n * repeat}"><SRS>{srs}</SRS>'
-                    f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>")
+    gt = list(src.GetGeoTransform())
+    if origin is not None:
+        gt[0], gt[3] = origin
+    path.write_text(f'<VRTDataset rasterXSize="{side}" rasterYSize="{side}"><SRS>{srs}</SRS>'
+                    f"<GeoTransform>{', '.join(str(v) for v in gt)}</GeoTransform>{''.join(bands)}</VRTDataset>")
     return path
 
 
@@ -250,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with open(ROOT / "bench" / "results.md", "a") as fh:
         fh.write("\n" + (ROOT / "bench" / "million.md").read_text())
+    log("indexing on Dask: local:2 against one process …")
+    import cluster  # bench/cluster.py: its own row, also runnable alone (make bench-dask)
+
+    section = cluster.markdown(cluster.run(args.raster_px, log=log))
+    (ROOT / "bench" / "cluster.md").write_text("\n".join(section))
+    with open(ROOT / "bench" / "results.md", "a") as fh:
+        fh.write("\n".join(["", *section]))
     return 0
 
 

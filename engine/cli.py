@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "without rasters every raster of the index gets them")
     p.add_argument("--bands", metavar="1,2,3", help="bands to use as R,G,B (1-based), or one band for grey")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="tiles per model batch")
+    p.add_argument("--dask", metavar="ADDRESS", help="embed on a Dask cluster: a scheduler address (tcp://host:8786), "
+                   "its scheduler file (.json), or local:N for N worker processes here; needs dask and distributed "
+                   "(docs/cluster.md)")
     p.add_argument("--remove", action="append", default=[], metavar="RASTER", help="remove a raster's tiles")
     add_remote_arguments(p)
     p.add_argument("--relink", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
@@ -214,7 +217,7 @@ def _templates_note(index: str, given) -> str:
 
     if given:
         return f"your {len(given)} prompt template(s): {templates_text(given)}"
-    model = jobs.model_of(index)  # the model alone: no pass over the tiles before a search
+    model = jobs.model_of(index)  # the model alone: no pass over the tiles (as info makes) before a search
     return describe_templates(model, jobs.model_label(model))
 
 
@@ -232,6 +235,13 @@ def cmd_index(args) -> int:
     from .index import is_index
     from .scales import parse_scales
 
+    if args.dask:  # before any work: a missing Dask or a mistyped address is said at once
+        from .distributed import parse_address, require_dask
+
+        parse_address(args.dask)
+        require_dask()
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # this process's own: no INFO chatter of Dask's,
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)  # nor its traceback of a lost scheduler
     for raster in args.remove:
         n = jobs.remove_raster(args.index, raster)
         print(f"Removed {raster} ({n} tiles) from {args.index}.")
@@ -268,7 +278,7 @@ def cmd_index(args) -> int:
 
         report, found = index_stac(args.index, args.stac, args.collection, args.bbox, args.datetime, args.asset,
                                    args.max_items, model=model, tiling=tiling, batch_size=args.batch_size,
-                                   options=options, progress=ProgressBar())
+                                   options=options, progress=ProgressBar(), dask=args.dask)
         more = (f", indexing the first {len(found.rasters)} (raise --max-items)"
                 if found.matched > args.max_items else "")
         print(f"rsclip: STAC: {found.matched} item(s) matched{more}; dates kept in the index.", file=sys.stderr)
@@ -278,7 +288,7 @@ def cmd_index(args) -> int:
         with using(options):
             report = jobs.index_rasters(args.index, rasters, model=model, tiling=tiling,
                                         batch_size=args.batch_size, progress=ProgressBar(), verify=args.verify,
-                                        archive=args.archive)
+                                        dask=args.dask, archive=args.archive)
     for old, new in report.relinked:
         print(f"relinked {old} to {new} (the same file, moved; nothing re-embedded)", file=sys.stderr)
     for path, reason in report.skipped:

@@ -16,9 +16,9 @@ What readers can rely on:
   which also holds the file's size and checksums and the cache's vector count). A cache of an
   earlier state of the same database (its revision is in ``history``) is brought up to date by
   adding and removing vectors by id; any other is rebuilt from the database. The file's size and a
-  sample of its blocks are checked on every open, its SHA-256 when it is small, else in the background
-  and on a FAISS read error. A search re-ranks the cache's
-  candidates with the stored embeddings and drops any id the database lacks (and rebuilds the cache).
+  sample of its blocks are checked on every open, its SHA-256 when it is small, else in the
+  background and on a FAISS read error. A search re-ranks the cache's candidates with the stored
+  embeddings and drops any id the database lacks (and rebuilds the cache).
 * An index on read-only media opens read-only (SQLite ``mode=ro``, or ``immutable=1`` when it has no
   WAL files); its cache goes to the user's cache folder, or stays in memory.
 * Values read from the folder are checked; a damaged one gives the "damaged" sentence.

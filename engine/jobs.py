@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-
 from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn, check_cancel, no_progress, scaled
 from .storage import StorageError
@@ -215,7 +214,8 @@ def _with_asked_scales(tiling, scales: Sequence[int]):
 def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: dict | None = None,
                   tiling=None, batch_size: int = 32, runtime: Runtime = Runtime(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  verify: str = "sample", scales: Sequence[int] | None = None, archive: bool = False) -> IndexReport:
+                  verify: str = "sample", scales: Sequence[int] | None = None,
+                  dask: str | None = None, archive: bool = False) -> IndexReport:
     """Tile, embed and add rasters to an index (created if needed), batch by batch.
 
     ``model`` and ``tiling`` are what was asked (None: not asked); ``planning.plan_index`` decides what
@@ -231,9 +231,13 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
     ``scales`` (or ``tiling.scales``) adds tile sizes to the index (engine/scales.py): an existing
     index keeps its own scales and gains the new ones, whose tiles alone are embedded.
 
+    ``dask`` (a scheduler address, a scheduler file or ``local:N``) embeds on a Dask cluster
+    (engine/distributed.py); this process still plans the windows and commits every batch.
+
     ``archive`` moves the index to the archive layout (engine/archive/) at the end of the run; an
     index moves there by itself once it passes ``archive.layout.ARCHIVE_THRESHOLD_BYTES`` of vectors.
     """
+    from .distributed import ClusterError
     from .index import DamagedIndexError, TileIndex
     from .planning import plan_index
     from .sources import SourceUnavailable
@@ -257,9 +261,18 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         raise EngineError(report.skipped[0][1] if len(report.skipped) == 1 else
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
 
-    encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
-    idx = TileIndex.open(index_dir, write=True) if existing else \
-        TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    if dask is None:
+        encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
+    else:
+        from .distributed import DaskEmbedder
+
+        encoder = DaskEmbedder.connect(dask, model, runtime, scaled(progress, 0.0, 0.05), cancel)
+    try:
+        idx = TileIndex.open(index_dir, write=True) if existing else \
+            TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+    except BaseException:
+        _release(encoder)
+        raise
     try:
         with idx.writing():
             if plan.new_scales:
@@ -284,8 +297,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                     elif now is not None and now.tiles > before:
                         report.added.append((info.path, now.tiles - before))
                     break
-                except (StorageError, DamagedIndexError):
-                    raise  # the index or its disk, not this raster: stop here, committed work is kept
+                except (StorageError, DamagedIndexError, ClusterError):
+                    raise  # the index, its disk or the cluster, not this raster: stop here, committed work is kept
                 except SourceUnavailable as exc:  # the server, not the data: keep what came, resume later
                     report.skipped.append((info.path, str(exc)))
                     if (now := idx.raster(info.path)) is not None and now.tiles > before:
@@ -310,6 +323,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
+        _release(encoder)
     progress(1.0, report.summary())
     return report
 
@@ -329,6 +343,29 @@ def _keep_search_index(idx, encoder, progress: ProgressFn, cancel: CancelFn | No
         progress(0.0, "Embedding the text queries the search index is calibrated on")
         store_text_sample(idx, encoder)
     _refresh_vectors(idx, progress, cancel, archive)
+
+
+def _release(encoder) -> None:
+    """Let go of a Dask cluster (engine/distributed.py); a local encoder stays loaded for the next job."""
+    if hasattr(encoder, "embedded_batches"):
+        encoder.close()
+
+
+def _embedded_batches(encoder, tiler, batch_size: int, progress: ProgressFn, cancel: CancelFn | None, skip):
+    """(windows, embeddings, WGS84 bounds) batches of a raster's windows not in ``skip``: read in a background
+    thread and embedded here (``pipeline.prefetch``), or on a Dask cluster when ``encoder`` is one
+    (engine/distributed.py)."""
+    if hasattr(encoder, "embedded_batches"):
+        yield from encoder.embedded_batches(tiler, batch_size, progress, cancel, skip)
+        return
+    from contextlib import closing
+
+    from .pipeline import prefetch
+
+    with closing(prefetch(tiler.iter_batches(batch_size, progress=progress, cancel=cancel, skip=skip),
+                          lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
+        for batch, pixels in batches:
+            yield batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds
 
 
 def _needs_indexing(idx, info, verify: str, report: IndexReport, identities: dict, cancel: CancelFn | None) -> bool:
@@ -439,9 +476,9 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     from contextlib import closing
 
     from .archive.layout import after_batch as archive_after_batch
+    from .distributed import ClusterError
     from .identity import content_fingerprint, full_sha256
     from .index import DamagedIndexError
-    from .pipeline import prefetch
     from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler, plan_windows
@@ -466,18 +503,17 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                 def tick(fraction: float, message: str, label: str = label, sub: ProgressFn = sub) -> None:
                     sub(fraction, f"{label}: {message}")
 
-                with closing(prefetch(tiler.iter_batches(batch_size, progress=tick, cancel=cancel, skip=done),
-                                      lambda batch: (batch, encoder.stage(batch.pixels)))) as batches:
-                    for batch, pixels in batches:
-                        idx.add_tiles(raster_id, batch.windows, encoder.encode_pixels(pixels), batch.wgs84_bounds)
+                with closing(_embedded_batches(encoder, tiler, batch_size, tick, cancel, done)) as batches:
+                    for windows, embeddings, wgs84_bounds in batches:
+                        idx.add_tiles(raster_id, windows, embeddings, wgs84_bounds)
                         archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
-                        added += len(batch)
-                        done |= {w.as_tuple() for w in batch.windows}  # a window two scales share is embedded once
+                        added += len(windows)
+                        done |= {w.as_tuple() for w in windows}  # a window two scales share is embedded once
                         check_cancel(cancel)
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
-    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable):
-        raise  # SourceUnavailable: the server, not the data; what came is kept for the next run
+    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable, ClusterError):
+        raise  # SourceUnavailable, ClusterError: the server or cluster, not the data; what came is kept to resume
     except EngineError as exc:
         kept = idx.abandon_raster(raster_id)
         raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None

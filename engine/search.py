@@ -134,31 +134,8 @@ def _damaged_footprint(index: TileIndex, tile_id, got) -> EngineError:
 
 
 def tiles_at(index: TileIndex, lon: float, lat: float) -> list[int]:
-    """Ids of the searchable tiles whose WGS84 footprint covers a point, ascending."""
-    import shapely
-
-    rows = index.conn.execute(
-        "SELECT t.id, t.raster_id, t.col_off, t.row_off, t.width, t.height FROM tile_bounds b"
-        f" JOIN tiles t ON t.id = b.id JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
-        " WHERE b.min_lon <= ? AND b.max_lon >= ? AND b.min_lat <= ? AND b.max_lat >= ? ORDER BY t.id",
-        (lon, lon, lat, lat)).fetchall()
-    if not rows:
-        return []
-    table = np.array(rows, dtype=np.int64)
-    geometries = index.raster_geometries()
-    point = shapely.Point(lon, lat)
-    out = []
-    for rid in np.unique(table[:, 1]).tolist():
-        rows_of = table[table[:, 1] == rid]
-        got = geometries.get(rid)
-        if got is None:
-            continue
-        lonlat = got[2].wgs84_corners(rows_of[:, 2:6])
-        if not np.isfinite(lonlat).all():
-            raise _damaged_footprint(index, rows_of[0, 0], got)
-        covers = shapely.covers(shapely.polygons(lonlat), point)
-        out += rows_of[covers, 0].tolist()
-    return sorted(out)
+    """Ids of the searchable tiles whose WGS84 footprint covers a point, ascending (a point meets what covers it)."""
+    return tiles_within(index, f"POINT ({float(lon)!r} {float(lat)!r})").tolist()
 
 
 def top_k(index: TileIndex, queries: np.ndarray, k: int, min_score: float | None = None,

@@ -810,19 +810,10 @@ class RasterTiler:
         GDAL reads each window straight into the batch's buffer, the batch is converted with array
         operations, and the WGS84 bounds come from one PROJ call per batch.
         """
-        total = len(self.windows)
-        every = max(1, math.ceil(total / 100))
-        if self._remote is not None:
-            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
         pending: list[TileWindow] = []
         kept: list[tuple[list[TileWindow], np.ndarray]] = []
         held = 0
-        for i, window in enumerate(self.windows):
-            check_cancel(cancel)
-            if progress is not None and i % every == 0:
-                progress(i / total, f"tile {i + 1} of {total}")
-            if window.as_tuple() in skip:
-                continue
+        for window in self._windows_to_read(progress, cancel, skip):
             pending.append(window)
             if len(pending) >= batch_size:
                 got = self._read_windows(pending)
@@ -840,7 +831,24 @@ class RasterTiler:
             batch, kept, held = self._take(kept, batch_size)
             yield batch
         if progress is not None:
-            progress(1.0, f"{total} tiles read")
+            progress(1.0, f"{len(self.windows)} tiles read")
+
+    def _windows_to_read(self, progress: ProgressFn | None, cancel: CancelFn | None,
+                         skip: Collection[tuple[int, int, int, int]]) -> Iterator[TileWindow]:
+        """The windows not in ``skip``, in order, checking ``cancel`` and reporting progress on the way.
+
+        A remote source learns first which windows will be read (it downloads ahead).
+        """
+        total = len(self.windows)
+        every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
+        if self._remote is not None:
+            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
+        for i, window in enumerate(self.windows):
+            check_cancel(cancel)
+            if progress is not None and i % every == 0:
+                progress(i / total, f"tile {i + 1} of {total}")
+            if window.as_tuple() not in skip:
+                yield window
 
     def _take(self, kept: list, size: int) -> tuple[TileBatch, list, int]:
         windows = [w for ws, _ in kept for w in ws]
@@ -870,6 +878,11 @@ class RasterTiler:
         if keep.all():
             return list(windows), pixels
         return [w for w, k in zip(windows, keep.tolist()) if k], pixels[keep]
+
+    def read_batch(self, windows: Sequence[TileWindow]) -> tuple[list[TileWindow], np.ndarray]:
+        """The windows among ``windows`` with enough data and their uint8 (m, 3, n, n) pixels, read as
+        ``iter_batches`` reads them (a Dask worker reads the windows it is sent this way: engine/distributed.py)."""
+        return self._read_windows(list(windows))
 
     def wgs84_bounds(self, windows: Sequence[TileWindow]) -> np.ndarray:
         """(m, 4) min lon, min lat, max lon, max lat of windows, from one PROJ call."""
@@ -918,22 +931,18 @@ class RasterTiler:
                               "latitude/longitude; check the raster's coordinate reference system.")
         return _polygon_wkt(corners), _polygon_wkt(lonlat)
 
+    def tile_at(self, window: TileWindow) -> Tile:
+        """The tile of a window: its place, without its pixels (engine/distributed.py reads those elsewhere)."""
+        native, wgs84 = self.footprint(window)
+        return Tile(self.info.path, window, native, wgs84, self.bounds(window))
+
     def iter_tiles(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                    skip: Collection[tuple[int, int, int, int]] = frozenset()) -> Iterator[tuple[Tile, np.ndarray]]:
         """Yield (tile, pixels) for every window, in order, except those in ``skip`` or mostly nodata.
 
         ``skip`` holds ``(col_off, row_off, width, height)`` tuples (windows already indexed).
         """
-        total = len(self.windows)
-        every = max(1, math.ceil(total / 100))  # at most ~100 updates: enough for a bar, cheap for a Qt signal
-        if self._remote is not None:
-            self._remote.expect((w for w in self.windows if w.as_tuple() not in skip), cancel)
-        for i, window in enumerate(self.windows):
-            check_cancel(cancel)
-            if progress is not None and i % every == 0:
-                progress(i / total, f"tile {i + 1} of {total}")
-            if window.as_tuple() in skip:
-                continue
+        for window in self._windows_to_read(progress, cancel, skip):
             try:
                 pixels = self.read(window)
             except TileUnavailable as exc:
@@ -942,7 +951,6 @@ class RasterTiler:
                 continue
             if pixels is None:
                 continue
-            native, wgs84 = self.footprint(window)
-            yield Tile(self.info.path, window, native, wgs84, self.bounds(window)), pixels
+            yield self.tile_at(window), pixels
         if progress is not None:
-            progress(1.0, f"{total} tiles read")
+            progress(1.0, f"{len(self.windows)} tiles read")

@@ -47,16 +47,28 @@ class ModalityWorld:
 
     def image_queries(self, vectors: np.ndarray, n: int, seed: int, cosine: float = 0.5) -> np.ndarray:
         """Unit queries at ``cosine`` to random given vectors (like the mean of example tiles, not a copy)."""
-        from engine.vectors import perturbed_queries
+        rng = np.random.default_rng(seed)
+        base = vectors[rng.choice(len(vectors), size=n, replace=False)]
+        noise = rng.standard_normal(base.shape).astype(np.float32)
+        noise -= np.sum(noise * base, axis=1, keepdims=True) * base
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        return unit(cosine * base + np.sqrt(1 - cosine ** 2) * noise)
 
-        return perturbed_queries(vectors, np.random.default_rng(seed), n, cosine)
 
-
-def exact_top(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int = 10) -> np.ndarray:
-    """The right answer: ids of the exact top-``k`` per query (ties by id)."""
-    from engine.vectors import exact_top as top
-
-    return top(queries, ids, vectors, k)[0]
+def exact_top(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int = 10,
+              chunk: int = 65536) -> np.ndarray:
+    """The right answer, computed here and not by the engine: ids of the exact top-``k`` per query, best first
+    (-1 where there are fewer), by brute-force inner products over every vector."""
+    q = np.asarray(queries, dtype=np.float32).reshape(-1, vectors.shape[1])
+    best_ids = np.full((len(q), k), -1, dtype=np.int64)
+    best = np.full((len(q), k), -np.inf, dtype=np.float32)
+    for start in range(0, len(ids), chunk):
+        scores = q @ np.asarray(vectors[start:start + chunk], dtype=np.float32).T
+        all_ids = np.concatenate([best_ids, np.broadcast_to(ids[start:start + chunk], scores.shape)], axis=1)
+        all_scores = np.concatenate([best, scores], axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+        best_ids, best = np.take_along_axis(all_ids, order, 1), np.take_along_axis(all_scores, order, 1)
+    return best_ids
 
 
 def recall(got: list[list[int]], truth: np.ndarray) -> float:

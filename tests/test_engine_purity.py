@@ -13,7 +13,7 @@ def test_engine_imports_no_qgis_qt_or_torch():
         "    if m.name not in ('engine.__main__',):\n"
         "        importlib.import_module(m.name)\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip'))\n"
-        "heavy = sorted(k for k in ('torch', 'open_clip', 'faiss') if k in sys.modules)\n"
+        "heavy = sorted(k for k in ('torch', 'open_clip', 'faiss', 'dask', 'distributed') if k in sys.modules)\n"
         "print(bad, heavy)\n"
         "assert not bad, bad\n"
         "assert not heavy, heavy\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.deps.pins import DEVELOPMENT_PIN_SET  # noqa: E402 (after the path is set)
+from engine.deps.pins import CLUSTER_PINS, DEVELOPMENT_PIN_SET  # noqa: E402 (after the path is set)
 
 HEADER = """# Written by `make requirements` (tools/requirements.py) from engine/deps/pins.py; edit the pins there.
 # Pin set "{label}", tested together on {tested_on}.
@@ -26,6 +26,8 @@ def render(pins=DEVELOPMENT_PIN_SET) -> str:
     below_text = f"{below[0]}" if below[1] == 0 else f"{below[0]}.{below[1]}"
     lines = [f"{name}=={version}" for name, version in pins.pins.items()]
     lines.append(f"numpy>={low[0]}.{low[1]},<{below_text}")
+    lines.append("# Optional, only for `index --dask` (never installed into QGIS):")
+    lines += [f"{name}=={version}" for name, version in CLUSTER_PINS.items()]
     return HEADER.format(label=pins.label, tested_on=pins.tested_on) + "\n".join(lines) + "\n"
 
 

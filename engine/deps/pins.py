@@ -41,6 +41,9 @@ PIN_SETS = (
     PinSet("NumPy 2", (2, 0), (3, 0), {**_TORCH, "faiss-cpu": "1.15.1", "shapely": "2.2.0", **_STAC},
            "Debian 13, QGIS 3.40, Python 3.13, NumPy 2.2.4 (make test-qgis340)"),
 )
+#: Only for ``index --dask`` (engine/distributed.py), optional: the development environment installs them for the
+#: tests and cluster users with ``pip``; never part of a pin set, so the plugin's installer does not put them in QGIS.
+CLUSTER_PINS = {"dask": "2026.8.0", "distributed": "2026.8.0"}
 #: The set the development environment runs: ``requirements.txt`` is written from it by
 #: ``tools/requirements.py`` (and a test checks that the two agree), so the pins live only here.
 DEVELOPMENT_PIN_SET = PIN_SETS[1]

@@ -285,8 +285,10 @@ def index_stac(index_dir: str | Path, url: str, collections: Sequence[str] = (),
                datetime_range: str | None = None, asset: str | None = None, max_items: int = 50,
                model: dict | None = None, tiling=None, batch_size: int = 32, runtime=None,
                options: RemoteOptions | None = None, progress: ProgressFn | None = None,
-               cancel: CancelFn | None = None):
-    """Search a STAC API or catalogue and index the assets found; returns (IndexReport, StacFound)."""
+               cancel: CancelFn | None = None, dask: str | None = None):
+    """Search a STAC API or catalogue and index the assets found; returns (IndexReport, StacFound).
+
+    ``dask`` embeds on a Dask cluster, as in ``jobs.index_rasters`` (the workers read the assets by URL)."""
     from .. import jobs
 
     progress = progress or no_progress
@@ -304,6 +306,6 @@ def index_stac(index_dir: str | Path, url: str, collections: Sequence[str] = (),
     with using(options):
         report = jobs.index_rasters(index_dir, [r.path for r in found.rasters], model=model, tiling=tiling,
                                     batch_size=batch_size, runtime=runtime or jobs.Runtime(),
-                                    progress=scaled(progress, 0.02, 1.0), cancel=cancel)
+                                    progress=scaled(progress, 0.02, 1.0), cancel=cancel, dask=dask)
     record_dates(index_dir, found.rasters, url)
     return report, found
