@@ -447,7 +447,7 @@ class Archive:
         if truth is None:
             rng = np.random.default_rng(seed)
             n = min(calibrate.IMAGE_QUERIES, self.count)
-            queries = {"image": perturbed_queries(self.shards.sample(n, rng), rng, n)}
+            queries = {"image": perturbed_queries(self.shards.sample(n, rng), rng, n, calibrate.IMAGE_COSINE)}
             if texts is None:
                 texts = text_queries() if callable(text_queries) else text_queries
             if texts is not None and len(texts):
