@@ -384,6 +384,11 @@ def convert(idx, progress: ProgressFn | None = None, cancel=None, text_queries=N
         raise EngineError(f"The index at {idx.folder} has {count:,} tiles; the archive layout is for indexes of "
                           f"millions of tiles and needs at least {MIN_TILES:,} to train its search index (an index "
                           f"moves there by itself past {threshold_tiles(idx.dim):,} tiles).")
+    import logging
+
+    logging.getLogger("rsclip_search.engine").info(
+        "Moving the %s tile vectors of %s to the archive layout (float16 shards searched through an IVF-PQ); this "
+        "takes a while once, and resumes if stopped.", f"{count:,}", idx.folder)
     try:
         archive = _writable_archive(idx, None)
         say(0.0, f"Moving {count:,} tile vectors to the archive layout")

@@ -327,6 +327,9 @@ class Archive:
         nlist = ivfpq.nlist_for(RETRAIN_GROWTH * count)
         size = min(count, max(40 * nlist, 16384))
         progress(0.0, f"Training the archive's search index ({nlist:,} lists) on {size:,} of {count:,} tiles")
+        if self.manifest["live"] is not None:
+            _log.info("Re-training the search index of the archive in %s for its %s tiles (4 times what it was trained "
+                      "on); searches keep using the current one until the new one is ready.", self.folder, f"{count:,}")
         sample = self.shards.sample(size, np.random.default_rng(seed))
         index = ivfpq.train(sample, nlist, seed)
         del sample
@@ -444,7 +447,7 @@ class Archive:
         if truth is None:
             rng = np.random.default_rng(seed)
             n = min(calibrate.IMAGE_QUERIES, self.count)
-            queries = {"image": perturbed_queries(self.shards.sample(n, rng), rng, n)}
+            queries = {"image": perturbed_queries(self.shards.sample(n, rng), rng, n, calibrate.IMAGE_COSINE)}
             if texts is None:
                 texts = text_queries() if callable(text_queries) else text_queries
             if texts is not None and len(texts):
