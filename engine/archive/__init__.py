@@ -1,6 +1,6 @@
 """Archive-size indexes: float16 vectors in memory-mapped shards, searched through an IVF-PQ on disk.
 
-Past about a million 512-d tiles (``layout.ARCHIVE_THRESHOLD_BYTES``) float32 vectors in SQLite
+Past about two million 512-d tiles (``layout.ARCHIVE_THRESHOLD_BYTES``) float32 vectors in SQLite
 stop making sense: every rebuild of the search index holds them all in memory, and the folder
 stores each vector at full width. Such an index keeps its rasters, tiles and footprints in SQLite
 and its vectors in ``archive/`` beside it:
