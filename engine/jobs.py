@@ -283,7 +283,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             report.notices = [r.notice for r in plan.rasters if r.notice and r.info in todo]  # not for unchanged ones
             for n, info in enumerate(todo):
                 check_cancel(cancel)
-                sub = scaled(progress, 0.05 + 0.95 * n / len(todo), 0.05 + 0.95 * (n + 1) / len(todo))
+                # the rasters up to 0.95, the search index from there (_keep_search_index)
+                sub = scaled(progress, 0.05 + 0.9 * n / len(todo), 0.05 + 0.9 * (n + 1) / len(todo))
                 rec = idx.raster(info.path)
                 before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:

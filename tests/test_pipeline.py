@@ -118,3 +118,18 @@ def test_bf16_and_fp32_embeddings_of_the_same_tiles_agree(tiny_model):
         "each bf16 embedding is nearest to its own tile's fp32 embedding"
     again = Encoder(loaded, "cpu", "fp32").encode_images(tiles)
     np.testing.assert_allclose(again, fp32, atol=1e-5, err_msg="the bf16 copy must not change the shared fp32 model")
+
+
+def test_indexing_progress_never_steps_back(tiny_model, tmp_path):
+    """Rasters take the bar to 0.95, the search index from there to 1.0 (it once went 1.0 → 0.95)."""
+    from engine import jobs
+    from engine.tiling import TilingSpec
+    from rasters import noise, write_raster
+
+    rasters = [write_raster(tmp_path / f"r{k}.tif", noise(3, 64, 64, seed=k)) for k in range(2)]
+    model = jobs.resolve_model(tmp_path / "idx", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+    seen: list[float] = []
+    jobs.index_rasters(tmp_path / "idx", [str(r) for r in rasters], model=model, tiling=TilingSpec(size=16),
+                       batch_size=4, progress=lambda fraction, message: seen.append(fraction))
+    assert seen[-1] == 1.0 and len(seen) > 10
+    assert all(b >= a for a, b in zip(seen, seen[1:])), seen
