@@ -225,7 +225,7 @@ def measure(args) -> dict:
              "model_templates; m = json.loads(sys.argv[1]); jobs.get_encoder(m).encode_prompts(['farmland'], "
              "tuple(model_templates(m)))", json.dumps(model)]
     runs = {"cli": [], "start": []}
-    for _ in range(3):
+    for _ in range(5):  # medians of 5: a cold start varies by ±0.5 s here
         for name, cmd in (("cli", cli), ("start", start)):
             t = time.perf_counter()
             done = subprocess.run(cmd, env=env, cwd=args.engine_root, capture_output=True, text=True)

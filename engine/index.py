@@ -698,6 +698,12 @@ class TileIndex:
         return self._number_meta("updated", float)
 
     @_guarded
+    def has_tiles(self) -> bool:
+        """Whether any tile is searchable: the first one found answers (``tile_count`` reads them all)."""
+        return bool(self.conn.execute(f"SELECT EXISTS(SELECT 1 FROM tiles t JOIN rasters r ON r.id = t.raster_id"
+                                      f" AND {_LIVE})").fetchone()[0])
+
+    @_guarded
     def tile_count(self) -> int:
         return int(self.conn.execute(f"SELECT COUNT(*) FROM tiles t JOIN rasters r ON r.id = t.raster_id AND {_LIVE}"
                                      ).fetchone()[0])
@@ -1162,7 +1168,8 @@ class TileIndex:
         """
         rasters = self.conn.execute(f"SELECT r.id, r.fingerprint, r.status FROM rasters r WHERE {_LIVE} ORDER BY r.id"
                                     ).fetchall()
-        ends = self.conn.execute("SELECT MIN(id), MAX(id) FROM main.tiles").fetchone()
+        # two subqueries: SQLite reads MIN or MAX alone from the end of the rowid tree, both in one query by a scan
+        ends = self.conn.execute("SELECT (SELECT MIN(id) FROM main.tiles), (SELECT MAX(id) FROM main.tiles)").fetchone()
         next_id = self.conn.execute("SELECT value FROM meta WHERE key = 'next_tile_id'").fetchone()
         return hashlib.sha256(json.dumps([rasters, list(ends), str(next_id[0] if next_id else "")],
                                          default=str).encode()).hexdigest()

