@@ -13,9 +13,9 @@ the search is calibrated on; the recall is measured on 200 other text queries an
 
 Every phase runs in its own process, so each peak memory (VmHWM) is that phase's alone:
 * ``today``: the SQLite layout as it is, on a small index (131,072 tiles): bytes per tile;
-* ``threshold``: 1,048,576 tiles in the SQLite layout (its search-index rebuild: time, memory,
-  search) and then moved by ``archive`` (time, memory, bytes, search): where float32 in SQLite stops
-  making sense;
+* ``threshold``: the threshold's number of tiles (2,097,152 at 512-d) in the SQLite layout (its
+  search-index rebuild: time, memory, search) and then moved by ``archive`` (time, memory, bytes,
+  search): where float32 in SQLite stops making sense;
 * ``archive``: the big index (``--tiles``, default 10,000,000), then its searches in a fresh process.
 Results go to bench/archive.md.
 """
@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         (WORK / "part-today.json").write_text(json.dumps(build))
         shutil.rmtree(WORK / "today", ignore_errors=True)
     if "threshold" in parts:
-        n = 1_048_576
+        from engine.archive.layout import threshold_tiles
+
+        n = threshold_tiles(512)
         log(f"{n:,} tiles in the SQLite layout …")
         th = {"build": run_phase("build", WORK / "threshold", n, "sqlite")}
         th["rebuild"] = run_phase("rebuild", WORK / "threshold")
