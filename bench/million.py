@@ -404,7 +404,7 @@ def markdown(new: dict, old: dict | None, vit: dict | None, kept: set[str] | fro
     if new.get("load"):
         lines += ["", f"Machine: {new['load']}."]
     if old and old.get("load"):
-        lines.append(f"Today's code: {old['load'].replace(' this version', ' its')}.")
+        lines.append("Today's code: " + old["load"].replace("this version's", "its") + ".")
     if kept:
         lines.append("Kept from an earlier run of this bench (`--keep`): " + ", ".join(
             {"old": "today's code's column", "vit": "the ViT-B-32 row"}[part] for part in sorted(kept)) + ".")
