@@ -26,10 +26,18 @@ def run_cli(*args, env: dict | None = None, timeout: int = 600) -> tuple[int, st
     return out.returncode, out.stdout, out.stderr
 
 
+#: ``python -m engine`` with Ctrl-C answered as in a terminal. A shell without job control starts background
+#: commands with SIGINT ignored, and an ignored signal stays ignored across exec: a test run started that way
+#: (``make test &``) would otherwise hand every command it starts an ignored SIGINT.
+_ENGINE_AS_IN_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                            "runpy.run_module('engine', run_name='__main__', alter_sys=True)")
+
+
 def start_cli(*args, env: dict | None = None) -> subprocess.Popen:
+    """``python -m engine ARGS`` started in the background (stderr piped), to be signalled or killed."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=full_env)
+    return subprocess.Popen([sys.executable, "-c", _ENGINE_AS_IN_A_TERMINAL, *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full_env)
 
 
 def one_error_line(code: int, err: str, *expected: str) -> str:
