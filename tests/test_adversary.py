@@ -293,11 +293,9 @@ def sigint_and_sigterm_during_a_reindex_keep_the_old_tiles(w: World):
     change_pixels(naip, seed=8, size=300)
     staged = "SELECT COUNT(*) FROM tiles t JOIN rasters r ON r.id = t.raster_id WHERE r.status = 'staging'"
     for sig, codes in ((signal.SIGINT, (130,)), (signal.SIGTERM, (-signal.SIGTERM,))):
-        # small batches and a quick poll: the signal must land while tiles are still being staged (with 32-tile
-        # batches the whole re-index took well under a second, and a signal at its very end found it done)
-        proc = start_cli("index", naip, "--index", idx, "--batch-size", "4")
+        proc = start_cli("index", naip, "--index", idx, "--batch-size", "32")
         while proc.poll() is None and rows(idx, staged)[0][0] == 0:
-            time.sleep(0.02)
+            time.sleep(0.2)
         assert proc.poll() is None, "the re-index finished before the signal"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
