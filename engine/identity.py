@@ -18,7 +18,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from .errors import EngineError
+from .errors import Cancelled, EngineError
 from .progress import CancelFn, ProgressFn
 
 #: Evenly spaced samples of ``SAMPLE_BYTES`` read by ``content_fingerprint``.
@@ -82,8 +82,6 @@ class FullHashInBackground:
             self._thread.join(0.1)
             if cancel is not None and cancel():
                 self.stop()
-                from .errors import Cancelled
-
                 raise Cancelled()
         if self._error is not None:
             raise self._error

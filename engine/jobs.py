@@ -486,12 +486,11 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
     name = Path(info.path).name
     content, full, changed = identity or (None, None, False)
-    hashing = None
+    hash_while_tiling = False
     if not is_remote(info.path):  # a remote source is known by its source fingerprint alone
         content = content or content_fingerprint(info.path)
-        if full is None and not idx.holds_path(info.path):
-            hashing = FullHashInBackground(info.path)  # a new path: nothing to compare it with before the end
-        else:
+        hash_while_tiling = full is None and not idx.holds_path(info.path)  # a new path: nothing to compare it with
+        if not hash_while_tiling:
             full = full or full_sha256(info.path, cancel=cancel)  # a resume or re-index decides by it first
     specs = scale_specs(tiling)
     planned = sum(len(plan_windows(info, spec)) for _, spec in specs)
@@ -499,6 +498,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
                                        info.bands, planned, content, full, changed, info.transform)
     idx.set_planned(raster_id, planned)
     added, unavailable, why = 0, 0, ""
+    hashing = FullHashInBackground(info.path) if hash_while_tiling else None  # stopped in the finally below
     try:
         for n, (scale, spec) in enumerate(specs):
             label = name if len(specs) == 1 else f"{name} at ×{scale}"
@@ -530,7 +530,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     if unavailable:
         progress(1.0, f"{name}: {added} tiles embedded, {unavailable} could not be downloaded")
         return added, (unavailable, why)
-    idx.finish_raster(raster_id, full if hashing is not None else None)
+    idx.finish_raster(raster_id, full)
     progress(1.0, f"{name}: {added} tiles embedded")
     return added, None
 

@@ -1,7 +1,7 @@
 """How wide an archive search must look: nprobe and re-rank depth chosen on samples of real-looking queries.
 
 Two samples, each with its exact best answers over every stored vector: image queries (stored
-vectors perturbed to cosine 0.5, like the mean of example tiles) and, when the index has them,
+vectors perturbed to cosine 0.6, like the mean of example tiles) and, when the index has them,
 text queries embedded by its own model. Text sits apart from image embeddings in a CLIP space
 (the "modality gap"), so its true neighbours spread over more inverted lists than an image
 query's (OOD-DiskANN, arXiv 2211.12850): calibrating on image queries alone would overstate
