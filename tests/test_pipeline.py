@@ -133,3 +133,104 @@ def test_indexing_progress_never_steps_back(tiny_model, tmp_path):
                        batch_size=4, progress=lambda fraction, message: seen.append(fraction))
     assert seen[-1] == 1.0 and len(seen) > 10
     assert all(b >= a for a, b in zip(seen, seen[1:])), seen
+
+
+def test_grouped_commits_wait_for_half_a_second_or_a_full_group():
+    from engine.pipeline import GroupedCommits
+
+    now = [0.0]
+    done: list[tuple[list, np.ndarray, object]] = []
+    group = GroupedCommits(lambda w, e, b: done.append((w, e, b)), seconds=0.5, tiles=10, clock=lambda: now[0])
+
+    def batch(start: int, n: int = 3):
+        return list(range(start, start + n)), np.full((n, 2), start, np.float32), np.full((n, 4), start, float)
+
+    group.add(*batch(0))
+    now[0] = 0.2
+    group.add(*batch(3))
+    assert not done and group.waiting == 6, "batches that come fast wait for the next commit"
+    now[0] = 0.6
+    group.add(*batch(6))
+    assert len(done) == 1 and group.waiting == 0
+    windows, embeddings, bounds = done[0]
+    assert windows == list(range(9)) and embeddings.shape == (9, 2) and bounds.shape == (9, 4)
+    assert embeddings[:, 0].tolist() == [0] * 3 + [3] * 3 + [6] * 3, "rows stay with their windows, in order"
+    now[0] = 0.7
+    group.add(*batch(9, 6))
+    group.add(*batch(15, 6))
+    assert len(done) == 2 and done[1][0] == list(range(9, 21)), "a full group commits without waiting"
+    now[0] = 0.8
+    group.add(*batch(21))
+    group.flush()
+    assert len(done) == 3 and done[2][0] == [21, 22, 23] and group.committed == 24 and group.commits == 3
+    group.flush()
+    assert len(done) == 3, "nothing waits: nothing to commit"
+    now[0] = 5.0
+    group.add([30], np.zeros((1, 2), np.float32), None)
+    assert done[3][2] is None, "bounds the caller did not compute are computed by the index"
+
+
+def _indexed(folder):
+    from engine.index import TileIndex
+
+    with TileIndex.open(folder) as idx:
+        rows = idx.conn.execute("SELECT col_off, row_off, width, height FROM tiles ORDER BY id").fetchall()
+        return rows, idx.embeddings()[1]
+
+
+def test_a_fast_model_commits_batches_together_and_the_index_is_the_same(tiny_model, tmp_path, monkeypatch):
+    """The tiny model embeds a 4-tile batch in milliseconds: its batches share commits, with the same result."""
+    from engine import jobs, pipeline
+    from engine.index import TileIndex
+    from engine.tiling import TilingSpec
+    from rasters import noise, write_raster
+
+    raster = write_raster(tmp_path / "r.tif", noise(3, 128, 128))
+    commits: list[int] = []
+    add_tiles = TileIndex.add_tiles
+
+    def counted(self, raster_id, tiles, *args, **kwargs):
+        commits.append(len(tiles))
+        return add_tiles(self, raster_id, tiles, *args, **kwargs)
+
+    monkeypatch.setattr(TileIndex, "add_tiles", counted)
+    results = {}
+    for seconds in (0.0, 60.0):  # every batch alone; every batch of the raster in one commit
+        monkeypatch.setattr(pipeline, "COMMIT_SECONDS", seconds)
+        commits.clear()
+        folder = tmp_path / f"idx{seconds}"
+        model = jobs.resolve_model(folder, arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+        report = jobs.index_rasters(folder, [str(raster)], model=model, tiling=TilingSpec(size=16), batch_size=4)
+        assert report.total_tiles == 64
+        results[seconds] = (list(commits), *_indexed(folder))
+    assert results[0.0][0] == [4] * 16, "each batch committed alone"
+    assert results[60.0][0] == [64], "the batches waited for one commit at the end of the raster"
+    assert results[0.0][1] == results[60.0][1], "the same windows, in the same order"
+    np.testing.assert_allclose(results[0.0][2], results[60.0][2], atol=1e-6)
+
+
+def test_a_cancelled_run_commits_every_batch_it_embedded(tiny_model, tmp_path, monkeypatch):
+    from engine import jobs, pipeline
+    from engine.encoder import Encoder
+    from engine.tiling import TilingSpec
+    from rasters import noise, write_raster
+
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 60.0)  # nothing would be committed before the end
+    raster = write_raster(tmp_path / "r.tif", noise(3, 256, 256))
+    embedded: list[int] = []
+    encode = Encoder.encode_pixels
+
+    def counted(self, pixels):
+        embedded.append(len(pixels))
+        return encode(self, pixels)
+
+    monkeypatch.setattr(Encoder, "encode_pixels", counted)
+    model = jobs.resolve_model(tmp_path / "idx", arch=str(tiny_model.config), checkpoint=str(tiny_model.checkpoint))
+    report = jobs.index_rasters(tmp_path / "idx", [str(raster)], model=model, tiling=TilingSpec(size=16),
+                                batch_size=4, cancel=lambda: sum(embedded) >= 40)
+    assert report.cancelled
+    kept = jobs.info(tmp_path / "idx").tile_count
+    assert kept == sum(embedded) and 40 <= kept < 256, (kept, embedded)
+    monkeypatch.undo()
+    again = jobs.index_rasters(tmp_path / "idx", [str(raster)], model=model, tiling=TilingSpec(size=16), batch_size=4)
+    assert again.added == [(str(raster.resolve()), 256 - kept)] and again.total_tiles == 256

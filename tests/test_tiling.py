@@ -498,3 +498,30 @@ def test_huge_vrt_plans_and_reads_without_allocating(tmp_path, data_type):
     assert tile.window == TileWindow(0, 0, 224, 224)
     assert peak < 32 * 2**20, f"Python peak {peak / 2**20:.0f} MiB"
     assert rss_growth_mib < 200, f"process peak grew {rss_growth_mib:.0f} MiB"
+
+
+def test_an_uncompressed_geotiff_is_read_past_gdals_block_cache_with_the_same_pixels(tmp_path, monkeypatch):
+    """Every window is read once, so GDAL's block cache only cost a copy (and filled up with blocks of rasters
+    not read again); the direct reads give the same pixels and leave no GDAL option set behind."""
+    from engine import tiling
+
+    raster = write_raster(tmp_path / "plain.tif", noise(3, 1024, 1024, seed=5))  # uncompressed, as written
+    spec = TilingSpec(size=100, overlap=0.25)  # windows resampled to 224 px, overlapping
+    got = {}
+    cache_max = gdal.GetCacheMax()
+    try:
+        for name, options in (("direct", tiling.DIRECT_READS), ("cached", {})):
+            monkeypatch.setattr(tiling, "DIRECT_READS", options)
+            gdal.SetCacheMax(1 << 20)  # empties GDAL's block cache: what this reading leaves there is its own
+            gdal.SetCacheMax(64 << 20)
+            before = gdal.GetCacheUsed()
+            with RasterTiler(raster, spec) as tiler:
+                got[name] = np.concatenate([b.pixels for b in tiler.iter_batches(16)])
+                got[name + " cache"] = gdal.GetCacheUsed() - before
+            assert gdal.GetThreadLocalConfigOption("GTIFF_DIRECT_IO", None) is None
+            assert gdal.GetConfigOption("GTIFF_DIRECT_IO") is None
+    finally:
+        gdal.SetCacheMax(cache_max)
+    assert len(got["direct"]) == 14 * 14 and np.array_equal(got["direct"], got["cached"])
+    assert got["cached cache"] >= 3 * 1024 * 1024 // 2, "the cached reads filled the block cache"
+    assert got["direct cache"] < 256 * 1024, got["direct cache"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 from ..errors import EngineError
+from ..gdalutil import thread_config
 from . import display_name
 from .options import RemoteOptions
 
@@ -34,21 +35,6 @@ def gdal_http_config(options: RemoteOptions) -> dict[str, str]:
     if headers:
         config["GDAL_HTTP_HEADERS"] = "\r\n".join(f"{k}: {v}" for k, v in headers.items())
     return config
-
-
-@contextmanager
-def thread_config(config: Mapping[str, str]) -> Iterator[None]:
-    """Set GDAL configuration options for this thread only, and restore what was there after."""
-    from osgeo import gdal
-
-    before = {key: gdal.GetThreadLocalConfigOption(key, None) for key in config}
-    for key, value in config.items():
-        gdal.SetThreadLocalConfigOption(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            gdal.SetThreadLocalConfigOption(key, value)
 
 
 class CogReader:
