@@ -266,8 +266,13 @@ def markdown(results: dict) -> list[str]:
                   f"FAISS cache {today['bytes']['search lists'] / today['tiles']:,.0f}).", ""]
     th = results.get("threshold")
     if th:
+        from engine.archive.layout import threshold_tiles
+
         n = th["build"]["tiles"]
-        lines += [f"Where float32 in SQLite stops making sense, at {n:,} tiles:", "",
+        now = threshold_tiles(DIM)
+        stale = "" if n == now else (f" (measured when the threshold was {n:,} tiles; today's is {now:,}: "
+                                     "`bench/archive.py --parts threshold` measures it again)")
+        lines += [f"Where float32 in SQLite stops making sense, at {n:,} tiles{stale}:", "",
                   "| layout | build or move s | peak memory MB | bytes per tile | text p95 ms (CPU) | text recall@10 | "
                   "image p95 ms (CPU) | image recall@10 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         s, a = th["sqlite_search"], th["archive_search"]
@@ -314,6 +319,8 @@ def markdown(results: dict) -> list[str]:
                   f"(worst p95 {worst_p95:.1f} ms, worst recall {worst_recall:.3f}, peak {memory:.1f} GB, "
                   f"{per:,.0f} bytes per tile). Load average when the searches ended: {big.get('load', '?')} on "
                   f"{os.cpu_count()} cores shared with other work."]
+        if big.get("note"):  # what the numbers cannot say by themselves (written into the part's JSON by hand)
+            lines += ["", f"Note on this run: {big['note']}"]
         if s.get("tradeoff"):
             lines += ["", "Around the calibrated setting (the archive alone, same queries):", "",
                       "| nprobe | re-rank | text p95 ms | text recall@10 | image p95 ms | image recall@10 |",
