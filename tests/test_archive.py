@@ -58,6 +58,39 @@ def test_shards_round_trip_find_vectors_by_id_and_keep_their_check_numbers(tmp_p
         write_shard(tmp_path, "c.f16", ids[::-1], vecs)  # not ascending
 
 
+def _mapped_kb() -> int:
+    """This process's resident pages of mapped files (RssFile), in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not hasattr(os, "pread") or not Path("/proc/self/status").exists(), reason="Linux only")
+def test_re_ranking_reads_rows_without_mapping_the_shard_into_the_process(tmp_path, monkeypatch):
+    """Scattered rows come from the page cache by ``pread``: the same vectors as through the memory map (kept
+    for systems without ``pread``), without the mapped pages (and the kernel's neighbours of each) counting
+    as the process's memory."""
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((65536, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    info = write_shard(tmp_path, "s.f16", np.arange(1, 65537), vecs)  # 16 MB of vectors, in the page cache
+    rows = np.sort(rng.choice(65536, 4096, replace=False))
+    got, grew = {}, {}
+    for how in ("pread", "map"):
+        if how == "map":
+            monkeypatch.delattr(os, "pread")
+        shard = Shard(tmp_path, info, 128)
+        before = _mapped_kb()
+        got[how] = shard.read_rows(rows)
+        grew[how] = _mapped_kb() - before
+        del shard
+    np.testing.assert_array_equal(got["pread"], got["map"])
+    np.testing.assert_array_equal(got["pread"], vecs[rows].astype(np.float16))
+    assert grew["map"] > 4096, grew  # 4,096 scattered rows fault in most of the 16 MB
+    assert grew["pread"] < 512, grew
+
+
 def test_a_check_number_changes_with_any_single_value():
     rng = np.random.default_rng(1)
     row = rng.standard_normal((1, 512)).astype(np.float16)
@@ -123,9 +156,14 @@ def test_merged_segment_gives_the_candidates_of_the_shard_segments(world, built,
         path = folder / f"part-{n}.ivf"
         ivfpq.fill_segment(trained, shard.ids, shard.chunks, path)
         parts.append(ivfpq.open_segment(path))
-    separate = ivfpq.Searcher(trained, parts).candidates(queries, 16, 200)[1]
+    searcher = ivfpq.Searcher(trained, parts)
+    scores, separate = searcher.candidates(queries, 16, 200)
     for a, b in zip(merged, separate):
         assert set(a.tolist()) == set(b[b >= 0].tolist())
+    assert len(parts) > 1 and np.all(np.diff(scores, axis=1) <= 0), "candidates of several segments come best first"
+    shallow = searcher.candidates(queries, 16, 50)[1]
+    for deep, first in zip(separate, shallow):  # what calibration relies on: the first d of a deep search
+        assert set(deep[:50].tolist()) == set(first.tolist())
 
 
 def test_removed_ids_are_never_returned(world, built, tmp_path):

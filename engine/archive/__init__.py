@@ -1,4 +1,4 @@
-"""Archive-size indexes: float16 vectors in memory-mapped shards, searched through an IVF-PQ on disk.
+"""Archive-size indexes: float16 vectors in shard files, searched through an IVF-PQ on disk.
 
 Past about two million 512-d tiles (``layout.ARCHIVE_THRESHOLD_BYTES``) float32 vectors in SQLite
 stop making sense: every rebuild of the search index holds them all in memory, and the folder

@@ -188,7 +188,7 @@ class Searcher:
         self._lock = threading.Lock()  # nprobe is set on the segments before each search (tasks search in threads)
 
     def candidates(self, queries: np.ndarray, nprobe: int, depth: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
-        """(PQ scores, ids) of the ``depth`` best candidates per query; missing places hold id -1."""
+        """(PQ scores, ids) of the ``depth`` best candidates per query, best first; missing places hold id -1."""
         import faiss
 
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -211,4 +211,8 @@ class Searcher:
             return np.full((len(q), depth), -np.inf, np.float32), np.full((len(q), depth), -1, np.int64)
         all_s, all_i = np.concatenate(scores, axis=1), np.concatenate(ids, axis=1)
         part = np.argpartition(-all_s, depth - 1, axis=1)[:, :depth]
-        return np.take_along_axis(all_s, part, 1), np.take_along_axis(all_i, part, 1)
+        top_s, top_i = np.take_along_axis(all_s, part, 1), np.take_along_axis(all_i, part, 1)
+        # best first, as one segment's search returns them: calibration reads the first d of a deep search as the
+        # search of depth d (an unsorted merge made its shallow depths look worse than they are, and chose deeper)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        return np.take_along_axis(top_s, order, 1), np.take_along_axis(top_i, order, 1)
