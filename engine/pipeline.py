@@ -122,10 +122,9 @@ class GroupedCommits:
         if self._waiting:
             group, self._waiting = self._waiting, []
             windows = [w for ws, _, _ in group for w in ws]
-            embeddings = np.concatenate([e for _, e, _ in group]) if len(group) > 1 else group[0][1]
-            bounds = None if any(b is None for _, _, b in group) else \
-                np.concatenate([b for _, _, b in group]) if len(group) > 1 else group[0][2]
-            self._commit(windows, embeddings, bounds)
+            bounds = [b for _, _, b in group if b is not None]
+            self._commit(windows, np.concatenate([e for _, e, _ in group]),
+                         np.concatenate(bounds) if len(bounds) == len(group) else None)
             self.committed += len(windows)
             self.commits += 1
         self._since = self._clock()
