@@ -1,5 +1,5 @@
 """Shared fixtures; QGIS itself is started once per session by pytest-qgis."""
-from plugin_fixtures import prepare_environment
+from plugin_fixtures import prepare_environment, remove_scratch
 
 prepare_environment()
 
@@ -72,6 +72,7 @@ def pytest_unconfigure(config):
     the summary was printed: a crash of process exit in the libraries' native threads, not of a test. It
     would turn a green run red, so the run ends here, after every other plugin's teardown (QGIS's too).
     """
+    remove_scratch()
     status = config.stash.get(_EXIT_STATUS, None)
     if status is not None:
         sys.stdout.flush()

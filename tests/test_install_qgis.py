@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from diskspace import GB, require_free
 from engine.deps import probe_host
 from engine.deps.pins import pin_set_for
 
@@ -45,6 +46,7 @@ def work(tmp_path_factory):
     if probe.returncode == 0:
         pytest.skip("QGIS's own Python already has torch; the installer test needs one without")
     folder = tmp_path_factory.mktemp("installer")
+    require_free(folder, 10 * GB, "The installer test (its bundle and one install)")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 

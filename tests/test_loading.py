@@ -113,3 +113,30 @@ def test_custom_checkpoints_take_any_open_clip_config_and_show_its_activation(ti
     loaded = load_model(resolve_model_ref(arch=str(config), checkpoint=str(tiny_model.checkpoint)))
     assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
     assert not any(type(m) is torch.nn.GELU for m in loaded.model.modules())
+
+
+def test_a_config_file_leaves_nothing_in_the_temp_folder_and_stays_registered(tiny_model, tmp_path, monkeypatch):
+    """A config is registered with open_clip from a copy in the temp folder; the copy must not outlive the load
+    (every process used to leave one folder behind), and earlier configs must still build after later ones."""
+    import json
+    import tempfile
+
+    import open_clip
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({**json.loads(tiny_model.config.read_text()), "quick_gelu": True}))
+    second = tmp_path / "second.json"  # other bytes, so another registration
+    second.write_text(json.dumps({**json.loads(tiny_model.config.read_text()), "quick_gelu": True}, indent=1))
+    loaded = load_model(resolve_model_ref(arch=str(first), checkpoint=str(tiny_model.checkpoint)))
+    assert list(scratch.iterdir()) == []
+    load_model(resolve_model_ref(arch=str(second), checkpoint=str(tiny_model.checkpoint)))
+    assert list(scratch.iterdir()) == []
+    open_clip.add_model_config(tmp_path / "absent")  # a later rescan by anyone: the removed copies are skipped
+    again = load_model(resolve_model_ref(arch=str(first), checkpoint=str(tiny_model.checkpoint)))
+    assert list(scratch.iterdir()) == []
+    with torch.inference_mode():
+        torch.testing.assert_close(again.model.encode_image(torch.ones(1, 3, 32, 32)),
+                                   loaded.model.encode_image(torch.ones(1, 3, 32, 32)))

@@ -27,6 +27,7 @@ from engine.models import GELU, QUICK_GELU, REGISTRY, activation_of, load_model,
 from engine.models import registry
 from engine.models.download import artefact_path, cached_weights_path
 from engine.models.cache import ENCODERS
+from diskspace import GB, require_free
 from localhub import hub_factory, sha256_of  # noqa: F401  (fixture)
 from tinymodel import training_checkpoint
 
@@ -242,12 +243,14 @@ def test_skyclip_zip_with_a_training_checkpoint(tmp_path, hub_factory, monkeypat
 
 @pytest.mark.slow
 def test_remoteclip_vit_l_14(tmp_path, hub_factory, monkeypatch):
+    require_free(tmp_path, 4 * GB, "The ViT-L-14 test (a 1.7 GB checkpoint, published and downloaded)")
     published = publish("ViT-L-14-quickgelu", tmp_path / "pub", 3, "RemoteCLIP-ViT-L-14.pt")
     check_entry("remoteclip-vit-l-14", published, hub_factory, monkeypatch)
 
 
 @pytest.mark.slow
 def test_georsclip_vit_h_14(tmp_path, hub_factory, monkeypatch):
+    require_free(tmp_path, 9 * GB, "The ViT-H-14 test (a 3.9 GB checkpoint, published and downloaded)")
     published = publish("ViT-H-14", tmp_path / "pub", 4, "RS5M_ViT-H-14.pt")
     check_entry("georsclip-vit-h-14", published, hub_factory, monkeypatch, tolerance=1e-4)
 

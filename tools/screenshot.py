@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     out = (ROOT / args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rsclip-shot-"))
+    try:
+        return _shoot(args, out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the index, model and profile: ~15 MB a run
+
+
+def _shoot(args: argparse.Namespace, out: Path, work: Path) -> int:
+    """Build the index in ``work``, start QGIS on the scene and wait for it to write ``out``."""
     sys.path.insert(0, str(ROOT / "tests"))
     index = work / "index"
     if args.scene in ("change", "scales", "heatmap"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -148,16 +147,28 @@ def _check_arch(arch: str) -> None:
                           "or give the path to a model-config JSON.")
 
 
+#: Held while a config is copied, registered and its copy removed, so that no registration's rescan of open_clip's
+#: config paths meets another's copy half deleted.
+_REGISTER_LOCK = threading.Lock()
+
+
 def _register_config(path: str) -> str:
-    """Register a model-config JSON with open_clip under a name unique to its content."""
+    """Register a model-config JSON with open_clip under a name unique to its content.
+
+    open_clip registers a config by reading a file named for the model, so the JSON is copied under that name
+    into a temporary folder, read there, and the folder removed: open_clip keeps what it read, and skips a
+    path that is gone when it rescans. (Every process used to leave one such folder in the temp directory.)
+    """
     import open_clip
 
     data = Path(path).read_bytes()
     name = f"rsclip_{hashlib.sha256(data).hexdigest()[:12]}"
-    if name not in open_clip.list_models():
-        folder = Path(tempfile.mkdtemp(prefix="rsclip-cfg-"))
-        shutil.copyfile(path, folder / f"{name}.json")
-        open_clip.add_model_config(folder / f"{name}.json")
+    with _REGISTER_LOCK:
+        if name not in open_clip.list_models():
+            with tempfile.TemporaryDirectory(prefix="rsclip-cfg-") as folder:
+                copy = Path(folder) / f"{name}.json"
+                copy.write_bytes(data)
+                open_clip.add_model_config(copy)
     return name
 
 
