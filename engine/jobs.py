@@ -261,17 +261,12 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
         raise EngineError(report.skipped[0][1] if len(report.skipped) == 1 else
                           "None of the rasters can be indexed: " + " ".join(r for _, r in report.skipped))
 
-    if dask is None:
-        encoder = get_encoder(model, runtime, scaled(progress, 0.0, 0.05), cancel)
-    else:
-        from .distributed import DaskEmbedder
-
-        encoder = DaskEmbedder.connect(dask, model, runtime, scaled(progress, 0.0, 0.05), cancel)
+    encoder = _LazyEncoder(model, runtime, dask, scaled(progress, 0.0, 0.05), cancel)
     try:
         idx = TileIndex.open(index_dir, write=True) if existing else \
-            TileIndex.create(index_dir, model, tiling.to_dict(), encoder.dim)
+            TileIndex.create(index_dir, model, tiling.to_dict(), encoder.get().dim)
     except BaseException:
-        _release(encoder)
+        encoder.release()
         raise
     try:
         with idx.writing():
@@ -281,6 +276,8 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             identities: dict[str, tuple[str, str | None, bool]] = {}
             todo = [info for info in usable if _needs_indexing(idx, info, verify, report, identities, cancel)]
             report.notices = [r.notice for r in plan.rasters if r.notice and r.info in todo]  # not for unchanged ones
+            if todo:  # the model's problems (a missing checkpoint) stop the run here, not as each raster's
+                encoder.get()
             for n, info in enumerate(todo):
                 check_cancel(cancel)
                 # the rasters up to 0.95, the search index from there (_keep_search_index)
@@ -288,7 +285,7 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
                 rec = idx.raster(info.path)
                 before = rec.tiles if rec is not None and rec.fingerprint == info.fingerprint else 0
                 try:
-                    added, missing = _index_one(idx, info, tiling, encoder, batch_size, sub, cancel,
+                    added, missing = _index_one(idx, info, tiling, encoder.get(), batch_size, sub, cancel,
                                                 identities.get(info.path))
                 except Cancelled:
                     report.cancelled = True
@@ -324,12 +321,40 @@ def index_rasters(index_dir: str | Path, rasters: Sequence[str | Path], model: d
             report.total_tiles = idx.tile_count()
     finally:
         idx.close()
-        _release(encoder)
+        encoder.release()
     progress(1.0, report.summary())
     return report
 
 
-def _keep_search_index(idx, encoder, progress: ProgressFn, cancel: CancelFn | None = None,
+class _LazyEncoder:
+    """The indexing run's encoder, loaded (or its Dask cluster joined) the first time it is needed.
+
+    A run whose rasters are all unchanged or relinked embeds nothing, so it neither loads the model (seconds
+    and gigabytes for the large ones) nor needs its checkpoint to be where the index recorded it.
+    """
+
+    def __init__(self, model: dict, runtime: Runtime, dask: str | None, progress: ProgressFn,
+                 cancel: CancelFn | None) -> None:
+        self._args = (model, runtime, dask, progress, cancel)
+        self._encoder = None
+
+    def get(self):
+        if self._encoder is None:
+            model, runtime, dask, progress, cancel = self._args
+            if dask is None:
+                self._encoder = get_encoder(model, runtime, progress, cancel)
+            else:
+                from .distributed import DaskEmbedder
+
+                self._encoder = DaskEmbedder.connect(dask, model, runtime, progress, cancel)
+        return self._encoder
+
+    def release(self) -> None:
+        if self._encoder is not None:
+            _release(self._encoder)
+
+
+def _keep_search_index(idx, encoder: _LazyEncoder, progress: ProgressFn, cancel: CancelFn | None = None,
                        archive: bool = False) -> None:
     """Bring the index's vector store up to date, training (with progress) where it has outgrown its training.
 
@@ -342,7 +367,7 @@ def _keep_search_index(idx, encoder, progress: ProgressFn, cancel: CancelFn | No
 
     if (archive or idx.tile_count() >= APPROX_THRESHOLD) and idx.query_sample("text") is None:
         progress(0.0, "Embedding the text queries the search index is calibrated on")
-        store_text_sample(idx, encoder)
+        store_text_sample(idx, encoder.get())
     _refresh_vectors(idx, progress, cancel, archive)
 
 

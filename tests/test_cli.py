@@ -123,6 +123,30 @@ def test_reindex_unchanged_is_skipped_and_new_raster_is_added(built_index, tiny_
 
 
 @pytest.mark.slow
+def test_reindexing_unchanged_rasters_needs_no_model_and_a_new_one_names_the_missing_checkpoint(tmp_path):
+    """Nothing to embed, nothing to load: a re-run over unchanged rasters neither loads the model nor needs its
+    checkpoint where the index recorded it. Embedding a new raster does, and says which file is missing."""
+    import shutil
+
+    from rasters import noise, write_raster
+    from tinymodel import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model")
+    first = write_raster(tmp_path / "first.tif", noise(3, 64, 64, seed=1))
+    second = write_raster(tmp_path / "second.tif", noise(3, 64, 64, seed=2), transform=(503000.0, 10, 0, 6e6, 0, -10))
+    code, out, err = run("index", first, "--index", tmp_path / "idx", *model_args(model), "--tile-size", "32")
+    assert code == 0 and "4 new tiles" in out, err
+    shutil.move(model.checkpoint, tmp_path / "elsewhere.pt")
+    code, out, err = run("index", first, "--index", tmp_path / "idx")
+    assert code == 0 and "1 unchanged raster(s) skipped" in out and "4 tiles in total" in out, err
+    code, out, err = run("index", first, second, "--index", tmp_path / "idx")
+    assert code == 2 and f"The checkpoint {model.checkpoint} of this index's model is missing" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = run("info", "--index", tmp_path / "idx")
+    assert code == 0 and "4 tiles" in out and "second.tif" not in out, out
+
+
+@pytest.mark.slow
 @needs_data
 def test_index_refuses_another_model_and_other_tiles(built_index, tmp_path):
     from tinymodel import make_tiny_model
