@@ -61,30 +61,30 @@ _BASETEMP: list = []
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _prune_old_basetemps(tmp_path_factory):
-    """Keep the last three runs' temp folders, as pytest would: it prunes in an atexit handler, which never runs
-    here (the run ends with os._exit, below). Done at the start, while no native thread runs: the same work at
-    the end, after QGIS's teardown, was followed by a segmentation fault in one run."""
-    base = tmp_path_factory.getbasetemp()
-    _BASETEMP.append(base)
-    try:  # pytest's own pruning helper (private: skipped if it moved)
-        from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir
-
-        cleanup_numbered_dir(base.parent, "pytest-", 3, base.stat().st_mtime - LOCK_TIMEOUT)
-    except (ImportError, TypeError, OSError):
-        pass
+def _remember_basetemp(tmp_path_factory):
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
 
 
-def _unlock_basetemp() -> None:
-    """Remove this run's lock on its temp folder, as pytest's skipped atexit handler would, so that the next
-    run may prune it; without this, every folder stayed locked for pytest's lock timeout of three days."""
+def _release_basetemp() -> None:
+    """Do what pytest's atexit handlers would: unlock this run's temp folder and prune all but the last three.
+
+    The run ends with os._exit (below), so those handlers never ran: every run's folder stayed locked for
+    pytest's lock timeout (three days) and none was ever pruned. A day of runs filled /tmp with gigabytes.
+    """
     for base in _BASETEMP:
         lock = base / ".lock"
         try:
-            if lock.read_text().strip() == str(os.getpid()):
-                lock.unlink()
+            if lock.read_text().strip() != str(os.getpid()):
+                continue
+            lock.unlink()
         except OSError:
-            pass  # --basetemp given: no lock of ours
+            continue  # --basetemp given: no numbered folders, nothing of ours to release
+        try:  # pytest's own pruning, as its atexit handler would call it (a private helper: skipped if it moved)
+            from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir
+
+            cleanup_numbered_dir(base.parent, "pytest-", 3, base.stat().st_mtime - LOCK_TIMEOUT)
+        except (ImportError, TypeError, OSError):
+            pass
 
 
 @pytest.hookimpl(trylast=True)
@@ -97,7 +97,7 @@ def pytest_unconfigure(config):
     would turn a green run red, so the run ends here, after every other plugin's teardown (QGIS's too).
     """
     remove_scratch()
-    _unlock_basetemp()
+    _release_basetemp()
     status = config.stash.get(_EXIT_STATUS, None)
     if status is not None:
         sys.stdout.flush()
