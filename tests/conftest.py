@@ -57,34 +57,10 @@ def pytest_terminal_summary(terminalreporter):
 
 
 _EXIT_STATUS = pytest.StashKey[int]()
-_BASETEMP: list = []
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _remember_basetemp(tmp_path_factory):
-    _BASETEMP.append(tmp_path_factory.getbasetemp())
-
-
-def _release_basetemp() -> None:
-    """Do what pytest's atexit handlers would: unlock this run's temp folder and prune all but the last three.
-
-    The run ends with os._exit (below), so those handlers never ran: every run's folder stayed locked for
-    pytest's lock timeout (three days) and none was ever pruned. A day of runs filled /tmp with gigabytes.
-    """
-    for base in _BASETEMP:
-        lock = base / ".lock"
-        try:
-            if lock.read_text().strip() != str(os.getpid()):
-                continue
-            lock.unlink()
-        except OSError:
-            continue  # --basetemp given: no numbered folders, nothing of ours to release
-        try:  # pytest's own pruning, as its atexit handler would call it (a private helper: skipped if it moved)
-            from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir
-
-            cleanup_numbered_dir(base.parent, "pytest-", 3, base.stat().st_mtime - LOCK_TIMEOUT)
-        except (ImportError, TypeError, OSError):
-            pass
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
 
 
 @pytest.hookimpl(trylast=True)
@@ -97,7 +73,6 @@ def pytest_unconfigure(config):
     would turn a green run red, so the run ends here, after every other plugin's teardown (QGIS's too).
     """
     remove_scratch()
-    _release_basetemp()
     status = config.stash.get(_EXIT_STATUS, None)
     if status is not None:
         sys.stdout.flush()
